@@ -1,0 +1,74 @@
+"""Prometheus metrics, one registry per process (tests may make their own)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """Every counter the pipeline exports; pass one instance to each stage."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.received = Counter(
+            "notifier_ingest_received",
+            "Messages (requests, datagrams, frames, lines) received, by receiver",
+            ["receiver"],
+            registry=r,
+        )
+        self.accepted = Counter(
+            "notifier_ingest_accepted",
+            "Records accepted into the spool, by receiver and kind",
+            ["receiver", "kind"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "notifier_ingest_rejected",
+            "Messages refused, by receiver and reason",
+            ["receiver", "reason"],
+            registry=r,
+        )
+        self.connections = Gauge(
+            "notifier_ingest_connections", "Open stream connections, by receiver", ["receiver"],
+            registry=r,
+        )
+        self.udp_rcvbuf_errors = Gauge(
+            "notifier_udp_rcvbuf_errors",
+            "Kernel Udp RcvbufErrors (datagrams lost before notifier could read them; host-wide)",
+            registry=r,
+        )
+        self.spool_depth = Gauge(
+            "notifier_spool_depth", "Records waiting, by consumer and state", ["consumer", "state"],
+            registry=r,
+        )
+        self.spool_oldest_ready_age = Gauge(
+            "notifier_spool_oldest_ready_age_seconds",
+            "Age of the oldest ready record, by consumer",
+            ["consumer"],
+            registry=r,
+        )
+        self.spool_dropped = Counter(
+            "notifier_spool_dropped", "Records dropped by the spool, by reason", ["reason"],
+            registry=r,
+        )
+        self.spool_fsyncs = Counter(
+            "notifier_spool_fsyncs", "Durable commits (fsyncs) of the spool", registry=r
+        )
+        self.spool_records_per_commit = Histogram(
+            "notifier_spool_records_per_commit",
+            "Records written per durable commit",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000),
+            registry=r,
+        )
+        self.mails_sent = Counter(
+            "notifier_mail_sent", "Mails accepted by the server, by account", ["account"],
+            registry=r,
+        )
+        self.mail_failures = Counter(
+            "notifier_mail_failures", "Mail attempts that failed, by account and outcome",
+            ["account", "outcome"], registry=r,
+        )
+        self.dispatch_decisions = Counter(
+            "notifier_dispatch_decisions", "Alarm decisions, by reason", ["reason"], registry=r
+        )

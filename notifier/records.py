@@ -1,0 +1,251 @@
+"""The one value that flows through the pipeline: a Record.
+
+Every stage takes and gives Records; nothing downstream re-parses bytes. A Record is immutable
+and carries the raw bytes it came from, so nothing the sender said is ever lost by parsing.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+
+class Kind(enum.StrEnum):
+    """What a record means to the people reading the mails, lowest priority first."""
+
+    LOG = "log"
+    EVENT = "event"
+    CLEAR = "clear"
+    ALARM = "alarm"
+
+    @property
+    def rank(self) -> int:
+        """Drop order under overflow: log lines go first, alarms last."""
+        return _KIND_RANK[self]
+
+
+_KIND_RANK = {Kind.LOG: 0, Kind.EVENT: 1, Kind.CLEAR: 2, Kind.ALARM: 3}
+
+
+class Severity(enum.StrEnum):
+    """Normalised severity. The sender's own value is kept in `Record.severity_raw`."""
+
+    CRITICAL = "critical"
+    MAJOR = "major"
+    MINOR = "minor"
+    WARNING = "warning"
+    INDETERMINATE = "indeterminate"
+    INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {
+    Severity.INFO: 0,
+    Severity.INDETERMINATE: 1,
+    Severity.WARNING: 2,
+    Severity.MINOR: 3,
+    Severity.MAJOR: 4,
+    Severity.CRITICAL: 5,
+}
+
+# Names people and devices use for the same levels (syslog keywords included).
+_SEVERITY_NAMES: dict[str, Severity] = {
+    "critical": Severity.CRITICAL,
+    "crit": Severity.CRITICAL,
+    "emerg": Severity.CRITICAL,
+    "emergency": Severity.CRITICAL,
+    "alert": Severity.CRITICAL,
+    "fatal": Severity.CRITICAL,
+    "major": Severity.MAJOR,
+    "error": Severity.MAJOR,
+    "err": Severity.MAJOR,
+    "high": Severity.MAJOR,
+    "minor": Severity.MINOR,
+    "medium": Severity.MINOR,
+    "warning": Severity.WARNING,
+    "warn": Severity.WARNING,
+    "low": Severity.WARNING,
+    "indeterminate": Severity.INDETERMINATE,
+    "unknown": Severity.INDETERMINATE,
+    "info": Severity.INFO,
+    "informational": Severity.INFO,
+    "notice": Severity.INFO,
+    "debug": Severity.INFO,
+    "cleared": Severity.INFO,
+    "clear": Severity.INFO,
+}
+
+
+class SeverityScheme(enum.StrEnum):
+    """How a numeric severity from a device is read (the two innovaphone numberings)."""
+
+    # Public Events API: Minor 0 / Indeterminate 1 / Major 2.
+    EVENTS_API = "events_api"
+    # SDK alarm client: Indeterminate 0 / Major 1 / Critical 2.
+    SDK = "sdk"
+
+
+_NUMERIC_SEVERITY = {
+    SeverityScheme.EVENTS_API: {0: Severity.MINOR, 1: Severity.INDETERMINATE, 2: Severity.MAJOR},
+    SeverityScheme.SDK: {0: Severity.INDETERMINATE, 1: Severity.MAJOR, 2: Severity.CRITICAL},
+}
+
+# RFC 5424 severity numbers 0..7.
+SYSLOG_SEVERITY = (
+    Severity.CRITICAL,  # 0 emerg
+    Severity.CRITICAL,  # 1 alert
+    Severity.CRITICAL,  # 2 crit
+    Severity.MAJOR,  # 3 err
+    Severity.WARNING,  # 4 warning
+    Severity.INFO,  # 5 notice
+    Severity.INFO,  # 6 info
+    Severity.INFO,  # 7 debug
+)
+
+
+class UnknownSeverity(ValueError):
+    """A severity value that is neither a known name nor a number of the chosen scheme."""
+
+
+def parse_severity(value: str | int, scheme: SeverityScheme = SeverityScheme.EVENTS_API) -> Severity:
+    """Map a device's severity (a name such as ``Major`` or a number) to a `Severity`.
+
+    Raises `UnknownSeverity` naming the value when it cannot be mapped.
+    """
+    text = str(value).strip()
+    by_name = _SEVERITY_NAMES.get(text.lower())
+    if by_name is not None:
+        return by_name
+    try:
+        number = int(text, 0)
+    except ValueError:
+        raise UnknownSeverity(
+            f"unknown severity {text[:40]!r}: use a name "
+            "(critical, major, minor, warning, indeterminate, info) or a number 0..2"
+        ) from None
+    mapped = _NUMERIC_SEVERITY[scheme].get(number)
+    if mapped is None:
+        raise UnknownSeverity(
+            f"unknown severity {number}: the {scheme.value} scheme knows 0, 1 and 2"
+        )
+    return mapped
+
+
+_id_counter = itertools.count()
+_id_node = os.getpid() & 0xFFFF
+
+
+def new_record_id(now: float | None = None) -> str:
+    """A time-ordered, process-unique id: sorts by creation time, 26 hex digits."""
+    micros = int((time.time() if now is None else now) * 1_000_000)
+    return f"{micros:014x}{_id_node:04x}{next(_id_counter) & 0xFFFFFFFF:08x}"
+
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One log line, event or alarm as it arrived.
+
+    Times are unix seconds (float). `device_time` is what the device said, or None when it did
+    not say or its clock was not set (innovaphone sends ``time=0`` then).
+    """
+
+    kind: Kind
+    received_at: float
+    sender: str  # the peer address, "ip:port" or "ip"
+    receiver: str  # which listener took it: http, json, syslog-udp, syslog-tcp, syslog-tls, tcp
+    raw: bytes
+    text: str = ""
+    device: str = ""  # host name the device gave, else the sender's address
+    serial: str = ""
+    code: str = ""
+    severity: Severity = Severity.INFO
+    severity_raw: str = ""
+    source: str = ""  # software module (RELAY/RECH) or syslog tag/app-name
+    details: str = ""
+    facility: int | None = None
+    device_time: float | None = None
+    extras: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    id: str = field(default_factory=new_record_id)
+
+    @property
+    def alarm_key(self) -> tuple[str, str, str]:
+        """What identifies one alarm across set, re-send and clear."""
+        return (self.device, self.code, self.source)
+
+    @property
+    def time(self) -> float:
+        """The best known time of the event: the device's when set, else when received."""
+        return self.device_time if self.device_time is not None else self.received_at
+
+    def evolve(self, **changes: Any) -> Record:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe form; `raw` is decoded as UTF-8 with replacement (lossless in the spool)."""
+        return {
+            "id": self.id,
+            "kind": self.kind.value,
+            "received_at": self.received_at,
+            "device_time": self.device_time,
+            "sender": self.sender,
+            "receiver": self.receiver,
+            "device": self.device,
+            "serial": self.serial,
+            "code": self.code,
+            "severity": self.severity.value,
+            "severity_raw": self.severity_raw,
+            "source": self.source,
+            "text": self.text,
+            "details": self.details,
+            "facility": self.facility,
+            "extras": dict(self.extras),
+            "raw": self.raw.decode("utf-8", "replace"),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], raw: bytes | None = None) -> Record:
+        """Inverse of `to_dict`; `raw` overrides the (possibly lossy) text form."""
+        return cls(
+            id=str(data["id"]),
+            kind=Kind(data["kind"]),
+            received_at=float(data["received_at"]),
+            device_time=None if data.get("device_time") is None else float(data["device_time"]),
+            sender=str(data.get("sender", "")),
+            receiver=str(data.get("receiver", "")),
+            device=str(data.get("device", "")),
+            serial=str(data.get("serial", "")),
+            code=str(data.get("code", "")),
+            severity=Severity(data.get("severity", Severity.INFO.value)),
+            severity_raw=str(data.get("severity_raw", "")),
+            source=str(data.get("source", "")),
+            text=str(data.get("text", "")),
+            details=str(data.get("details", "")),
+            facility=None if data.get("facility") is None else int(data["facility"]),
+            extras=MappingProxyType({str(k): str(v) for k, v in dict(data.get("extras") or {}).items()}),
+            raw=raw if raw is not None else str(data.get("raw", "")).encode("utf-8"),
+        )
+
+
+def frozen_extras(pairs: Mapping[str, str]) -> Mapping[str, str]:
+    """An immutable copy of extra fields, for building Records."""
+    return MappingProxyType(dict(pairs)) if pairs else _EMPTY
+
+
+class ParseError(ValueError):
+    """Input that cannot become a Record. `reason` is a short counter label, `str()` the detail."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
