@@ -30,7 +30,9 @@ class Metrics:
             registry=r,
         )
         self.connections = Gauge(
-            "notifier_ingest_connections", "Open stream connections, by receiver", ["receiver"],
+            "notifier_ingest_connections",
+            "Open stream connections, by receiver",
+            ["receiver"],
             registry=r,
         )
         self.udp_rcvbuf_errors = Gauge(
@@ -39,7 +41,9 @@ class Metrics:
             registry=r,
         )
         self.spool_depth = Gauge(
-            "notifier_spool_depth", "Records waiting, by consumer and state", ["consumer", "state"],
+            "notifier_spool_depth",
+            "Records waiting, by consumer and state",
+            ["consumer", "state"],
             registry=r,
         )
         self.spool_oldest_ready_age = Gauge(
@@ -49,7 +53,9 @@ class Metrics:
             registry=r,
         )
         self.spool_dropped = Counter(
-            "notifier_spool_dropped", "Records dropped by the spool, by reason", ["reason"],
+            "notifier_spool_dropped",
+            "Records dropped by the spool, by reason",
+            ["reason"],
             registry=r,
         )
         self.spool_fsyncs = Counter(
@@ -62,12 +68,16 @@ class Metrics:
             registry=r,
         )
         self.mails_sent = Counter(
-            "notifier_mail_sent", "Mails accepted by the server, by account", ["account"],
+            "notifier_mail_sent",
+            "Mails accepted by the server, by account",
+            ["account"],
             registry=r,
         )
         self.mail_failures = Counter(
-            "notifier_mail_failures", "Mail attempts that failed, by account and outcome",
-            ["account", "outcome"], registry=r,
+            "notifier_mail_failures",
+            "Mail attempts that failed, by account and outcome",
+            ["account", "outcome"],
+            registry=r,
         )
         self.dispatch_decisions = Counter(
             "notifier_dispatch_decisions", "Alarm decisions, by reason", ["reason"], registry=r

@@ -116,7 +116,9 @@ class UnknownSeverity(ValueError):
     """A severity value that is neither a known name nor a number of the chosen scheme."""
 
 
-def parse_severity(value: str | int, scheme: SeverityScheme = SeverityScheme.EVENTS_API) -> Severity:
+def parse_severity(
+    value: str | int, scheme: SeverityScheme = SeverityScheme.EVENTS_API
+) -> Severity:
     """Map a device's severity (a name such as ``Major`` or a number) to a `Severity`.
 
     Raises `UnknownSeverity` naming the value when it cannot be mapped.
@@ -233,7 +235,9 @@ class Record:
             text=str(data.get("text", "")),
             details=str(data.get("details", "")),
             facility=None if data.get("facility") is None else int(data["facility"]),
-            extras=MappingProxyType({str(k): str(v) for k, v in dict(data.get("extras") or {}).items()}),
+            extras=MappingProxyType(
+                {str(k): str(v) for k, v in dict(data.get("extras") or {}).items()}
+            ),
             raw=raw if raw is not None else str(data.get("raw", "")).encode("utf-8"),
         )
 

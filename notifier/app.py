@@ -1,0 +1,285 @@
+"""Wiring: settings in, a running service out. Start, serve, drain, stop.
+
+Order matters: the spool opens (recovering what was not acked) before any receiver listens,
+consumers start before receivers so recovered records flow at once, and on shutdown receivers
+close first so nothing new is acknowledged while the spool is closing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import ssl
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from notifier import __version__
+from notifier.config import Settings, parse_listen
+from notifier.log import configure, get_logger
+from notifier.metrics import Metrics
+from notifier.spool.base import Spool
+
+log = get_logger("notifier.app")
+
+
+class Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+@dataclass
+class Service:
+    """The running process: what `run` starts and `stop` stops, exposed for tests and pages."""
+
+    settings: Settings
+    metrics: Metrics = field(default_factory=Metrics)
+    spool: Spool | None = None
+    started_at: float = field(default_factory=time.time)
+    listening: dict[str, str] = field(default_factory=dict)  # receiver -> "host:port"
+    _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "listening": dict(self.listening),
+        }
+
+    async def start(self) -> None:
+        s = self.settings
+        data_dir = Path(s.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        consumers = [f"route:{r.name}" for r in s.effective_routes()]
+        self.spool = build_spool(s, consumers, self.metrics)
+        await self.spool.start()
+        self._closers.append(self.spool.close)
+        from notifier.dispatch.service import start_dispatchers
+
+        closers = await start_dispatchers(s, self.spool, self.metrics)
+        self._closers[:0] = closers  # dispatchers stop before the spool closes
+        await self._start_receivers()
+        log.info(
+            "notifier started",
+            version=__version__,
+            data_dir=str(data_dir.resolve()),
+            listening=self.listening,
+            accounts=[
+                a.name + (" (file outbox)" if a.uses_outbox else f" ({a.server})")
+                for a in s.accounts
+            ],
+        )
+
+    async def _start_receivers(self) -> None:
+        from notifier.ingest.parse.line import parse_line
+        from notifier.ingest.parse.syslog import parse_syslog
+        from notifier.ingest.stream import start_stream
+        from notifier.ingest.tls import server_context
+        from notifier.ingest.udp import start_udp
+
+        s = self.settings
+        assert self.spool is not None
+        spool, metrics, scheme = self.spool, self.metrics, s.ingest.severity_scheme
+        # Receivers close before dispatchers and the spool: insert at the front, in reverse.
+        front: list[Callable[[], Awaitable[None]]] = []
+
+        if (listen := parse_listen(s.http.listen)) is not None:
+            from notifier.ingest.http import build_ingest_app
+            from notifier.ingest.httpauth import HttpAuth
+            from notifier.ingest.httpserver import HttpServer
+
+            auth = None
+            if s.http.auth != "none":
+                users = {k: v.get_secret_value() for k, v in s.http.users.items()}
+                auth = HttpAuth(s.http.auth, users)
+            app = build_ingest_app(
+                spool=spool,
+                metrics=metrics,
+                paths=s.http.paths,
+                catch_all=s.http.catch_all,
+                max_body_bytes=s.http.max_body_bytes,
+                auth=auth,
+                scheme=scheme,
+                health=self.health,
+            )
+            server = HttpServer(
+                app,
+                listen.host,
+                listen.port,
+                ssl_certfile=s.http.tls_cert_file,
+                ssl_keyfile=s.http.tls_key_file,
+                limit_concurrency=s.http.max_connections,
+                timeout_keep_alive=int(s.http.keep_alive_s),
+            )
+            await server.start()
+            self.listening["http"] = f"{_fmt(listen.host, server.port)}"
+            front.append(server.stop)
+
+        if (listen := parse_listen(s.syslog.udp)) is not None:
+            udp = await start_udp(
+                listen.host,
+                listen.port,
+                spool=spool,
+                metrics=metrics,
+                rcvbuf_bytes=s.syslog.udp_rcvbuf_bytes,
+                scheme=scheme,
+            )
+            self.listening["syslog-udp"] = _fmt(*udp.addresses[0])
+            front.append(udp.close)
+
+        streams: list[
+            tuple[str, str, Callable[..., Any], ssl.SSLContext | None, int, int, float]
+        ] = []
+        if s.syslog.tcp:
+            streams.append(
+                (
+                    "syslog-tcp",
+                    s.syslog.tcp,
+                    parse_syslog,
+                    None,
+                    s.syslog.max_frame_bytes,
+                    s.syslog.max_connections,
+                    s.syslog.idle_timeout_s,
+                )
+            )
+        if s.syslog.tls:
+            ctx = server_context(
+                s.syslog.tls_cert_file, s.syslog.tls_key_file, s.syslog.tls_client_ca_file
+            )
+            streams.append(
+                (
+                    "syslog-tls",
+                    s.syslog.tls,
+                    parse_syslog,
+                    ctx,
+                    s.syslog.max_frame_bytes,
+                    s.syslog.max_connections,
+                    s.syslog.idle_timeout_s,
+                )
+            )
+        if s.tcp.listen:
+            streams.append(
+                (
+                    "tcp",
+                    s.tcp.listen,
+                    parse_line,
+                    None,
+                    s.tcp.max_line_bytes,
+                    s.tcp.max_connections,
+                    s.tcp.idle_timeout_s,
+                )
+            )
+        for receiver, address, parse, ctx, max_frame, max_conn, idle in streams:
+            listen = parse_listen(address)
+            assert listen is not None
+            server_ = await start_stream(
+                listen.host,
+                listen.port,
+                spool=spool,
+                metrics=metrics,
+                receiver=receiver,
+                parse=parse,
+                ssl=ctx,
+                max_frame_bytes=max_frame,
+                max_connections=max_conn,
+                idle_timeout_s=idle,
+            )
+            self.listening[receiver] = _fmt(*server_.addresses[0])
+            front.append(server_.close)
+        self._closers[:0] = list(reversed(front))
+
+    async def stop(self) -> None:
+        """Close receivers, then consumers, then the spool; each step bounded."""
+        for close in self._closers:
+            try:
+                await asyncio.wait_for(close(), timeout=15)
+            except Exception as e:  # keep stopping the rest
+                log.warning(
+                    "stop step failed", step=getattr(close, "__qualname__", "?"), error=str(e)
+                )
+        self._closers.clear()
+        log.info("notifier stopped")
+
+
+def _fmt(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def build_spool(settings: Settings, consumers: list[str], metrics: Metrics) -> Spool:
+    """The configured spool: durable kinds in SQLite under data_dir, the rest in memory."""
+    from notifier.spool.base import Overflow
+    from notifier.spool.memory import MemorySpool
+
+    sp = settings.spool
+    return MemorySpool(
+        consumers,
+        max_entries=sp.memory_queue_entries,
+        overflow=Overflow(sp.overflow),
+        history_entries=sp.history_entries,
+    )
+
+
+def _install_uvloop() -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+
+
+async def serve(settings: Settings, ready: Callable[[Service], None] | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then stop in order."""
+    service = Service(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await service.start()
+    except BaseException:
+        await service.stop()
+        raise
+    if ready:
+        ready(service)
+    await stop.wait()
+    log.info("stopping: signal received")
+    await service.stop()
+
+
+def run_service(settings: Settings) -> int:
+    """Blocking entry point of `notifier run`; returns the exit status."""
+    configure(settings.log.level, settings.log.format)
+    if sys.platform != "win32":
+        _install_uvloop()
+    try:
+        asyncio.run(serve(settings))
+    except OSError as e:
+        # A port in use or a file that cannot be opened: name it, no traceback.
+        log.error("cannot start", error=str(e), hint=_start_hint(e))
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _start_hint(e: OSError) -> str:
+    if e.errno in (98, 48):  # EADDRINUSE on Linux / BSD
+        return "another process uses that port: stop it or change the listen address"
+    if e.errno == 13:
+        return "permission denied: use a port above 1023 or grant CAP_NET_BIND_SERVICE"
+    return ""
+
+
+def send_test_mail(settings: Settings, account: str = "", to: str = "") -> int:
+    """`notifier test-mail`: one message through the account, and what happened, in words."""
+    configure(settings.log.level, "console" if sys.stderr.isatty() else settings.log.format)
+    from notifier.dispatch.service import test_mail
+
+    return asyncio.run(test_mail(settings, account=account, to=to))
+
+
+__all__ = ["Service", "run_service", "send_test_mail", "serve"]

@@ -1,0 +1,545 @@
+"""The one settings tree: TOML file, overlaid by NOTIFIER_* environment variables, validated once.
+
+Precedence: environment > file > defaults. Nested keys use ``__``: ``NOTIFIER_HTTP__LISTEN``;
+list entries are addressed by index or, for accounts and routes, by name:
+``NOTIFIER_ACCOUNTS__OPS__PASSWORD``. Values are read as JSON when they parse as JSON (numbers,
+booleans, lists), else as plain strings. Any ``*_file`` key names a file whose content (one
+trailing newline stripped) becomes the value of the key without ``_file``: secrets stay out of
+the config file.
+
+Invalid config raises `ConfigError` holding one line per problem, each naming the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from notifier.records import Kind, SeverityScheme
+
+ENV_PREFIX = "NOTIFIER_"
+
+
+class ConfigError(Exception):
+    """Invalid configuration; `problems` has one human-readable line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class Listen(BaseModel):
+    """A parsed "host:port" listen address."""
+
+    model_config = ConfigDict(frozen=True)
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_listen(value: str) -> Listen | None:
+    """``"127.0.0.1:8080"``, ``"[::1]:5514"``, ``":8080"`` (all addresses); ``""`` disables."""
+    value = value.strip()
+    if not value:
+        return None
+    if value.startswith("["):
+        host, sep, port_text = value[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"{value!r}: expected [ipv6]:port")
+    else:
+        host, sep, port_text = value.rpartition(":")
+        if not sep:
+            raise ValueError(f"{value!r}: expected host:port, e.g. 127.0.0.1:5514")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"bad port {port_text!r} in {value!r}: use 1..65535")
+    host = host or "0.0.0.0"
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv6 address") from None
+    return Listen(host=host, port=int(port_text))
+
+
+def _check_listen(value: str) -> str:
+    parse_listen(value)
+    return value
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class LogSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class IngestSettings(Section):
+    # How a numeric alarm severity is read: events_api (Minor 0 / Indeterminate 1 / Major 2) or
+    # sdk (Indeterminate 0 / Major 1 / Critical 2).
+    severity_scheme: SeverityScheme = SeverityScheme.EVENTS_API
+
+
+class HttpSettings(Section):
+    listen: str = "127.0.0.1:8080"
+    paths: list[str] = Field(default_factory=lambda: ["/log", "/alarm"])
+    catch_all: bool = True
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    auth: Literal["none", "basic", "digest"] = "none"
+    users: dict[str, SecretStr] = Field(default_factory=dict)
+    users_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    max_connections: int = Field(default=1000, ge=1)
+    keep_alive_s: float = Field(default=30, gt=0)
+
+    _listen = field_validator("listen")(_check_listen)
+
+    @field_validator("paths")
+    @classmethod
+    def _paths_absolute(cls, paths: list[str]) -> list[str]:
+        for p in paths:
+            if not p.startswith("/"):
+                raise ValueError(f"path {p!r} must start with '/'")
+        return paths
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HttpSettings:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        if self.auth != "none" and not self.users:
+            raise ValueError(f"auth = {self.auth!r} needs users (or users_file)")
+        return self
+
+
+class SyslogSettings(Section):
+    udp: str = "127.0.0.1:5514"
+    tcp: str = "127.0.0.1:5514"
+    tls: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    udp_rcvbuf_bytes: int = Field(default=8 << 20, ge=65536)
+    max_frame_bytes: int = Field(default=65536, ge=480)
+    max_connections: int = Field(default=1000, ge=1)
+    idle_timeout_s: float = Field(default=300, gt=0)
+
+    _listen = field_validator("udp", "tcp", "tls")(_check_listen)
+
+    @model_validator(mode="after")
+    def _tls_needs_cert(self) -> SyslogSettings:
+        if self.tls and not (self.tls_cert_file and self.tls_key_file):
+            raise ValueError("tls is set: tls_cert_file and tls_key_file are required")
+        return self
+
+
+class TcpSettings(Section):
+    listen: str = "127.0.0.1:5515"
+    max_line_bytes: int = Field(default=65536, ge=480)
+    max_connections: int = Field(default=1000, ge=1)
+    idle_timeout_s: float = Field(default=300, gt=0)
+
+    _listen = field_validator("listen")(_check_listen)
+
+
+class SpoolSettings(Section):
+    # innovaphone device defaults: 100 memory and 50 persistent entries; a server holds a fleet's.
+    memory_queue_entries: int = Field(default=10_000, ge=1)
+    persistent_queue_entries: int = Field(default=100_000, ge=1)
+    max_disk_bytes: int = Field(default=1 << 30, ge=1 << 20)
+    durable_kinds: list[Kind] = Field(default_factory=lambda: [Kind.ALARM, Kind.CLEAR, Kind.EVENT])
+    overflow: Literal["reject", "drop_oldest"] = "reject"
+    history_entries: int = Field(default=1000, ge=0)
+    retry_base_s: float = Field(default=5.0, gt=0)
+    retry_max_s: float = Field(default=900.0, gt=0)
+
+
+class OAuth2Settings(Section):
+    mode: Literal[
+        "",
+        "exchange",
+        "microsoft365",
+        "microsoft365_app",
+        "gmail",
+        "google_service_account",
+        "client_secret_post",
+        "private_key_jwt",
+    ] = ""
+    mechanism: Literal["xoauth2", "oauthbearer"] = "xoauth2"
+    tenant: str = ""
+    client_id: str = ""
+    client_secret: SecretStr = SecretStr("")
+    client_secret_file: str = ""
+    resource_owner: str = ""
+    resource_owner_password: SecretStr = SecretStr("")
+    resource_owner_password_file: str = ""
+    scope: str = ""
+    token_endpoint: str = ""
+    authorization_url: str = ""
+    grant: Literal["", "authorization_code", "password", "client_credentials"] = ""
+    redirect_uri: str = ""
+    private_key_file: str = ""
+    private_key_id: str = ""
+    certificate_file: str = ""
+    client_email: str = ""
+    service_account_file: str = ""
+    client_json_file: str = ""
+
+
+class AccountSettings(Section):
+    name: str = "ops"
+    server: str = ""  # "host:port"; "" = file outbox under data_dir/outbox
+    tls: Literal["auto", "starttls", "tls", "none"] = "auto"
+    ca_file: str = ""
+    ehlo_name: str = ""
+    sender_address: str = "notifier@example.com"
+    sender_name: str = "notifier"
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    password_file: str = ""
+    allow_plaintext_auth: bool = False
+    timeout_s: float = Field(default=30.0, gt=0)
+    oauth2: OAuth2Settings | None = None
+
+    @field_validator("server")
+    @classmethod
+    def _server(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host:
+                raise ValueError(f"{value!r}: expected host:port, e.g. smtp.office365.com:587")
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"bad port {port!r} in {value!r}: use 1..65535")
+        return value
+
+    @property
+    def uses_outbox(self) -> bool:
+        return not self.server
+
+
+class MatchSettings(Section):
+    kinds: list[Kind] = Field(default_factory=lambda: [Kind.ALARM, Kind.CLEAR, Kind.EVENT])
+    severities: list[str] = Field(default_factory=list)
+    codes: list[str] = Field(
+        default_factory=list
+    )  # "0x00010002", prefix "0x0001*", range "0x10-0x1f"
+    devices: list[str] = Field(default_factory=list)  # exact or glob
+    sources: list[str] = Field(default_factory=list)  # exact or glob
+    receivers: list[str] = Field(default_factory=list)
+    text: str = ""  # regular expression, searched
+
+
+class RouteSettings(Section):
+    name: str = ""
+    account: str = ""  # default: the first account
+    to: list[str] = Field(default_factory=lambda: ["ops@example.com"])
+    cc: list[str] = Field(default_factory=list)
+    bcc: list[str] = Field(default_factory=list)
+    match: MatchSettings = Field(default_factory=MatchSettings)
+    group_wait_s: float = Field(default=10.0, ge=0)
+    group_interval_s: float = Field(default=300.0, ge=0)
+    repeat_interval_s: float = Field(default=14_400.0, ge=0)
+    max_mails_per_minute: int = Field(default=10, ge=1)
+    max_records_per_mail: int = Field(default=50, ge=1)
+
+
+class WebSettings(Section):
+    admin_password: SecretStr = SecretStr("")
+    admin_password_file: str = ""
+
+
+Secret = Annotated[SecretStr, Field()]
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Build it with `load_settings`, not directly."""
+
+    model_config = SettingsConfigDict(extra="forbid", validate_default=True)
+
+    data_dir: str = "./var"
+    log: LogSettings = Field(default_factory=LogSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    syslog: SyslogSettings = Field(default_factory=SyslogSettings)
+    tcp: TcpSettings = Field(default_factory=TcpSettings)
+    spool: SpoolSettings = Field(default_factory=SpoolSettings)
+    accounts: list[AccountSettings] = Field(default_factory=lambda: [AccountSettings()])
+    routes: list[RouteSettings] = Field(default_factory=list)
+    web: WebSettings = Field(default_factory=WebSettings)
+
+    # Environment and files are merged by `load_settings` before validation, with list
+    # addressing by name; pydantic-settings' own sources would bypass that.
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        names = [a.name for a in self.accounts]
+        if len(set(names)) != len(names):
+            raise ValueError(f"accounts: names must be unique, got {names}")
+        if not self.accounts:
+            raise ValueError("accounts: at least one account is needed")
+        for i, route in enumerate(self.routes):
+            if route.account and route.account not in names:
+                raise ValueError(
+                    f"routes.{i}.account: no account named {route.account!r} (have {names})"
+                )
+        return self
+
+    def account(self, name: str) -> AccountSettings:
+        for a in self.accounts:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+    def effective_routes(self) -> list[RouteSettings]:
+        """The routes in force: the configured ones, or the default one to the first account."""
+        routes = self.routes or [RouteSettings(name="default")]
+        return [
+            r.model_copy(
+                update={
+                    "account": r.account or self.accounts[0].name,
+                    "name": r.name or f"route{i}",
+                }
+            )
+            for i, r in enumerate(routes)
+        ]
+
+    SECRET_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"password", "client_secret", "resource_owner_password", "admin_password", "users"}
+    )
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def _parse_env_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any, origin: str) -> None:
+    """Set tree[path] = value; list entries by index or by their "name" key."""
+    node: Any = tree
+    for i, key in enumerate(path):
+        last = i == len(path) - 1
+        if isinstance(node, list):
+            index = _list_index(node, key, origin)
+            if last:
+                node[index] = value
+                return
+            node = node[index]
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError([f"{origin}: {'.'.join(path[:i])} is not a table"])
+        if last:
+            node[key] = value
+            return
+        child = node.get(key)
+        if child is None:
+            # Lists the user did not write yet start as their default: one entry to extend.
+            child = [dict(_LIST_DEFAULTS[key])] if key in _LIST_DEFAULTS else {}
+            node[key] = child
+        node = child
+
+
+_LIST_DEFAULTS: dict[str, dict[str, str]] = {"accounts": {"name": "ops"}, "routes": {}}
+
+
+def _list_index(items: list[Any], key: str, origin: str) -> int:
+    if key.isdigit():
+        index = int(key)
+        while len(items) <= index:
+            items.append({})
+        return index
+    for index, item in enumerate(items):
+        if isinstance(item, dict) and str(item.get("name", "")).lower() == key:
+            return index
+    raise ConfigError([f"{origin}: no entry named {key!r}"])
+
+
+def _read_secret_files(tree: Any, path: str = "") -> list[str]:
+    """Replace every non-empty ``x_file`` key by the file's content under ``x``."""
+    problems: list[str] = []
+    if isinstance(tree, list):
+        for i, item in enumerate(tree):
+            problems += _read_secret_files(item, f"{path}{i}.")
+        return problems
+    if not isinstance(tree, dict):
+        return problems
+    for key in list(tree):
+        value = tree[key]
+        if isinstance(value, dict | list):
+            problems += _read_secret_files(value, f"{path}{key}.")
+            continue
+        target = key.removesuffix("_file")
+        if key == target or target not in _SECRET_FILE_TARGETS or not value:
+            continue
+        try:
+            content = Path(str(value)).read_text(encoding="utf-8").removesuffix("\n")
+        except OSError as e:
+            problems.append(f"{path}{key}: cannot read {value!r}: {e.strerror or e}")
+            continue
+        if target == "users":
+            try:
+                tree[target] = _parse_users(content)
+            except ValueError as e:
+                problems.append(f"{path}{key}: {value!r}: {e}")
+        else:
+            tree[target] = content
+    return problems
+
+
+_SECRET_FILE_TARGETS = frozenset(
+    {"password", "client_secret", "resource_owner_password", "admin_password", "users"}
+)
+
+
+def _parse_users(content: str) -> dict[str, str]:
+    """A users file: one ``name:password`` (or ``name = password``) a line; # comments."""
+    users: dict[str, str] = {}
+    for n, line in enumerate(content.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, secret = line.partition(":") if ":" in line else line.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"line {n}: expected name:password")
+        users[name.strip()] = secret.strip()
+    return users
+
+
+def _known_keys(model: type[BaseModel]) -> list[str]:
+    return list(model.model_fields)
+
+
+def _format_errors(err: ValidationError, raw: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        key = ".".join(loc) or "config"
+        if e["type"] == "extra_forbidden":
+            hint = _suggest(loc)
+            problems.append(f"{key}: unknown key{hint}")
+            continue
+        msg = e["msg"].removeprefix("Value error, ")
+        value = e.get("input")
+        shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
+        if (loc and loc[-1] in Settings.SECRET_KEYS) or repr(value) in msg:
+            shown = ""
+        problems.append(f"{key}: {msg}{shown}")
+    return problems
+
+
+def _suggest(loc: list[str]) -> str:
+    """'did you mean' from the model that owns the unknown key."""
+    model: Any = Settings
+    for part in loc[:-1]:
+        if part.isdigit():
+            continue
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return ""
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        model = next(
+            (a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None
+        )
+        if model is None:
+            return ""
+    close = difflib.get_close_matches(loc[-1], _known_keys(model), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the TOML file (if any), overlay the environment, read secret files, validate.
+
+    Raises `ConfigError` with one line per problem.
+    """
+    env = os.environ if environ is None else environ
+    if path is None:
+        path = env.get("NOTIFIER_CONFIG") or None
+    tree: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as f:
+                tree = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError([f"config file {str(path)!r} not found"]) from None
+        except OSError as e:
+            raise ConfigError([f"config file {str(path)!r}: {e.strerror or e}"]) from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError([f"config file {str(path)!r}: not valid TOML: {e}"]) from None
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name == "NOTIFIER_CONFIG":
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__")]
+        if not all(keys):
+            raise ConfigError([f"{name}: empty key segment"])
+        _set_path(tree, keys, _parse_env_value(env[name]), name)
+    problems = _read_secret_files(tree)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        return Settings(**tree)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, tree)) from None
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The effective config as plain data with every secret replaced by "***" (or "" if unset)."""
+    data: dict[str, Any] = json.loads(settings.model_dump_json())
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                k: (
+                    {u: "***" for u in v}
+                    if k == "users" and isinstance(v, dict)
+                    else ("***" if v else "")
+                    if k in Settings.SECRET_KEYS
+                    else walk(v)
+                )
+                for k, v in node.items()
+            }
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    result: dict[str, Any] = walk(data)
+    return result

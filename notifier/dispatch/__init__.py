@@ -1,0 +1,1 @@
+"""Dispatch: routing rules, alarm state, grouping and the worker loop per route."""

@@ -1,0 +1,106 @@
+"""Alarm state and the one decision that matters: should this record be mailed now, and why.
+
+An alarm is keyed by (device, code, source). innovaphone devices re-send an active alarm about
+every 30 minutes and queue records while we are unreachable, so repeats and late deliveries are
+normal: only transitions are news.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+
+from notifier.records import Kind, Record
+
+
+class Reason(enum.StrEnum):
+    """Why a record was (or was not) mailed; logged with every decision and counted."""
+
+    NEW_ALARM = "new_alarm"  # first set of an alarm: mail
+    REPEAT_SUPPRESSED = "repeat_suppressed"  # re-sent while active, repeat interval not over
+    REPEAT_DUE = "repeat_due"  # still active after the repeat interval: remind
+    CLEARED = "cleared"  # clear of an active alarm: mail with how long it was active
+    CLEAR_UNKNOWN = "clear_unknown"  # clear for an alarm never seen (or forgotten): mail
+    CLEAR_DUPLICATE = "clear_duplicate"  # clear repeated after the alarm was already cleared
+    LATE_SET = "late_set"  # a set older than the clear we already have: the device's queue
+    EVENT = "event"  # one-shot event: mail
+    LOG = "log"  # log line on a route that mails logs: mail
+
+    @property
+    def notifies(self) -> bool:
+        return self not in _SILENT
+
+
+_SILENT = frozenset({Reason.REPEAT_SUPPRESSED, Reason.CLEAR_DUPLICATE, Reason.LATE_SET})
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmState:
+    """What we know of one alarm on one route. Times are unix seconds."""
+
+    device: str
+    code: str
+    source: str
+    active: bool
+    first_set: float  # when it became active (device time when known)
+    last_seen: float  # last set or clear received
+    count: int  # sets received while active, including the first
+    last_notified: float  # when a mail about it last went out
+    cleared_at: float | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.device, self.code, self.source)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    reason: Reason
+    state: AlarmState | None  # the state to keep after this record (None: nothing to keep)
+    active_since: float | None = None  # for clears and reminders: when the alarm was set
+    repeat_count: int = 0
+
+    @property
+    def notify(self) -> bool:
+        return self.reason.notifies
+
+
+def decide(
+    prev: AlarmState | None, record: Record, now: float, repeat_interval_s: float
+) -> Decision:
+    """Decide what `record` means given the alarm's previous state; pure.
+
+    `now` is when a mail would go out; `repeat_interval_s` of 0 disables reminders.
+    """
+    if record.kind is Kind.EVENT:
+        return Decision(Reason.EVENT, prev)
+    if record.kind is Kind.LOG:
+        return Decision(Reason.LOG, prev)
+    at = record.time
+    device, code, source = record.alarm_key
+    if record.kind is Kind.ALARM:
+        if prev is None or not prev.active:
+            if prev is not None and prev.cleared_at is not None and at < prev.cleared_at:
+                # Set older than the clear we already mailed: delivered late from a device queue.
+                return Decision(Reason.LATE_SET, prev)
+            state = AlarmState(device, code, source, True, at, at, 1, now)
+            return Decision(Reason.NEW_ALARM, state, active_since=at, repeat_count=1)
+        seen = replace(prev, last_seen=max(prev.last_seen, at), count=prev.count + 1)
+        if repeat_interval_s > 0 and now - prev.last_notified >= repeat_interval_s:
+            return Decision(
+                Reason.REPEAT_DUE,
+                replace(seen, last_notified=now),
+                active_since=prev.first_set,
+                repeat_count=seen.count,
+            )
+        return Decision(
+            Reason.REPEAT_SUPPRESSED, seen, active_since=prev.first_set, repeat_count=seen.count
+        )
+    # Kind.CLEAR
+    if prev is None:
+        state = AlarmState(device, code, source, False, at, at, 0, now, cleared_at=at)
+        return Decision(Reason.CLEAR_UNKNOWN, state)
+    if not prev.active:
+        return Decision(Reason.CLEAR_DUPLICATE, replace(prev, last_seen=max(prev.last_seen, at)))
+    state = replace(prev, active=False, last_seen=at, cleared_at=at, last_notified=now)
+    return Decision(Reason.CLEARED, state, active_since=prev.first_set, repeat_count=prev.count)

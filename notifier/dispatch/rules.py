@@ -1,0 +1,119 @@
+"""Routing rules: does this record belong to this route? Pure functions over compiled matchers."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from notifier.config import MatchSettings
+from notifier.records import Kind, Record, Severity, parse_severity
+
+
+class RuleError(ValueError):
+    """A match rule that cannot be compiled; the message names the field and value."""
+
+
+@dataclass(frozen=True, slots=True)
+class CodeRange:
+    low: int
+    high: int
+
+
+@dataclass(frozen=True, slots=True)
+class Matcher:
+    """A compiled `match` table. Empty lists match everything; all given fields must match."""
+
+    kinds: frozenset[Kind]
+    severities: frozenset[Severity]
+    code_exact: frozenset[str]
+    code_prefixes: tuple[str, ...]
+    code_ranges: tuple[CodeRange, ...]
+    devices: tuple[str, ...]
+    sources: tuple[str, ...]
+    receivers: frozenset[str]
+    text: re.Pattern[str] | None
+
+    def matches(self, record: Record) -> bool:
+        if self.kinds and record.kind not in self.kinds:
+            return False
+        if self.severities and record.severity not in self.severities:
+            return False
+        if self.receivers and record.receiver not in self.receivers:
+            return False
+        if self.devices and not _glob_any(record.device, self.devices):
+            return False
+        if self.sources and not _glob_any(record.source, self.sources):
+            return False
+        if (self.code_exact or self.code_prefixes or self.code_ranges) and not self._code_matches(
+            record.code
+        ):
+            return False
+        return not (self.text is not None and self.text.search(record.text) is None)
+
+    def _code_matches(self, code: str) -> bool:
+        normal = code.strip().lower()
+        if normal in self.code_exact:
+            return True
+        if any(normal.startswith(p) for p in self.code_prefixes):
+            return True
+        if self.code_ranges:
+            number = _code_number(normal)
+            if number is not None:
+                return any(r.low <= number <= r.high for r in self.code_ranges)
+        return False
+
+
+def _glob_any(value: str, patterns: Sequence[str]) -> bool:
+    lowered = value.lower()
+    return any(fnmatch.fnmatchcase(lowered, p) for p in patterns)
+
+
+def _code_number(code: str) -> int | None:
+    try:
+        return int(code, 0)
+    except ValueError:
+        return None
+
+
+def compile_match(match: MatchSettings, where: str = "match") -> Matcher:
+    """Compile a route's `match` table; raises `RuleError` naming the bad entry."""
+    severities = set()
+    for s in match.severities:
+        try:
+            severities.add(parse_severity(s))
+        except ValueError as e:
+            raise RuleError(f"{where}.severities: {e}") from None
+    exact, prefixes, ranges = set(), [], []
+    for c in match.codes:
+        c = c.strip().lower()
+        if c.endswith("*"):
+            prefixes.append(c[:-1])
+        elif "-" in c.lstrip("-"):
+            low_text, _, high_text = c.partition("-")
+            low, high = _code_number(low_text), _code_number(high_text)
+            if low is None or high is None or low > high:
+                raise RuleError(f"{where}.codes: {c!r} is not a range like 0x00010000-0x0001ffff")
+            ranges.append(CodeRange(low, high))
+        else:
+            exact.add(c)
+    text = None
+    if match.text:
+        try:
+            text = re.compile(match.text)
+        except re.error as e:
+            raise RuleError(
+                f"{where}.text: {match.text!r} is not a valid regular expression: {e}"
+            ) from None
+    return Matcher(
+        kinds=frozenset(match.kinds),
+        severities=frozenset(severities),
+        code_exact=frozenset(exact),
+        code_prefixes=tuple(prefixes),
+        code_ranges=tuple(ranges),
+        devices=tuple(d.lower() for d in match.devices),
+        sources=tuple(s.lower() for s in match.sources),
+        receivers=frozenset(match.receivers),
+        text=text,
+    )

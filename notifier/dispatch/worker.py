@@ -1,0 +1,339 @@
+"""One worker per route: lease records, decide, group into mails, send, then ack.
+
+A record is acknowledged to the spool only after the mail that reports it was accepted (or it
+was decided not to need one and that decision is stored), so a crash anywhere means redelivery,
+never a lost alarm. Alarm state changes are kept in an overlay until the mail is accepted; a
+failed mail drops the overlay and the records come back through the spool's backoff, to be
+decided again from the stored state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from notifier.config import RouteSettings
+from notifier.dispatch.alarms import AlarmState, Decision, Reason, decide
+from notifier.dispatch.rules import Matcher
+from notifier.dispatch.state import AlarmStore, Key
+from notifier.log import get_logger
+from notifier.mail.compose import Envelope, MailItem, compose
+from notifier.mail.compose import Reason as MailReason
+from notifier.mail.transport import DeliveryError, MailTransport
+from notifier.metrics import Metrics
+from notifier.records import Kind, Record
+from notifier.spool.base import DropNotice, Lease, Spool
+
+log = get_logger("notifier.dispatch")
+
+_MAIL_REASON = {
+    Reason.NEW_ALARM: MailReason.NEW,
+    Reason.REPEAT_DUE: MailReason.REPEAT,
+    Reason.CLEARED: MailReason.CLEAR,
+    Reason.CLEAR_UNKNOWN: MailReason.CLEAR_UNKNOWN,
+    Reason.EVENT: MailReason.EVENT,
+    Reason.LOG: MailReason.LOG,
+}
+
+# Order of records inside a digest: what needs action first.
+_KIND_ORDER = {Kind.ALARM: 0, Kind.CLEAR: 1, Kind.EVENT: 2, Kind.LOG: 3}
+
+# How long cleared alarms are remembered (to recognise a repeated or late clear).
+FORGET_CLEARED_AFTER_S = 7 * 24 * 3600.0
+
+
+class TokenBucket:
+    """At most `per_minute` mails a minute, with a burst of the same size."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate = per_minute / 60.0
+        self._capacity = float(per_minute)
+        self._tokens = float(per_minute)
+        self._clock = clock
+        self._at = clock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self._capacity, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+
+    def wait_s(self) -> float:
+        """Seconds until one mail may go (0: now)."""
+        self._refill()
+        return 0.0 if self._tokens >= 1 else (1 - self._tokens) / self._rate
+
+    def take(self) -> None:
+        self._refill()
+        self._tokens -= 1
+
+
+@dataclass
+class _Group:
+    """Records waiting to go out in one mail, and records that only wait to be acked."""
+
+    items: list[MailItem] = field(default_factory=list)
+    silent: list[str] = field(default_factory=list)  # decided, no mail: ack with the group
+    attempts: int = 0
+    first_at: float = 0.0  # monotonic time the first mail item joined
+
+    @property
+    def ids(self) -> list[str]:
+        return [i.record.id for i in self.items] + self.silent
+
+
+@dataclass(frozen=True)
+class RouteTarget:
+    """Where a route's mails go: the account's transport and the envelope."""
+
+    account: str
+    transport: MailTransport
+    envelope: Envelope
+    lock: asyncio.Lock  # one session at a time per account transport
+
+
+class RouteWorker:
+    """Runs one route until `stop()`."""
+
+    def __init__(
+        self,
+        route: RouteSettings,
+        matcher: Matcher,
+        spool: Spool,
+        store: AlarmStore,
+        target: RouteTarget,
+        metrics: Metrics,
+        *,
+        retry_base_s: float = 5.0,
+        retry_max_s: float = 900.0,
+        instance: str = "notifier",
+        lease_batch: int = 1000,
+    ) -> None:
+        self.route = route
+        self.consumer = f"route:{route.name}"
+        self._matcher = matcher
+        self._spool = spool
+        self._store = store
+        self._target = target
+        self._metrics = metrics
+        self._retry_base = retry_base_s
+        self._retry_max = retry_max_s
+        self._instance = instance
+        self._batch = lease_batch
+        self._states: dict[Key, AlarmState] = store.load(self.consumer)
+        self._overlay: dict[Key, AlarmState] = {}
+        self._group = _Group()
+        self._bucket = TokenBucket(route.max_mails_per_minute)
+        self._last_mail_at = -1e18  # monotonic
+        self._pending_drops: DropNotice | None = None
+        self._stopping = asyncio.Event()
+        # Leases must outlive the longest wait a record can spend in a group.
+        self._visibility = max(60.0, 2 * (route.group_wait_s + route.group_interval_s) + 60)
+        self._extended_at = 0.0
+        self._extend_task: asyncio.Future[None] | None = None
+        self.last_error = ""
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self._step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a bug must not stop mail for good: log, back off, go on
+                log.exception("dispatch step failed", route=self.route.name, error=str(e))
+                await asyncio.sleep(1.0)
+
+    async def _step(self) -> None:
+        leases = await self._spool.lease(self.consumer, self._batch, self._visibility)
+        if leases:
+            await self._take(leases)
+        now = time.monotonic()
+        if self._group.items:
+            due = self._flush_due_in(now)
+            if due <= 0:
+                await self._flush()
+                return
+            self._keep_leases(now)
+            if not leases:
+                await self._sleep(min(due, 1.0))
+        elif self._group.silent:
+            await self._commit([], self._group.silent)
+            self._group = _Group()
+        elif not leases:
+            await self._sleep(1.0)
+
+    async def _sleep(self, timeout: float) -> None:
+        wait = getattr(self._spool, "wait", None)
+        if wait is not None:
+            await wait(timeout)
+        else:
+            await asyncio.sleep(min(timeout, 0.05))
+
+    def _flush_due_in(self, now: float) -> float:
+        """Seconds until the waiting group may go out: group wait, group interval, rate limit."""
+        r = self.route
+        due = max(self._group.first_at + r.group_wait_s, self._last_mail_at + r.group_interval_s)
+        return max(due - now, self._bucket.wait_s())
+
+    def _keep_leases(self, now: float) -> None:
+        if now - self._extended_at > self._visibility / 3:
+            self._extended_at = now
+            self._extend_task = asyncio.ensure_future(
+                self._spool.extend(self.consumer, self._group.ids, self._visibility)
+            )
+
+    async def _take(self, leases: list[Lease]) -> None:
+        unmatched: list[str] = []
+        now = time.time()
+        for lease in leases:
+            record = lease.record
+            if not self._matcher.matches(record):
+                unmatched.append(record.id)
+                continue
+            decision = self._decide(record, now)
+            self._metrics.dispatch_decisions.labels(decision.reason.value).inc()
+            log.info(
+                "decision",
+                route=self.route.name,
+                reason=decision.reason.value,
+                record=record.id,
+                kind=record.kind.value,
+                device=record.device,
+                code=record.code,
+                source=record.source,
+            )
+            self._group.attempts = max(self._group.attempts, lease.attempts)
+            if decision.notify:
+                if not self._group.items:
+                    self._group.first_at = time.monotonic()
+                self._group.items.append(
+                    MailItem(
+                        record,
+                        _MAIL_REASON[decision.reason],
+                        active_since=decision.active_since,
+                        repeat_count=decision.repeat_count,
+                    )
+                )
+            else:
+                self._group.silent.append(record.id)
+        if unmatched:
+            await self._spool.ack(self.consumer, unmatched)
+
+    def _decide(self, record: Record, now: float) -> Decision:
+        if record.kind not in (Kind.ALARM, Kind.CLEAR):
+            return decide(None, record, now, self.route.repeat_interval_s)
+        key = record.alarm_key
+        prev = self._overlay.get(key, self._states.get(key))
+        decision = decide(prev, record, now, self.route.repeat_interval_s)
+        if decision.state is not None:
+            self._overlay[key] = decision.state
+        return decision
+
+    async def _flush(self) -> None:
+        group, self._group = self._group, _Group()
+        notice = self._spool.take_drop_notice(self.consumer)
+        if notice is not None:
+            self._pending_drops = _merge_drops(self._pending_drops, notice)
+        items = sorted(
+            group.items,
+            key=lambda i: (_KIND_ORDER[i.record.kind], -i.record.severity.rank, i.record.time),
+        )
+        shown = items[: self.route.max_records_per_mail]
+        message = compose(
+            shown,
+            self._target.envelope,
+            omitted=len(items) - len(shown),
+            dropped=self._pending_drops.counts if self._pending_drops else None,
+            instance=self._instance,
+        )
+        self._bucket.take()
+        self._last_mail_at = time.monotonic()
+        async with self._target.lock:
+            (result,) = await self._target.transport.send([message])
+        if isinstance(result, DeliveryError):
+            await self._failed(group, result)
+            return
+        self._pending_drops = None
+        self.last_error = ""
+        self._metrics.mails_sent.labels(self._target.account).inc()
+        log.info(
+            "mail sent",
+            route=self.route.name,
+            account=self._target.account,
+            message_id=result.message_id,
+            records=len(items),
+            shown=len(shown),
+            subject=str(message["Subject"]),
+            reply=result.reply,
+        )
+        await self._commit(group.items, group.silent)
+
+    async def _commit(self, items: list[MailItem], silent: list[str]) -> None:
+        """Store the overlay, then ack: the order that makes a crash redeliver, not lose."""
+        if self._overlay:
+            forget_before = time.time() - FORGET_CLEARED_AFTER_S
+            await self._store.save(self.consumer, self._overlay.values(), forget_before)
+            for key, state in self._overlay.items():
+                if not state.active and state.last_seen < forget_before:
+                    self._states.pop(key, None)
+                else:
+                    self._states[key] = state
+            self._overlay.clear()
+        await self._spool.ack(self.consumer, [i.record.id for i in items] + silent)
+
+    async def _failed(self, group: _Group, error: DeliveryError) -> None:
+        self._overlay.clear()
+        self.last_error = str(error)
+        outcome = error.outcome.value
+        self._metrics.mail_failures.labels(self._target.account, outcome).inc()
+        ids = group.ids
+        if error.permanent:
+            log.error(
+                "mail refused for good: records dead-lettered",
+                route=self.route.name,
+                account=self._target.account,
+                records=len(ids),
+                error=str(error),
+                hint="see `notifier spool list --state dead`",
+            )
+            await self._spool.nack(self.consumer, ids, error=str(error), retry_in_s=None)
+            return
+        delay = self._backoff(group.attempts)
+        log.warning(
+            "mail not sent: will retry",
+            route=self.route.name,
+            account=self._target.account,
+            records=len(ids),
+            error=str(error),
+            retry_in_s=round(delay, 1),
+            outcome=outcome,
+        )
+        await self._spool.nack(self.consumer, ids, error=str(error), retry_in_s=delay)
+
+    def _backoff(self, attempts: int) -> float:
+        delay = min(self._retry_max, self._retry_base * (2 ** min(attempts, 30)))
+        return delay * random.uniform(0.5, 1.0)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "route": self.route.name,
+            "account": self._target.account,
+            "waiting": len(self._group.items),
+            "active_alarms": sum(1 for s in self._states.values() if s.active),
+            "last_error": self.last_error,
+        }
+
+
+def _merge_drops(old: DropNotice | None, new: DropNotice) -> DropNotice:
+    if old is None:
+        return new
+    counts = Counter(old.counts)
+    counts.update(new.counts)
+    return DropNotice(dict(counts), min(old.since, new.since))

@@ -1,0 +1,90 @@
+"""The mail-or-not decision, one test per named reason; no server needed."""
+
+from __future__ import annotations
+
+from notifier.dispatch.alarms import AlarmState, Reason, decide
+from notifier.records import Kind, Record, Severity
+
+HOUR = 3600.0
+
+
+def rec(
+    kind: Kind, at: float, *, device_time: float | None = None, code: str = "0x00010002"
+) -> Record:
+    return Record(
+        kind=kind,
+        received_at=at,
+        sender="192.0.2.7",
+        receiver="http",
+        raw=b"",
+        device="gw01",
+        code=code,
+        source="RELAY/RECH",
+        severity=Severity.MAJOR,
+        text="Registration down",
+        device_time=device_time,
+    )
+
+
+def test_first_set_of_an_alarm_is_mailed() -> None:
+    d = decide(None, rec(Kind.ALARM, 1000), now=1000, repeat_interval_s=4 * HOUR)
+    assert d.reason is Reason.NEW_ALARM and d.notify
+    assert d.state is not None and d.state.active and d.state.count == 1
+
+
+def test_alarm_resent_within_repeat_interval_sends_no_second_mail() -> None:
+    first = decide(None, rec(Kind.ALARM, 1000), now=1000, repeat_interval_s=4 * HOUR)
+    again = decide(first.state, rec(Kind.ALARM, 2800), now=2800, repeat_interval_s=4 * HOUR)
+    assert again.reason is Reason.REPEAT_SUPPRESSED and not again.notify
+    assert again.state is not None and again.state.count == 2 and again.state.last_seen == 2800
+
+
+def test_alarm_still_active_after_repeat_interval_is_mailed_again() -> None:
+    first = decide(None, rec(Kind.ALARM, 0), now=0, repeat_interval_s=4 * HOUR)
+    later = decide(first.state, rec(Kind.ALARM, 4 * HOUR), now=4 * HOUR, repeat_interval_s=4 * HOUR)
+    assert later.reason is Reason.REPEAT_DUE and later.notify
+    assert later.active_since == 0 and later.state is not None
+    assert later.state.last_notified == 4 * HOUR
+
+
+def test_repeat_interval_zero_never_reminds() -> None:
+    first = decide(None, rec(Kind.ALARM, 0), now=0, repeat_interval_s=0)
+    later = decide(first.state, rec(Kind.ALARM, 99 * HOUR), now=99 * HOUR, repeat_interval_s=0)
+    assert later.reason is Reason.REPEAT_SUPPRESSED
+
+
+def test_clear_of_active_alarm_is_mailed_with_how_long_it_was_active() -> None:
+    first = decide(None, rec(Kind.ALARM, 1000), now=1000, repeat_interval_s=HOUR)
+    clear = decide(first.state, rec(Kind.CLEAR, 4900), now=4900, repeat_interval_s=HOUR)
+    assert clear.reason is Reason.CLEARED and clear.notify
+    assert clear.active_since == 1000
+    assert clear.state is not None and not clear.state.active and clear.state.cleared_at == 4900
+
+
+def test_clear_for_unknown_alarm_is_mailed_as_a_clear() -> None:
+    d = decide(None, rec(Kind.CLEAR, 10), now=10, repeat_interval_s=HOUR)
+    assert d.reason is Reason.CLEAR_UNKNOWN and d.notify
+
+
+def test_repeated_clear_is_not_mailed_twice() -> None:
+    first = decide(None, rec(Kind.ALARM, 0), now=0, repeat_interval_s=HOUR)
+    clear = decide(first.state, rec(Kind.CLEAR, 10), now=10, repeat_interval_s=HOUR)
+    again = decide(clear.state, rec(Kind.CLEAR, 20), now=20, repeat_interval_s=HOUR)
+    assert again.reason is Reason.CLEAR_DUPLICATE and not again.notify
+
+
+def test_set_delivered_late_after_its_clear_is_not_news() -> None:
+    state = AlarmState("gw01", "0x00010002", "RELAY/RECH", False, 0, 100, 1, 100, cleared_at=100)
+    late = decide(state, rec(Kind.ALARM, 200, device_time=50), now=200, repeat_interval_s=HOUR)
+    assert late.reason is Reason.LATE_SET and not late.notify
+
+
+def test_set_after_clear_is_a_new_alarm() -> None:
+    state = AlarmState("gw01", "0x00010002", "RELAY/RECH", False, 0, 100, 1, 100, cleared_at=100)
+    d = decide(state, rec(Kind.ALARM, 300), now=300, repeat_interval_s=HOUR)
+    assert d.reason is Reason.NEW_ALARM
+
+
+def test_events_and_logs_are_mailed_without_alarm_state() -> None:
+    assert decide(None, rec(Kind.EVENT, 1), now=1, repeat_interval_s=HOUR).reason is Reason.EVENT
+    assert decide(None, rec(Kind.LOG, 1), now=1, repeat_interval_s=HOUR).reason is Reason.LOG

@@ -1,0 +1,112 @@
+"""Config: file, environment, secret files, and one clear line per problem."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from notifier.config import ConfigError, load_settings, masked
+
+
+def notifier(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "notifier", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+    )
+
+
+def test_defaults_need_no_file_and_listen_on_loopback() -> None:
+    s = load_settings(environ={})
+    assert s.http.listen == "127.0.0.1:8080"
+    assert s.syslog.udp == s.syslog.tcp == "127.0.0.1:5514"
+    assert s.syslog.tls == "" and s.tcp.listen == "127.0.0.1:5515"
+    assert s.accounts[0].uses_outbox
+    assert [r.account for r in s.effective_routes()] == ["ops"]
+
+
+def test_environment_overrides_file_and_addresses_accounts_by_name(tmp_path: Path) -> None:
+    cfg = tmp_path / "n.toml"
+    cfg.write_text(
+        '[http]\nlisten = "127.0.0.1:9000"\n[[accounts]]\nname = "ops"\n'
+        'server = "smtp.example.com:587"\n'
+    )
+    s = load_settings(
+        cfg,
+        environ={
+            "NOTIFIER_HTTP__LISTEN": "127.0.0.1:9100",
+            "NOTIFIER_ACCOUNTS__OPS__USERNAME": "alarms@example.com",
+            "NOTIFIER_SPOOL__DURABLE_KINDS": '["alarm"]',
+        },
+    )
+    assert s.http.listen == "127.0.0.1:9100"
+    assert s.accounts[0].username == "alarms@example.com"
+    assert s.accounts[0].server == "smtp.example.com:587"
+    assert [k.value for k in s.spool.durable_kinds] == ["alarm"]
+
+
+def test_secret_files_are_read_and_never_shown(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret-value\n")
+    s = load_settings(environ={"NOTIFIER_ACCOUNTS__0__PASSWORD_FILE": str(secret)})
+    assert s.accounts[0].password.get_secret_value() == "s3cret-value"
+    assert "s3cret-value" not in repr(s) and "s3cret-value" not in str(masked(s))
+    assert masked(s)["accounts"][0]["password"] == "***"
+
+
+def test_every_problem_is_one_line_naming_the_key() -> None:
+    with pytest.raises(ConfigError) as e:
+        load_settings(environ={"NOTIFIER_HTTP__LISTN": "x", "NOTIFIER_SPOOL__OVERFLOW": "never"})
+    assert e.value.problems == [
+        "http.listn: unknown key (did you mean 'listen'?)",
+        "spool.overflow: Input should be 'reject' or 'drop_oldest' (got 'never')",
+    ]
+
+
+def test_check_config_rejects_a_wrong_key_with_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "n.toml"
+    cfg.write_text("[syslog]\nudp_port = 514\n")
+    out = notifier("check-config", "--config", str(cfg))
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        "notifier: config: syslog.udp_port: unknown key (did you mean 'udp'?)"
+    )
+
+
+def test_check_config_rejects_a_bad_port_with_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "n.toml"
+    cfg.write_text('[http]\nlisten = "0.0.0.0:80800"\n')
+    out = notifier("check-config", "--config", str(cfg))
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        "notifier: config: http.listen: bad port '80800' in '0.0.0.0:80800': use 1..65535"
+    )
+
+
+def test_check_config_prints_effective_config_with_secrets_masked(tmp_path: Path) -> None:
+    out = notifier(
+        "check-config",
+        env={
+            "NOTIFIER_ACCOUNTS__0__PASSWORD": "hunter2-secret",
+            "NOTIFIER_HTTP__AUTH": "basic",
+            "NOTIFIER_HTTP__USERS": '{"gw01": "pw-gw01"}',
+        },
+    )
+    assert out.returncode == 0, out.stderr
+    assert 'password = "***"' in out.stdout
+    assert "hunter2-secret" not in out.stdout and "pw-gw01" not in out.stdout
+    assert 'users = {gw01 = "***"}' in out.stdout
+    assert "[[routes]]" in out.stdout
+
+
+def test_missing_config_file_is_one_line() -> None:
+    out = notifier("check-config", "--config", "/nonexistent/notifier.toml")
+    assert out.returncode == 2
+    assert (
+        out.stderr.strip() == "notifier: config: config file '/nonexistent/notifier.toml' not found"
+    )
