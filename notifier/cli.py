@@ -48,7 +48,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     effective = masked(settings)
     effective["routes"] = [
         masked_route
-        for masked_route in (r.model_dump(mode="json") for r in settings.effective_routes())
+        for masked_route in (r.model_dump(mode="json", by_alias=True) for r in settings.effective_routes())
     ]
     print(to_toml(effective), end="")
     return EXIT_OK

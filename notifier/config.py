@@ -253,12 +253,15 @@ class MatchSettings(Section):
 
 
 class RouteSettings(Section):
+    model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
     name: str = ""
     account: str = ""  # default: the first account
     to: list[str] = Field(default_factory=lambda: ["ops@example.com"])
     cc: list[str] = Field(default_factory=list)
     bcc: list[str] = Field(default_factory=list)
     match: MatchSettings = Field(default_factory=MatchSettings)
+    # First match wins; `continue = true` lets records this route takes go on to later routes.
+    continue_matching: bool = Field(default=False, alias="continue")
     group_wait_s: float = Field(default=10.0, ge=0)
     group_interval_s: float = Field(default=300.0, ge=0)
     repeat_interval_s: float = Field(default=14_400.0, ge=0)

@@ -65,6 +65,17 @@ class Matcher:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class FirstMatch:
+    """A route's matcher in a first-match-wins list: its own rule, unless an earlier route took it."""
+
+    own: Matcher
+    earlier: tuple[Matcher, ...] = ()
+
+    def matches(self, record: Record) -> bool:
+        return self.own.matches(record) and not any(m.matches(record) for m in self.earlier)
+
+
 def _glob_any(value: str, patterns: Sequence[str]) -> bool:
     lowered = value.lower()
     return any(fnmatch.fnmatchcase(lowered, p) for p in patterns)

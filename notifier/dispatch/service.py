@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from notifier.config import AccountSettings, Settings
-from notifier.dispatch.rules import RuleError, compile_match
+from notifier.dispatch.rules import FirstMatch, Matcher, RuleError, compile_match
 from notifier.dispatch.state import AlarmStore
 from notifier.dispatch.worker import RouteTarget, RouteWorker
 from notifier.log import get_logger
@@ -67,11 +67,16 @@ async def start_dispatchers(
     transports: dict[str, MailTransport] = {}
     locks: dict[str, asyncio.Lock] = {}
     workers: list[RouteWorker] = []
+    # First match wins: a route skips what an earlier route without `continue` took.
+    taken_before: list[Matcher] = []
     for i, route in enumerate(settings.effective_routes()):
         try:
-            matcher = compile_match(route.match, f"routes.{i}.match")
+            own = compile_match(route.match, f"routes.{i}.match")
         except RuleError as e:
             raise ValueError(str(e)) from None
+        matcher = FirstMatch(own, tuple(taken_before))
+        if not route.continue_matching:
+            taken_before.append(own)
         account = settings.account(route.account)
         if account.name not in transports:
             transports[account.name] = build_transport(settings, account)

@@ -19,7 +19,7 @@ from typing import Any
 
 from notifier.config import RouteSettings
 from notifier.dispatch.alarms import AlarmState, Decision, Reason, decide
-from notifier.dispatch.rules import Matcher
+from notifier.dispatch.rules import FirstMatch, Matcher
 from notifier.dispatch.state import AlarmStore, Key
 from notifier.log import get_logger
 from notifier.mail.compose import Envelope, MailItem, compose
@@ -102,7 +102,7 @@ class RouteWorker:
     def __init__(
         self,
         route: RouteSettings,
-        matcher: Matcher,
+        matcher: Matcher | FirstMatch,
         spool: Spool,
         store: AlarmStore,
         target: RouteTarget,

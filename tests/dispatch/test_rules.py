@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from notifier.config import MatchSettings
-from notifier.dispatch.rules import RuleError, compile_match
+from notifier.dispatch.rules import FirstMatch, RuleError, compile_match
 from notifier.records import Kind, Record, Severity
 
 
@@ -76,3 +76,11 @@ def test_devices_sources_severities_receivers_and_text() -> None:
 def test_bad_rules_are_refused_naming_the_field(match: MatchSettings, message: str) -> None:
     with pytest.raises(RuleError, match=message):
         compile_match(match)
+
+
+def test_first_match_wins_unless_the_earlier_route_continues() -> None:
+    critical = compile_match(MatchSettings(severities=["critical"]))
+    everything = compile_match(MatchSettings())
+    second = FirstMatch(everything, (critical,))
+    assert not second.matches(rec(severity=Severity.CRITICAL))
+    assert second.matches(rec(severity=Severity.MAJOR))
