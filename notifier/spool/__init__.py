@@ -1,6 +1,36 @@
 """Bounded queues between receivers and consumers."""
 
-from notifier.spool.base import DropNotice, Lease, Overflow, Spool, SpoolFull, SpoolStats
+from notifier.spool.backoff import Backoff, Jitter
+from notifier.spool.base import (
+    DeliveryState,
+    DropNotice,
+    Lease,
+    Overflow,
+    Spool,
+    SpoolError,
+    SpoolFull,
+    SpoolStats,
+)
 from notifier.spool.memory import MemorySpool
+from notifier.spool.policy import DEFAULT_DURABLE_KINDS, ReceiverPolicy, SpoolPolicy
+from notifier.spool.sqlite import SqliteSpool
+from notifier.spool.tiered import TieredSpool
 
-__all__ = ["DropNotice", "Lease", "MemorySpool", "Overflow", "Spool", "SpoolFull", "SpoolStats"]
+__all__ = [
+    "DEFAULT_DURABLE_KINDS",
+    "Backoff",
+    "DeliveryState",
+    "DropNotice",
+    "Jitter",
+    "Lease",
+    "MemorySpool",
+    "Overflow",
+    "ReceiverPolicy",
+    "Spool",
+    "SpoolError",
+    "SpoolFull",
+    "SpoolPolicy",
+    "SpoolStats",
+    "SqliteSpool",
+    "TieredSpool",
+]

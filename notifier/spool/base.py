@@ -29,9 +29,14 @@ class SpoolFull(Exception):
         self.retry_after_s = retry_after_s
 
 
+class SpoolError(Exception):
+    """The spool could not do what was asked (storage failed, or it is not open)."""
+
+
 class DeliveryState(enum.StrEnum):
     READY = "ready"
     LEASED = "leased"
+    RETRY = "retry"  # nacked, waiting for its retry time
     DEAD = "dead"
     DONE = "done"
 
@@ -86,6 +91,13 @@ class Spool(Protocol):
 
     async def lease(self, consumer: str, limit: int, visibility_s: float) -> list[Lease]:
         """Up to `limit` ready records for `consumer`, oldest first, hidden for `visibility_s`."""
+
+    async def wait(self, timeout: float, consumer: str | None = None) -> None:
+        """Sleep until records are put or come due for `consumer`, at most `timeout` seconds.
+
+        Call it after a lease returned nothing; pass the consumer name so a retry time of
+        another consumer does not wake this one.
+        """
 
     async def extend(self, consumer: str, record_ids: Sequence[str], visibility_s: float) -> None:
         """Keep leased records hidden for `visibility_s` more (a digest still collecting)."""

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
-import heapq
+import itertools
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from notifier.metrics import Metrics
 from notifier.records import Kind, Record
 from notifier.spool.base import DropNotice, Lease, Overflow, SpoolFull, SpoolStats
+from notifier.spool.drops import DropLedger
+from notifier.spool.policy import SpoolPolicy, as_policy, drop_order, lowest_first
+from notifier.spool.wake import Waker
 
 
 @dataclass(slots=True)
 class _Delivery:
     record: Record
-    ready_at: float = 0.0
+    ready_at: float = 0.0  # monotonic; a lease or a retry moves it forward
     attempts: int = 0
-    leased_until: float = 0.0
+    leased: bool = False
     dead: bool = False
     last_error: str = ""
 
@@ -26,30 +30,34 @@ class _Delivery:
 @dataclass(slots=True)
 class _Consumer:
     deliveries: dict[str, _Delivery] = field(default_factory=dict)  # insertion = arrival order
-    drops: Counter[Kind] = field(default_factory=Counter)
-    drops_since: float = 0.0
 
 
 class MemorySpool:
-    """Holds up to `max_entries` records not yet delivered to every consumer."""
+    """Holds up to `max_entries` records not yet delivered to every consumer.
+
+    `overflow` is one policy for every record, or a `SpoolPolicy` with per-receiver overrides.
+    """
 
     def __init__(
         self,
         consumers: Sequence[str],
         max_entries: int = 10_000,
-        overflow: Overflow = Overflow.REJECT,
+        overflow: Overflow | SpoolPolicy = Overflow.REJECT,
         history_entries: int = 1000,
+        *,
+        metrics: Metrics | None = None,
+        waker: Waker | None = None,
     ) -> None:
         self._consumers = {name: _Consumer() for name in consumers}
         self._max = max_entries
-        self._overflow = overflow
+        self._policy = as_policy(overflow)
         self._history: deque[Record] = deque(maxlen=history_entries)
-        # record id -> number of consumers still owing a delivery
+        # record id -> (record, number of consumers still owing a delivery)
         self._pending: dict[str, tuple[Record, int]] = {}
-        self._dropped: Counter[str] = Counter()
+        self._drops = DropLedger(consumers, "memory", metrics)
         self._rejected = 0
         self._closed = False
-        self._wakeup = asyncio.Event()
+        self._waker = waker or Waker()
 
     async def start(self) -> None:
         self._closed = False
@@ -65,43 +73,54 @@ class MemorySpool:
         self.put_nowait(records)
 
     def put_nowait(self, records: Sequence[Record]) -> None:
+        """`put` without awaiting (nothing here blocks); raises `SpoolFull` like `put`."""
         if self._closed:
             raise SpoolFull("spool is closed", retry_after_s=10)
-        free = self._max - len(self._pending)
-        if len(records) > free and self._consumers:
-            if self._overflow is Overflow.REJECT:
-                self._rejected += len(records)
-                raise SpoolFull(
-                    f"memory queue full ({self._max} entries): retry later", retry_after_s=5
-                )
-            self._drop_lowest(len(records) - free, incoming=records)
-        for record in records:
+        fresh = [r for r in dict((r.id, r) for r in records).values() if r.id not in self._pending]
+        if self._consumers:
+            over = len(self._pending) + len(fresh) - self._max
+            if over > 0:
+                fresh = self._make_room(over, fresh)
+        for record in fresh:
             self._history.append(record)
             if not self._consumers:
                 continue
             self._pending[record.id] = (record, len(self._consumers))
             for consumer in self._consumers.values():
                 consumer.deliveries[record.id] = _Delivery(record)
-        self._wakeup.set()
+        if fresh:
+            self._waker.notify()
 
-    def _drop_lowest(self, count: int, incoming: Sequence[Record]) -> None:
-        """Drop `count` held records, lowest kind first and oldest within a kind."""
-        victims = heapq.nsmallest(
-            count,
-            ((r.kind.rank, r.received_at, rid) for rid, (r, _) in self._pending.items()),
+    def _make_room(self, over: int, incoming: list[Record]) -> list[Record]:
+        """Drop `over` records per the overflow policy; returns what of `incoming` is kept."""
+        if self._policy.overflow_for(incoming) is Overflow.REJECT:
+            self._rejected += len(incoming)
+            raise SpoolFull(
+                f"memory queue full ({self._max} entries): retry later "
+                "(or raise spool.memory_queue_entries)",
+                retry_after_s=5,
+            )
+        candidates = lowest_first(
+            ((r.kind.rank, n, rid) for n, (rid, (r, _)) in enumerate(self._pending.items())),
+            over,
         )
-        for _, _, rid in victims:
-            record, _ = self._pending.pop(rid)
-            self._dropped[f"queue_full_{record.kind.value}"] += 1
-            for consumer in self._consumers.values():
-                if consumer.deliveries.pop(rid, None) is not None:
-                    if not consumer.drops:
-                        consumer.drops_since = time.time()
-                    consumer.drops[record.kind] += 1
-        # Still not enough room (fewer held than incoming): drop the lowest incoming too.
-        overflow = len(self._pending) + len(incoming) - self._max
-        if overflow > 0:
-            raise SpoolFull(f"batch of {len(incoming)} is larger than the memory queue")
+        kinds: Counter[Kind] = Counter()
+        owed: dict[str, Counter[Kind]] = {name: Counter() for name in self._consumers}
+        dropped: set[int] = set()
+        for rid, index in itertools.islice(drop_order(candidates, incoming), over):
+            if rid is not None:
+                record, _ = self._pending.pop(rid)
+                for name, consumer in self._consumers.items():
+                    if consumer.deliveries.pop(rid, None) is not None:
+                        owed[name][record.kind] += 1
+            elif index is not None:
+                record = incoming[index]
+                dropped.add(index)
+                for counts in owed.values():
+                    counts[record.kind] += 1
+            kinds[record.kind] += 1
+        self._drops.dropped("queue_full", kinds, owed)
+        return [r for i, r in enumerate(incoming) if i not in dropped]
 
     def _settle(self, consumer: _Consumer, record_id: str) -> None:
         delivery = consumer.deliveries.pop(record_id, None)
@@ -113,34 +132,50 @@ class MemorySpool:
         else:
             self._pending[record_id] = (record, owing - 1)
 
+    def holds(self, consumer: str, record_id: str) -> bool:
+        """Whether `record_id` is still owed to `consumer` here (held, leased or dead)."""
+        return record_id in self._consumers[consumer].deliveries
+
+    def discard(self, record_ids: Sequence[str]) -> None:
+        """Forget records without counting a drop (a batch its sender is told to retry)."""
+        for rid in record_ids:
+            if self._pending.pop(rid, None) is None:
+                continue
+            for consumer in self._consumers.values():
+                consumer.deliveries.pop(rid, None)
+
     async def lease(self, consumer: str, limit: int, visibility_s: float) -> list[Lease]:
         now = time.monotonic()
         out: list[Lease] = []
+        next_due = math.inf
         for delivery in self._consumers[consumer].deliveries.values():
+            if delivery.dead:
+                continue
+            if delivery.ready_at > now:
+                next_due = min(next_due, delivery.ready_at)
+                continue
             if len(out) >= limit:
                 break
-            if delivery.dead or delivery.ready_at > now or delivery.leased_until > now:
-                continue
-            delivery.leased_until = now + visibility_s
+            delivery.ready_at = now + visibility_s
+            delivery.leased = True
             out.append(Lease(delivery.record, consumer, delivery.attempts, delivery.last_error))
             delivery.attempts += 1
-        if not out:
-            self._wakeup.clear()
+        if out:
+            self._waker.due_in(consumer, visibility_s)
+        else:
+            self._waker.idle(consumer, None if next_due == math.inf else next_due - now)
         return out
 
-    async def wait(self, timeout: float) -> None:
-        """Sleep until something is put, at most `timeout` seconds."""
-        try:
-            await asyncio.wait_for(self._wakeup.wait(), timeout)
-        except TimeoutError:
-            pass
+    async def wait(self, timeout: float, consumer: str | None = None) -> None:
+        """Sleep until something is put or comes due, at most `timeout` seconds."""
+        await self._waker.wait(timeout, consumer)
 
     async def extend(self, consumer: str, record_ids: Sequence[str], visibility_s: float) -> None:
         until = time.monotonic() + visibility_s
         deliveries = self._consumers[consumer].deliveries
         for rid in record_ids:
-            if (d := deliveries.get(rid)) is not None:
-                d.leased_until = until
+            if (d := deliveries.get(rid)) is not None and d.leased and not d.dead:
+                d.ready_at = until
 
     async def ack(self, consumer: str, record_ids: Sequence[str]) -> None:
         c = self._consumers[consumer]
@@ -156,12 +191,13 @@ class MemorySpool:
             if (d := deliveries.get(rid)) is None:
                 continue
             d.last_error = error
-            d.leased_until = 0.0
+            d.leased = False
             if retry_in_s is None:
                 d.dead = True
             else:
                 d.ready_at = now + retry_in_s
-        self._wakeup.set()
+        if retry_in_s is not None:
+            self._waker.due_in(consumer, retry_in_s)
 
     def history(self, limit: int) -> list[Record]:
         if limit <= 0:
@@ -169,22 +205,26 @@ class MemorySpool:
         return list(reversed(self._history))[:limit]
 
     def take_drop_notice(self, consumer: str) -> DropNotice | None:
-        c = self._consumers[consumer]
-        if not c.drops:
-            return None
-        notice = DropNotice(dict(c.drops), c.drops_since)
-        c.drops.clear()
-        return notice
+        return self._drops.take(consumer)
 
     def stats(self) -> SpoolStats:
         stats = SpoolStats(memory_entries=len(self._pending), rejected=self._rejected)
-        stats.dropped = dict(self._dropped)
+        stats.dropped = self._drops.totals()
         now = time.monotonic()
         for name, c in self._consumers.items():
             counts: Counter[str] = Counter()
+            oldest = math.inf
             for d in c.deliveries.values():
-                state = "dead" if d.dead else "leased" if d.leased_until > now else "ready"
+                if d.dead:
+                    state = "dead"
+                elif d.ready_at > now:
+                    state = "leased" if d.leased else "retry"
+                else:
+                    state = "ready"
+                    oldest = min(oldest, d.record.received_at)
                 counts[state] += 1
             for state, n in counts.items():
                 stats.depth[(name, state)] = n
+            if oldest != math.inf:
+                stats.oldest_ready_age_s[name] = max(0.0, time.time() - oldest)
         return stats

@@ -1,0 +1,58 @@
+"""Build the configured spool from settings (the service's one way to open it)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from notifier.config import Settings
+from notifier.metrics import Metrics
+from notifier.records import Kind
+from notifier.spool.base import Overflow
+from notifier.spool.memory import MemorySpool
+from notifier.spool.policy import ReceiverPolicy, SpoolPolicy
+from notifier.spool.schema import spool_path
+from notifier.spool.sqlite import SqliteSpool
+from notifier.spool.tiered import TieredSpool
+
+
+def open_spool(settings: Settings, consumers: Sequence[str], metrics: Metrics) -> TieredSpool:
+    """The spool under `data_dir` for `consumers`; call `start()` before use."""
+    s = settings.spool
+    policy = SpoolPolicy.of(
+        durable_kinds=s.durable_kinds,
+        overflow=s.overflow,
+        receivers=receiver_policies(getattr(s, "receivers", None) or {}),
+    )
+    durable = SqliteSpool(
+        spool_path(settings.data_dir),
+        consumers,
+        max_entries=s.persistent_queue_entries,
+        max_disk_bytes=s.max_disk_bytes,
+        overflow=policy,
+        history_entries=s.history_entries,
+        metrics=metrics,
+    )
+    memory = MemorySpool(
+        consumers,
+        max_entries=s.memory_queue_entries,
+        overflow=policy,
+        history_entries=s.history_entries,
+        metrics=metrics,
+    )
+    return TieredSpool(durable, memory, policy, metrics=metrics)
+
+
+def receiver_policies(raw: Mapping[str, Any]) -> dict[str, ReceiverPolicy]:
+    """Per-receiver overrides from config: {receiver: {durable_kinds: [...], overflow: ...}}
+    (a mapping or an object with those attributes; a missing key keeps the default)."""
+    out: dict[str, ReceiverPolicy] = {}
+    for receiver, value in raw.items():
+        get = value.get if isinstance(value, Mapping) else lambda k, v=value: getattr(v, k, None)
+        kinds = get("durable_kinds")
+        overflow = get("overflow")
+        out[receiver] = ReceiverPolicy(
+            durable_kinds=None if kinds is None else frozenset(Kind(k) for k in kinds),
+            overflow=None if overflow is None else Overflow(overflow),
+        )
+    return out

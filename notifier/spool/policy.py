@@ -1,0 +1,104 @@
+"""Which records are durable and what happens when a queue is full: pure decisions."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TypeVar
+
+from notifier.records import Kind, Record
+from notifier.spool.base import Overflow
+
+K = TypeVar("K")
+
+DEFAULT_DURABLE_KINDS: frozenset[Kind] = frozenset({Kind.ALARM, Kind.CLEAR, Kind.EVENT})
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverPolicy:
+    """Overrides for records from one receiver (`Record.receiver`); None keeps the default."""
+
+    durable_kinds: frozenset[Kind] | None = None
+    overflow: Overflow | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolPolicy:
+    """The spool-wide defaults plus per-receiver overrides."""
+
+    durable_kinds: frozenset[Kind] = DEFAULT_DURABLE_KINDS
+    overflow: Overflow = Overflow.REJECT
+    receivers: Mapping[str, ReceiverPolicy] = field(default_factory=lambda: MappingProxyType({}))
+
+    @classmethod
+    def of(
+        cls,
+        durable_kinds: Collection[Kind | str] = DEFAULT_DURABLE_KINDS,
+        overflow: Overflow | str = Overflow.REJECT,
+        receivers: Mapping[str, ReceiverPolicy] | None = None,
+    ) -> SpoolPolicy:
+        """Build from config values (strings are accepted for kinds and the overflow policy)."""
+        return cls(
+            frozenset(Kind(k) for k in durable_kinds),
+            Overflow(overflow),
+            MappingProxyType(dict(receivers or {})),
+        )
+
+    def is_durable(self, record: Record) -> bool:
+        override = self.receivers.get(record.receiver)
+        kinds = self.durable_kinds
+        if override is not None and override.durable_kinds is not None:
+            kinds = override.durable_kinds
+        return record.kind in kinds
+
+    def overflow_for(self, records: Iterable[Record]) -> Overflow:
+        """The policy for a batch: `reject` when any of its receivers says so.
+
+        A mixed batch is refused whole rather than half dropped, so a rejecting sender never
+        loses part of what it sent without being told.
+        """
+        for record in records:
+            override = self.receivers.get(record.receiver)
+            policy = self.overflow
+            if override is not None and override.overflow is not None:
+                policy = override.overflow
+            if policy is Overflow.REJECT:
+                return Overflow.REJECT
+        return Overflow.DROP_OLDEST
+
+
+def as_policy(overflow: Overflow | SpoolPolicy) -> SpoolPolicy:
+    return overflow if isinstance(overflow, SpoolPolicy) else SpoolPolicy(overflow=overflow)
+
+
+def drop_order(
+    held: Iterable[tuple[int, K]], incoming: Sequence[Record]
+) -> Iterator[tuple[K, None] | tuple[None, int]]:
+    """Records in the order `drop_oldest` drops them: lowest kind first, oldest first.
+
+    `held` yields (kind rank, key) already in that order; it is consumed lazily, so a caller
+    may pass a database cursor and stop when it has made room. Yields (key, None) for a held
+    record and (None, index) for a record of `incoming`. An incoming record is newer than every
+    held one, so it goes only when nothing held is of a lower or equal kind: an incoming log
+    line never pushes out a stored alarm.
+    """
+    order = sorted(range(len(incoming)), key=lambda i: (incoming[i].kind.rank, i))
+    held_it = iter(held)
+    next_held = next(held_it, None)
+    pos = 0
+    while pos < len(order) or next_held is not None:
+        if pos < len(order) and (
+            next_held is None or incoming[order[pos]].kind.rank < next_held[0]
+        ):
+            yield None, order[pos]
+            pos += 1
+        elif next_held is not None:
+            yield next_held[1], None
+            next_held = next(held_it, None)
+
+
+def lowest_first(items: Iterable[tuple[int, int, K]], count: int) -> list[tuple[int, K]]:
+    """The `count` smallest (rank, age, key) as (rank, key), for in-memory candidates."""
+    return [(rank, key) for rank, _, key in heapq.nsmallest(count, items)]

@@ -1,0 +1,92 @@
+"""The SQLite spool's tables and the row form of a Record; shared by the spool and the CLI."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from notifier.records import Record
+
+SPOOL_FILE = "spool.sqlite3"
+SCHEMA_VERSION = 1
+
+# Bytes counted against max_disk_bytes per record besides its JSON and raw bytes: the row
+# header, the id index, the live-record index and the delivery rows (an estimate).
+ROW_OVERHEAD = 256
+
+# deliveries.state
+QUEUED = 0  # ready, leased or waiting for a retry: told apart by ready_at and `leased`
+DEAD = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY,          -- arrival order in this spool
+    id TEXT NOT NULL UNIQUE,
+    kind INTEGER NOT NULL,            -- Kind.rank: the drop order
+    received_at REAL NOT NULL,
+    pending INTEGER NOT NULL,         -- consumers still owed a delivery (dead ones included)
+    size INTEGER NOT NULL,            -- len(data) + len(raw)
+    data TEXT NOT NULL,               -- Record.to_dict() without raw, as JSON
+    raw BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_live ON records(kind, seq) WHERE pending > 0;
+CREATE TABLE IF NOT EXISTS deliveries (
+    consumer TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    state INTEGER NOT NULL,           -- 0 queued, 1 dead
+    ready_at REAL NOT NULL,           -- unix time it may be leased: arrival, retry or lease end
+    leased INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (consumer, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(consumer, state, ready_at);
+CREATE TABLE IF NOT EXISTS drops (reason TEXT PRIMARY KEY, n INTEGER NOT NULL);
+"""
+
+
+class SchemaError(Exception):
+    """The file is not a spool this version can read."""
+
+
+def spool_path(data_dir: str | Path) -> Path:
+    return Path(data_dir) / SPOOL_FILE
+
+
+def connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), WAL, waiting on locks."""
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=check_same_thread, timeout=10.0
+    )
+    conn.execute("PRAGMA busy_timeout = 10000")
+    return conn
+
+
+def create(conn: sqlite3.Connection) -> None:
+    """Create the tables, or check that an existing file has our schema version."""
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise SchemaError(f"SQLite refused WAL mode (got {mode!r}): is the file system local?")
+    conn.executescript(SCHEMA)
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    if row is None:
+        conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+    elif row[0] != str(SCHEMA_VERSION):
+        raise SchemaError(
+            f"spool schema version {row[0]} is not {SCHEMA_VERSION}: "
+            "this notifier cannot read it; deliver or move the old spool file first"
+        )
+
+
+def encode(record: Record) -> tuple[str, bytes]:
+    """(JSON without raw, raw bytes): raw is stored as a BLOB, losslessly."""
+    data: dict[str, Any] = record.to_dict()
+    del data["raw"]
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False), record.raw
+
+
+def decode(data: str, raw: bytes) -> Record:
+    return Record.from_dict(json.loads(data), raw=bytes(raw))

@@ -1,0 +1,65 @@
+"""Wake-ups for consumers: sleep until something is put or a retry or lease comes due."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+
+
+class Waker:
+    """Per-consumer wake-ups; used on the event loop's thread only.
+
+    A consumer calls `wait(timeout, consumer)` after a lease found nothing. It wakes when a put
+    lands (`notify`), when the earliest retry or lease expiry the spool reported (`idle`,
+    `due_in`) passes, or after `timeout`. Waking early is harmless (the next lease finds nothing
+    and reports the next due time); waking late would delay mail, so every path that makes a
+    record ready later tells the waker when.
+    """
+
+    def __init__(self) -> None:
+        # The None key serves callers that do not name a consumer: woken by anything.
+        self._events: dict[str | None, asyncio.Event] = {}
+        self._due: dict[str | None, float] = {}  # monotonic time
+
+    def _event(self, consumer: str | None) -> asyncio.Event:
+        event = self._events.get(consumer)
+        if event is None:
+            event = self._events[consumer] = asyncio.Event()
+            event.set()  # a new waiter leases first, then sleeps
+        return event
+
+    def notify(self) -> None:
+        """New records are ready for every consumer."""
+        for event in self._events.values():
+            event.set()
+
+    def due_in(self, consumer: str, delay_s: float) -> None:
+        """A record of `consumer` becomes ready in `delay_s` seconds."""
+        if delay_s <= 0:
+            self._event(consumer).set()
+            self._event(None).set()
+            return
+        at = time.monotonic() + delay_s
+        for key in (consumer, None):
+            self._due[key] = min(self._due.get(key, math.inf), at)
+
+    def idle(self, consumer: str, next_due_in_s: float | None) -> None:
+        """A lease for `consumer` found nothing; the next record is due in so many seconds."""
+        at = math.inf if next_due_in_s is None else time.monotonic() + max(next_due_in_s, 0.0)
+        self._event(consumer).clear()
+        self._event(None).clear()
+        self._due[consumer] = at
+        self._due[None] = min(self._due.values())
+
+    async def wait(self, timeout: float, consumer: str | None = None) -> None:
+        """Return when something is put or comes due for `consumer`, at most `timeout` s."""
+        event = self._event(consumer)
+        if event.is_set():
+            return
+        sleep = min(timeout, self._due.get(consumer, math.inf) - time.monotonic())
+        if sleep <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), sleep)
