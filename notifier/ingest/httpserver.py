@@ -1,0 +1,171 @@
+"""Run an ASGI app under uvicorn inside our own event loop, with limits uvicorn leaves open.
+
+We own the loop and the signals (app.py drains on SIGTERM), so uvicorn must not install signal
+handlers. uvicorn has no header-read timeout: a peer that opens a connection and sends its request
+head slowly would hold a slot for ever, so the protocol closes a connection whose next request has
+not started within `header_timeout_s`. Request bodies are limited by the app (see ingest/http.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Generator
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from notifier.log import get_logger
+
+log = get_logger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn.Server that leaves the signals to us and tells when it is listening."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+    def install_signal_handlers(self) -> None:  # uvicorn < 0.29
+        return
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self.listening.set()
+
+
+def _protocol_with_header_timeout(header_timeout_s: float) -> type[H11Protocol]:
+    class HeaderTimeoutProtocol(H11Protocol):
+        """Closes the connection when no request has begun `header_timeout_s` after the last."""
+
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm_header_timer()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm_header_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            super().connection_lost(exc)
+
+        def _arm_header_timer(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            # A new request replaces `cycle`; the same one still there means none has begun.
+            waiting_after = self.cycle
+            self._header_timer = self.loop.call_later(
+                header_timeout_s, self._header_timeout, waiting_after
+            )
+
+        def _header_timeout(self, waiting_after: object) -> None:
+            if self.cycle is waiting_after and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderTimeoutProtocol
+
+
+class HttpServer:
+    """An ASGI app served on `host`:`port` (0 picks a free port; `.port` tells which)."""
+
+    def __init__(
+        self,
+        app: Any,
+        host: str,
+        port: int,
+        *,
+        ssl_certfile: str = "",
+        ssl_keyfile: str = "",
+        limit_concurrency: int = 1000,
+        timeout_keep_alive: int = 30,
+        header_timeout_s: float = 30.0,
+        max_header_bytes: int = 64 * 1024,
+        timeout_graceful_shutdown: int = 10,
+    ) -> None:
+        self.host = host
+        self._requested_port = port
+        self.port = port
+        self._config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            http=_protocol_with_header_timeout(header_timeout_s),
+            ws="none",
+            lifespan="off",  # app.py starts and stops what the app needs
+            log_config=None,  # logging is set up by notifier.log
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,  # the peer address is the device; no proxy is trusted
+            ssl_certfile=ssl_certfile or None,
+            ssl_keyfile=ssl_keyfile or None,
+            limit_concurrency=limit_concurrency,
+            timeout_keep_alive=timeout_keep_alive,
+            timeout_graceful_shutdown=timeout_graceful_shutdown,
+            # Bounds what h11 buffers of a request head still incomplete (slow or huge heads).
+            h11_max_incomplete_event_size=max_header_bytes,
+        )
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._socket: socket.socket | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self._config.is_ssl else "http"
+
+    async def start(self) -> None:
+        """Bind and serve; returns once listening. Raises OSError when the address is taken."""
+        self._socket = self._bind()
+        self.port = int(self._socket.getsockname()[1])
+        server = _Server(self._config)
+        self._server = server
+        self._task = asyncio.create_task(server.serve(sockets=[self._socket]), name="http-server")
+        listening = asyncio.create_task(server.listening.wait())
+        await asyncio.wait({self._task, listening}, return_when=asyncio.FIRST_COMPLETED)
+        if not server.listening.is_set():
+            listening.cancel()
+            try:
+                self._task.result()
+            except BaseException as e:  # uvicorn calls sys.exit on startup failures
+                raise OSError(f"HTTP server on {self.host}:{self.port} did not start: {e}") from e
+            raise OSError(f"HTTP server on {self.host}:{self.port} stopped while starting")
+        log.info("http_listening", host=self.host, port=self.port, scheme=self.scheme)
+
+    def _bind(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self._requested_port))
+            sock.listen(self._config.backlog)
+            sock.setblocking(False)
+        except OSError as e:
+            sock.close()
+            raise OSError(
+                e.errno, f"cannot listen on {self.host}:{self._requested_port}: {e.strerror}"
+            ) from None
+        return sock
+
+    async def stop(self) -> None:
+        """Stop accepting, let running requests finish (up to the graceful timeout), close."""
+        if self._server is None or self._task is None:
+            return
+        self._server.should_exit = True
+        try:
+            await self._task
+        finally:
+            self._server = None
+            self._task = None
+            if self._socket is not None:
+                self._socket.close()
+                self._socket = None
