@@ -85,7 +85,7 @@ async def test_a_record_put_twice_is_held_once(open_spool: Opener) -> None:
 async def test_restart_queues_every_unacked_record_again_at_once(open_spool: Opener) -> None:
     spool = await open_spool()
     await spool.put([rec(text="acked"), rec(text="leased"), rec(text="waiting")])
-    acked, leased = await spool.lease("mail", 2, 300)
+    acked, _leased = await spool.lease("mail", 2, 300)
     await spool.ack("mail", [acked.record.id])
     await spool.close()
 

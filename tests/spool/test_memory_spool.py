@@ -1,0 +1,69 @@
+"""The memory spool: the same contract without durability (log lines by default)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from notifier.records import Kind
+from notifier.spool import MemorySpool, Overflow, SpoolFull
+from tests.spool.helpers import rec, texts
+
+
+async def test_reject_raises_spool_full_and_holds_nothing_of_the_batch() -> None:
+    spool = MemorySpool(consumers=["test"], max_entries=2, overflow=Overflow.REJECT)
+    await spool.put([rec(text="1")])
+
+    with pytest.raises(SpoolFull, match="memory_queue_entries"):
+        await spool.put([rec(text="2"), rec(text="3")])
+
+    assert texts(await spool.lease("test", 10, 30)) == ["1"]
+    assert spool.stats().rejected == 2
+
+
+async def test_drop_oldest_drops_log_lines_before_alarms_and_says_so() -> None:
+    spool = MemorySpool(consumers=["test"], max_entries=3, overflow=Overflow.DROP_OLDEST)
+    await spool.put([rec(Kind.ALARM, "alarm"), rec(Kind.LOG, "log"), rec(Kind.EVENT, "event")])
+
+    await spool.put(
+        [rec(Kind.ALARM, "alarm 2"), rec(Kind.LOG, "log 2"), rec(Kind.ALARM, "alarm 3")]
+    )
+
+    assert texts(await spool.lease("test", 10, 30)) == ["alarm", "alarm 2", "alarm 3"]
+    assert spool.stats().dropped == {"queue_full_log": 2, "queue_full_event": 1}
+    notice = spool.take_drop_notice("test")
+    assert notice is not None and notice.counts == {Kind.LOG: 2, Kind.EVENT: 1}
+
+
+async def test_nack_retry_wakes_the_waiting_consumer_when_due() -> None:
+    spool = MemorySpool(consumers=["test"])
+    await spool.put([rec(text="retry me")])
+    (lease,) = await spool.lease("test", 10, 30)
+    await spool.nack("test", [lease.record.id], error="421", retry_in_s=0.05)
+    assert await spool.lease("test", 10, 30) == []
+
+    await asyncio.wait_for(spool.wait(60, "test"), 10)
+
+    (again,) = await spool.lease("test", 10, 30)
+    assert (again.attempts, again.last_error) == (1, "421")
+
+
+async def test_stats_tell_ready_leased_retry_and_dead_apart() -> None:
+    spool = MemorySpool(consumers=["test"])
+    await spool.put([rec(text=str(i)) for i in range(4)])
+    _, b, c = await spool.lease("test", 3, 30)
+    await spool.nack("test", [b.record.id], error="421", retry_in_s=300)
+    await spool.nack("test", [c.record.id], error="550", retry_in_s=None)
+
+    depth = spool.stats().depth
+
+    assert depth == {("test", "leased"): 1, ("test", "retry"): 1, ("test", "dead"): 1,
+                     ("test", "ready"): 1}  # fmt: skip
+
+
+async def test_history_is_newest_first_and_bounded() -> None:
+    spool = MemorySpool(consumers=["test"], history_entries=2)
+    await spool.put([rec(text=str(i)) for i in range(3)])
+
+    assert [r.text for r in spool.history(10)] == ["2", "1"]
