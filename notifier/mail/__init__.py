@@ -1,0 +1,48 @@
+"""Mail: composing messages from records and delivering them (SMTP or the file outbox).
+
+Token acquisition is not here: OAuth2 tokens come from a `TokenProvider` (notifier/oauth2).
+"""
+
+from notifier.mail.compose import (
+    Envelope,
+    MailItem,
+    Reason,
+    compose,
+    compose_test,
+    message_id_for,
+    outgoing,
+    parse_mailbox,
+)
+from notifier.mail.outbox import Outbox
+from notifier.mail.smtp import SmtpSender, SmtpSettings
+from notifier.mail.tokens import StaticTokenProvider, TokenProvider
+from notifier.mail.transport import (
+    DeliveryError,
+    MailTransport,
+    Outcome,
+    Outgoing,
+    SendReport,
+    SendResult,
+)
+
+__all__ = [
+    "DeliveryError",
+    "Envelope",
+    "MailItem",
+    "MailTransport",
+    "Outbox",
+    "Outcome",
+    "Outgoing",
+    "Reason",
+    "SendReport",
+    "SendResult",
+    "SmtpSender",
+    "SmtpSettings",
+    "StaticTokenProvider",
+    "TokenProvider",
+    "compose",
+    "compose_test",
+    "message_id_for",
+    "outgoing",
+    "parse_mailbox",
+]
