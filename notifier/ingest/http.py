@@ -1,9 +1,10 @@
 """The HTTP receiver: innovaphone form fields, the JSON records API, health, metrics, history.
 
 Routes:
-- ``GET|POST <paths>`` (and, with `catch_all`, any path no other route takes: the innovaphone
-  Standard method's path is not documented): innovaphone fields in the query (GET) or the body
-  (POST, parsed as a query string whatever the Content-Type). Answers ``200 OK`` (text/plain).
+- ``GET|POST <paths>``, and with `catch_all` any other path and method that no other route takes
+  (except the service endpoints below; the innovaphone Standard method's path is not documented):
+  innovaphone fields in the query (GET) or the body (POST, parsed as a query string whatever the
+  Content-Type). Answers ``200 OK`` (text/plain).
 - ``POST /api/v1/records``: a JSON object or array (notifier.ingest.parse.jsonrec). Answers
   ``200 {"accepted": n, "ids": [...]}``.
 - ``GET /api/v1/records?limit=N``: the newest N records received (default 100, at most 1000).
@@ -294,7 +295,12 @@ def _method_not_allowed(allow: str) -> Response:
 
 
 class _CatchAll(Route):
-    """Innovaphone fields on any path that no other route takes (for any method)."""
+    """Innovaphone fields (GET / POST) on any path but our own service endpoints.
+
+    Routes listed before it win for the methods they take; a POST to a page that only takes
+    GET (say ``/``) is still ingested, since the Standard method's path is not documented and
+    an alarm answered 405 would be retried by the device for ever.
+    """
 
     def __init__(self, endpoint: Callable[[Request], Any], others: Sequence[BaseRoute]) -> None:
         super().__init__("/{path:path}", endpoint, methods=["GET", "POST"])
@@ -346,13 +352,16 @@ def build_ingest_app(
         max_records=max_records,
         health=health,
     )
-    routes: list[BaseRoute] = [
+    service: list[BaseRoute] = [
         Route("/healthz", endpoints.healthz, methods=["GET"]),
         Route("/metrics", endpoints.metrics_text, methods=["GET"]),
         Route(RECORDS_PATH, endpoints.records, methods=["GET", "POST"]),
+    ]
+    routes: list[BaseRoute] = [
+        *service,
         *(Route(path, endpoints.innovaphone, methods=["GET", "POST"]) for path in paths),
         *extra_routes,
     ]
     if catch_all:
-        routes.append(_CatchAll(endpoints.innovaphone, others=list(routes)))
+        routes.append(_CatchAll(endpoints.innovaphone, others=service))
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})

@@ -131,13 +131,15 @@ async def test_other_methods_are_not_allowed() -> None:
         assert rx.spool.history(10) == []
 
 
-async def test_web_pages_keep_their_paths_and_the_catch_all_takes_the_rest() -> None:
+async def test_web_pages_keep_their_paths_and_methods_and_the_catch_all_takes_the_rest() -> None:
     async def status_page(request: Request) -> Response:
         return PlainTextResponse("status page")
 
     pages = [Route("/", status_page, methods=["GET"])]
     async with running_receiver(extra_routes=pages) as rx, httpx.AsyncClient() as client:
         assert (await client.get(f"{rx.url}/")).text == "status page"
-        assert (await client.post(f"{rx.url}/", content=b"msg=x")).status_code == 405
-        assert (await client.post(f"{rx.url}/other", content=b"msg=x")).status_code == 200
-        assert [r.text for r in rx.spool.history(10)] == ["x"]
+        # The Standard method's path is not documented: a device posting to / is not refused.
+        assert (await client.post(f"{rx.url}/", content=b"msg=to+root")).text == "OK"
+        assert (await client.post(f"{rx.url}/other", content=b"msg=x")).text == "OK"
+        assert (await client.post(f"{rx.url}/healthz", content=b"msg=x")).status_code == 405
+        assert [r.text for r in rx.spool.history(10)] == ["x", "to root"]
