@@ -211,16 +211,9 @@ def _fmt(host: str, port: int) -> str:
 
 def build_spool(settings: Settings, consumers: list[str], metrics: Metrics) -> Spool:
     """The configured spool: durable kinds in SQLite under data_dir, the rest in memory."""
-    from notifier.spool.base import Overflow
-    from notifier.spool.memory import MemorySpool
+    from notifier.spool.factory import open_spool
 
-    sp = settings.spool
-    return MemorySpool(
-        consumers,
-        max_entries=sp.memory_queue_entries,
-        overflow=Overflow(sp.overflow),
-        history_entries=sp.history_entries,
-    )
+    return open_spool(settings, consumers, metrics)
 
 
 def _install_uvloop() -> None:

@@ -35,6 +35,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from notifier.records import Kind, SeverityScheme
 
 ENV_PREFIX = "NOTIFIER_"
+RECEIVERS = ("http", "json", "syslog-udp", "syslog-tcp", "syslog-tls", "tcp")
 
 
 class ConfigError(Exception):
@@ -164,6 +165,13 @@ class TcpSettings(Section):
     _listen = field_validator("listen")(_check_listen)
 
 
+class ReceiverSpoolSettings(Section):
+    """Per-receiver spool policy; an unset key keeps the [spool] default."""
+
+    durable_kinds: list[Kind] | None = None
+    overflow: Literal["reject", "drop_oldest"] | None = None
+
+
 class SpoolSettings(Section):
     # innovaphone device defaults: 100 memory and 50 persistent entries; a server holds a fleet's.
     memory_queue_entries: int = Field(default=10_000, ge=1)
@@ -174,6 +182,18 @@ class SpoolSettings(Section):
     history_entries: int = Field(default=1000, ge=0)
     retry_base_s: float = Field(default=5.0, gt=0)
     retry_max_s: float = Field(default=900.0, gt=0)
+    # Per receiver (http, json, syslog-udp, syslog-tcp, syslog-tls, tcp): durable_kinds, overflow.
+    receivers: dict[str, ReceiverSpoolSettings] = Field(default_factory=dict)
+
+    @field_validator("receivers")
+    @classmethod
+    def _known_receivers(
+        cls, value: dict[str, ReceiverSpoolSettings]
+    ) -> dict[str, ReceiverSpoolSettings]:
+        for name in value:
+            if name not in RECEIVERS:
+                raise ValueError(f"unknown receiver {name!r}: use one of {', '.join(RECEIVERS)}")
+        return value
 
 
 class OAuth2Settings(Section):
