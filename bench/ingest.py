@@ -1,0 +1,757 @@
+"""Ingest throughput of a running notifier, next to rsyslog when it is installed.
+
+    .venv/bin/python bench/ingest.py [--quick] [--only udp,tcp,http] [--runs 3]
+
+- UDP: a paced sender (a separate process) sends 200-byte RFC 3164 datagrams at a target rate
+  for a few seconds; a binary search finds the highest rate at which every datagram arrived
+  (notifier: `notifier_ingest_accepted_total{receiver="syslog-udp"}`; rsyslog: lines written).
+- TCP: N lines (LF framing) over a few connections as fast as they go; lines/s until all of
+  them are accepted (notifier) or written (rsyslog).
+- HTTP (notifier only): innovaphone GET and POST, JSON alarms one per request and 100 per
+  request, with K concurrent connections (wrk when installed, else httpx).
+
+Every measurement runs `--runs` times; the table shows medians and the ratio notifier/rsyslog.
+The Markdown on stdout is ready for BENCHMARKS.md; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `python bench/ingest.py` puts bench/ on sys.path, not the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import multiprocessing
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from urllib.parse import urlencode
+
+import httpx
+
+from bench.common import (
+    LOOPBACK,
+    NotifierProcess,
+    Rsyslog,
+    fmt_rate,
+    fmt_ratio,
+    kernel_udp_drops,
+    machine,
+    markdown_table,
+    median,
+    rsyslogd_path,
+    scratch_dir,
+    uvloop_loaded,
+    wait_stable,
+)
+
+LINE_BYTES = 200
+SECTIONS = ("udp", "tcp", "http")
+
+
+# --- what is sent ---------------------------------------------------------------------------
+
+
+def syslog_lines(count: int = 4096, size: int = LINE_BYTES) -> list[bytes]:
+    """`count` distinct RFC 3164 lines of exactly `size` bytes (no line end), innovaphone-like."""
+    stamp = dt.datetime.now().strftime("%b %d %H:%M:%S").replace(" 0", "  ", 1)
+    lines = []
+    for i in range(count):
+        head = (
+            f"<{134 + 8 * (i % 8)}>{stamp} gw{i % 16:02d} SIP[{1000 + i % 97}]: "
+            f"seq={i:06d} REGISTER sip:user{i % 50}@pbx.example.com from 192.0.2.{i % 250} "
+        ).encode()
+        lines.append((head + b"x" * size)[:size])
+    return lines
+
+
+def form_body(i: int = 0) -> str:
+    """innovaphone External GET/POST fields of one log line."""
+    return urlencode(
+        {
+            "event": "syslog",
+            "time": str(int(time.time())),
+            "from": f"gw{i % 16:02d}",
+            "msg": syslog_lines(1)[0].decode().split(": ", 1)[1][:150],
+        }
+    )
+
+
+def alarm(i: int = 0) -> dict[str, object]:
+    return {
+        "type": "alarm",
+        "code": f"0x{0x00010002 + i % 8:08x}",
+        "severity": "major",
+        "active": True,
+        "host": f"gw{i % 16:02d}",
+        "source": "PRI1",
+        "text": "Layer 1 down",
+    }
+
+
+# --- the sender process -----------------------------------------------------------------------
+
+
+def _send_udp(address: tuple[str, int], rate: float, duration_s: float) -> tuple[int, float]:
+    """Send `rate` datagrams/s for `duration_s`; returns (sent, seconds it took)."""
+    lines = syslog_lines()
+    total = int(rate * duration_s)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        sock.connect(address)
+        send = sock.send
+        slot = max(1, int(rate / 2000))  # sleep granularity: about half a millisecond of sends
+        now = time.perf_counter
+        start = now()
+        sent = 0
+        while sent < total:
+            due = min(total, int((now() - start) * rate) + 1)
+            if due <= sent:
+                time.sleep(max(0.0, (sent + slot) / rate - (now() - start)))
+                continue
+            for i in range(sent, due):
+                # not contextlib.suppress: it costs more than the send itself in this loop
+                try:  # noqa: SIM105
+                    send(lines[i & 4095])
+                except OSError:  # ENOBUFS, ECONNREFUSED from an earlier ICMP: counted as lost
+                    pass
+            sent = due
+        return sent, now() - start
+
+
+def _send_tcp(address: tuple[str, int], seconds: float, connections: int) -> tuple[int, float]:
+    """LF-framed lines over `connections` connections as fast as they go for `seconds`.
+
+    Returns (lines sent, seconds). Sending for a time rather than a count keeps a run short
+    whatever the receiver's speed; TCP flow control paces the sender to the receiver.
+    """
+    lines = syslog_lines(1000)
+    chunk = b"".join(line + b"\n" for line in lines)
+    sent = [0] * connections
+    errors: list[BaseException] = []
+    deadline = time.perf_counter() + seconds
+
+    def one(index: int) -> None:
+        try:
+            with socket.create_connection(address) as sock:
+                # A small send buffer: little is left in flight when the time is up.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 256 << 10)
+                while time.perf_counter() < deadline:
+                    sock.sendall(chunk)
+                    sent[index] += len(lines)
+        except OSError as e:
+            errors.append(e)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise RuntimeError(f"TCP sender to {address}: {errors[0]}")
+    return sum(sent), time.perf_counter() - start
+
+
+def _sender_main(conn: Connection) -> None:
+    """The sender process: runs the commands the bench sends it until told to stop."""
+    while True:
+        command = conn.recv()
+        if command[0] == "stop":
+            return
+        try:
+            if command[0] == "udp":
+                conn.send(_send_udp(*command[1:]))
+            else:
+                conn.send(_send_tcp(*command[1:]))
+        except Exception as e:  # report it to the bench rather than hang it
+            conn.send(e)
+
+
+class Sender:
+    """One sender process, apart from the bench (which polls counters) and the receiver."""
+
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_sender_main, args=(child,), daemon=True)
+        self._proc.start()
+
+    def start_udp(self, address: tuple[str, int], rate: float, duration_s: float) -> None:
+        self._conn.send(("udp", address, rate, duration_s))
+
+    def start_tcp(self, address: tuple[str, int], seconds: float, connections: int) -> None:
+        self._conn.send(("tcp", address, seconds, connections))
+
+    def result(self) -> tuple[int, float]:
+        answer = self._conn.recv()
+        if isinstance(answer, Exception):
+            raise answer
+        sent, seconds = answer
+        return int(sent), float(seconds)
+
+    def close(self) -> None:
+        self._conn.send(("stop",))
+        self._proc.join(5)
+
+
+# --- what is measured -------------------------------------------------------------------------
+
+
+@dataclass
+class Peer:
+    """A receiver under test: where to send, and a cumulative count of what it took in."""
+
+    name: str
+    udp: tuple[str, int]
+    tcp: tuple[str, int]
+    udp_count: Callable[[], float]
+    tcp_count: Callable[[], float]
+    pid: int
+    reset: Callable[[], None] = lambda: None  # forget what was counted (rsyslog: empty its file)
+
+
+@dataclass
+class UdpTrial:
+    rate: float
+    sent: int
+    arrived: int
+    seconds: float
+    kernel_drops: int
+
+    @property
+    def lost(self) -> int:
+        return self.sent - self.arrived
+
+    @property
+    def sender_kept_pace(self) -> bool:
+        return self.sent / self.seconds >= 0.97 * self.rate
+
+
+@dataclass
+class UdpSearch:
+    """One binary search for the highest zero-loss rate."""
+
+    best: float = 0.0
+    trials: list[UdpTrial] = field(default_factory=list)
+    sender_limited: bool = False
+    at_ceiling: bool = False
+
+
+def udp_trial(sender: Sender, peer: Peer, rate: float, duration_s: float) -> UdpTrial:
+    before, drops_before = peer.udp_count(), kernel_udp_drops()
+    sender.start_udp(peer.udp, rate, duration_s)
+    sent, seconds = sender.result()
+    after = wait_stable(peer.udp_count, target=before + sent, quiet_s=0.6, timeout_s=30)
+    trial = UdpTrial(rate, sent, int(after - before), seconds, kernel_udp_drops() - drops_before)
+    peer.reset()
+    return trial
+
+
+def udp_search(
+    sender: Sender, peer: Peer, ceiling: float, duration_s: float, steps: int
+) -> UdpSearch:
+    """Bisect [0, ceiling] for the highest rate with zero loss, to ~ceiling / 2**steps.
+
+    A lossless trial the sender could not pace proves only the rate it reached, and nothing
+    higher can be tried: the search stops there (the result is a lower bound).
+    """
+    search = UdpSearch()
+    lo, hi = 0.0, ceiling
+    for _ in range(steps):
+        rate = round((lo + hi) / 2, -3)
+        trial = udp_trial(sender, peer, rate, duration_s)
+        search.trials.append(trial)
+        reached = trial.sent / trial.seconds
+        _progress(
+            f"  {peer.name} udp {fmt_rate(rate)}: sent {trial.sent}, arrived {trial.arrived}, "
+            f"lost {trial.lost} (kernel rcvbuf drops {trial.kernel_drops})"
+            + ("" if trial.sender_kept_pace else f", sender reached only {fmt_rate(reached)}")
+        )
+        if trial.lost > 0:
+            hi = rate
+        elif trial.sender_kept_pace:
+            lo = rate
+        else:
+            search.sender_limited = True
+            lo = max(lo, round(reached, -2))
+            break
+    search.best = lo
+    search.at_ceiling = hi == ceiling and lo > 0 and not search.sender_limited
+    return search
+
+
+def tcp_run(
+    sender: Sender,
+    peer: Peer,
+    address: tuple[str, int],
+    count: Callable[[], float],
+    seconds: float,
+    connections: int,
+) -> float:
+    """Lines/s from the first connect until the peer counted every line (NaN when it did not)."""
+    before = count()
+    start = time.perf_counter()
+    sender.start_tcp(address, seconds, connections)
+    sent, _ = sender.result()
+    target = before + sent
+    got = wait_stable(count, target=target, quiet_s=3.0, timeout_s=120, interval_s=0.02)
+    elapsed = time.perf_counter() - start
+    if got < target:
+        _progress(f"  {peer.name} tcp: only {int(got - before)} of {sent} lines arrived")
+        return float("nan")
+    return sent / elapsed
+
+
+# --- HTTP -------------------------------------------------------------------------------------
+
+
+@dataclass
+class HttpCase:
+    name: str
+    method: str
+    path: str
+    body: bytes
+    content_type: str
+    records_per_request: int
+
+
+def http_cases() -> list[HttpCase]:
+    form = form_body()
+    return [
+        HttpCase("innovaphone GET /log", "GET", f"/log?{form}", b"", "", 1),
+        HttpCase(
+            "innovaphone POST /log",
+            "POST",
+            "/log",
+            form.encode(),
+            "application/x-www-form-urlencoded",
+            1,
+        ),
+        HttpCase(
+            "JSON alarm, 1 per request",
+            "POST",
+            "/api/v1/records",
+            json.dumps(alarm()).encode(),
+            "application/json",
+            1,
+        ),
+        HttpCase(
+            "JSON alarms, 100 per request",
+            "POST",
+            "/api/v1/records",
+            json.dumps([alarm(i) for i in range(100)]).encode(),
+            "application/json",
+            100,
+        ),
+    ]
+
+
+@dataclass
+class HttpResult:
+    requests_per_s: float
+    failures: int
+
+
+def _lua_string(data: bytes) -> str:
+    text = data.decode()
+    level = "=" * 3
+    assert f"]{level}]" not in text
+    return f"[{level}[{text}]{level}]"
+
+
+def http_wrk(
+    url: str, case: HttpCase, connections: int, seconds: float, workdir: Path
+) -> HttpResult:
+    """wrk with one thread (the box has 2 cores: one for wrk, one for notifier)."""
+    script = workdir / "case.lua"
+    lines = [f'wrk.method = "{case.method}"']
+    if case.body:
+        lines.append(f"wrk.body = {_lua_string(case.body)}")
+        lines.append(f'wrk.headers["Content-Type"] = "{case.content_type}"')
+    script.write_text("\n".join(lines) + "\n")
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "-s", str(script), url + case.path],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*?(\d+).*?(\d+).*?(\d+).*?(\d+)", out)
+    failures = int(bad.group(1)) if bad else 0
+    if errors:
+        failures += sum(int(g) for g in errors.groups())
+    if rps is None:
+        raise RuntimeError(f"could not read wrk's output:\n{out}")
+    total_rps = float(rps.group(1))
+    # wrk's Requests/sec counts refused requests too: subtract them.
+    completed = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
+    if completed and failures:
+        n, t, unit = int(completed.group(1)), float(completed.group(2)), completed.group(3)
+        secs = t / 1000 if unit == "ms" else t
+        total_rps = (n - failures) / secs
+    return HttpResult(total_rps, failures)
+
+
+def http_httpx(url: str, case: HttpCase, connections: int, seconds: float) -> HttpResult:
+    """The same with httpx (slower client: it shares the CPU with notifier)."""
+
+    async def main() -> HttpResult:
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        headers = {"Content-Type": case.content_type} if case.content_type else {}
+        ok = bad = 0
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+            deadline = time.perf_counter() + seconds
+
+            async def worker() -> None:
+                nonlocal ok, bad
+                while time.perf_counter() < deadline:
+                    try:
+                        r = await client.request(
+                            case.method, case.path, content=case.body or None, headers=headers
+                        )
+                        ok, bad = (ok + 1, bad) if r.status_code == 200 else (ok, bad + 1)
+                    except httpx.HTTPError:
+                        bad += 1
+
+            start = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(connections)))
+            return HttpResult(ok / (time.perf_counter() - start), bad)
+
+    return asyncio.run(main())
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    runs: int
+    only: tuple[str, ...]
+    udp_seconds: float
+    udp_ceiling: float
+    udp_steps: int
+    tcp_seconds: float
+    tcp_connections: int
+    http_seconds: float
+    http_connections: int
+    rcvbuf_bytes: int
+    rsyslog: bool
+
+
+@dataclass
+class Row:
+    test: str
+    unit: str
+    notifier: list[float]
+    rsyslog: list[float] | None = None
+    note: str = ""
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _runs_text(values: Sequence[float]) -> str:
+    return " / ".join(fmt_rate(v, "") for v in values)
+
+
+def notifier_peer(n: NotifierProcess) -> Peer:
+    return Peer(
+        "notifier",
+        (LOOPBACK, n.syslog_port),
+        (LOOPBACK, n.syslog_port),
+        lambda: n.accepted("syslog-udp"),
+        lambda: n.accepted("syslog-tcp"),
+        n.pid,
+    )
+
+
+def rsyslog_peer(r: Rsyslog) -> Peer:
+    return Peer(
+        "rsyslog", (LOOPBACK, r.udp_port), (LOOPBACK, r.tcp_port), r.lines, r.lines, r.pid, r.reset
+    )
+
+
+def measure_udp(opts: Options, sender: Sender, peers: list[Peer], rows: list[Row]) -> None:
+    results: dict[str, list[UdpSearch]] = {p.name: [] for p in peers}
+    for run in range(opts.runs):
+        for peer in peers:  # interleaved so a slow phase of the machine hits both
+            _progress(f"UDP run {run + 1}/{opts.runs}: {peer.name}")
+            results[peer.name].append(
+                udp_search(sender, peer, opts.udp_ceiling, opts.udp_seconds, opts.udp_steps)
+            )
+    notes = []
+    for name, searches in results.items():
+        if any(s.at_ceiling for s in searches):
+            notes.append(f"{name} reached the search ceiling ({fmt_rate(opts.udp_ceiling)})")
+        if any(s.sender_limited for s in searches):
+            notes.append(
+                f"{name}: lossless at the most the sender could send, a lower bound "
+                "(the sender shares the CPU with the receiver)"
+            )
+    rows.append(
+        Row(
+            f"UDP syslog, highest zero-loss rate ({LINE_BYTES}-byte RFC 3164, "
+            f"{opts.udp_seconds:g} s trials)",
+            "datagrams/s",
+            [s.best for s in results["notifier"]],
+            [s.best for s in results["rsyslog"]] if "rsyslog" in results else None,
+            "; ".join(notes),
+        )
+    )
+
+
+def measure_tcp(
+    opts: Options,
+    sender: Sender,
+    notifier: NotifierProcess,
+    rsyslog: Rsyslog | None,
+    rows: list[Row],
+) -> None:
+    seconds, conns = opts.tcp_seconds, opts.tcp_connections
+    ours: list[float] = []
+    raw: list[float] = []
+    theirs: list[float] = []
+    npeer = notifier_peer(notifier)
+    for run in range(opts.runs):
+        _progress(f"TCP run {run + 1}/{opts.runs}")
+        ours.append(tcp_run(sender, npeer, npeer.tcp, npeer.tcp_count, seconds, conns))
+        raw.append(
+            tcp_run(
+                sender,
+                npeer,
+                (LOOPBACK, notifier.tcp_port),
+                lambda: notifier.accepted("tcp"),
+                seconds,
+                conns,
+            )
+        )
+        if rsyslog is not None:
+            peer = rsyslog_peer(rsyslog)
+            theirs.append(tcp_run(sender, peer, peer.tcp, peer.tcp_count, seconds, conns))
+            peer.reset()
+        _progress(
+            f"  notifier syslog-tcp {fmt_rate(ours[-1])}, tcp {fmt_rate(raw[-1])}"
+            + (f", rsyslog imtcp {fmt_rate(theirs[-1])}" if theirs else "")
+        )
+    what = f"{LINE_BYTES}-byte lines + LF for {seconds:g} s over {conns} connections"
+    rows.append(
+        Row(f"TCP syslog ({what})", "lines/s", ours, theirs if rsyslog is not None else None)
+    )
+    rows.append(Row("TCP raw lines, innovaphone `tcp` receiver (same load)", "lines/s", raw))
+
+
+def measure_http(opts: Options, notifier: NotifierProcess, workdir: Path, rows: list[Row]) -> str:
+    use_wrk = shutil.which("wrk") is not None
+    client = "wrk -t1" if use_wrk else "httpx AsyncClient"
+    for case in http_cases():
+        per_request: list[float] = []
+        failures = 0
+        fsyncs_before = notifier.counter("notifier_spool_fsyncs_total")
+        for run in range(opts.runs):
+            if use_wrk:
+                result = http_wrk(
+                    notifier.url, case, opts.http_connections, opts.http_seconds, workdir
+                )
+            else:
+                result = http_httpx(notifier.url, case, opts.http_connections, opts.http_seconds)
+            per_request.append(result.requests_per_s)
+            failures += result.failures
+            _progress(
+                f"HTTP {case.name} run {run + 1}/{opts.runs}: "
+                f"{fmt_rate(result.requests_per_s, ' req/s')}, {result.failures} failed"
+            )
+        fsyncs = notifier.counter("notifier_spool_fsyncs_total") - fsyncs_before
+        notes = []
+        if case.path.startswith("/api"):
+            notes.append(
+                f"durable spool: {int(fsyncs)} fsyncs"
+                if fsyncs
+                else "no fsyncs counted (memory spool)"
+            )
+        if failures:
+            notes.append(f"{failures} requests failed or refused (not counted)")
+        if case.records_per_request > 1:
+            rows.append(
+                Row(
+                    f"HTTP {case.name}",
+                    "records/s",
+                    [r * case.records_per_request for r in per_request],
+                    note="; ".join([*notes, f"requests/s {_runs_text(per_request)}"]),
+                )
+            )
+        else:
+            rows.append(Row(f"HTTP {case.name}", "requests/s", per_request, note="; ".join(notes)))
+    return f"{client}, {opts.http_connections} connections, {opts.http_seconds:g} s per run"
+
+
+def report(opts: Options, rows: list[Row], facts: dict[str, str], command: str) -> str:
+    table = markdown_table(
+        [
+            "Test",
+            "notifier (median)",
+            "rsyslog (median)",
+            "notifier / rsyslog",
+            "runs: notifier",
+            "runs: rsyslog",
+            "notes",
+        ],
+        [
+            [
+                r.test,
+                fmt_rate(median(r.notifier), " " + r.unit),
+                fmt_rate(median(r.rsyslog), " " + r.unit) if r.rsyslog else "–",
+                fmt_ratio(median(r.notifier), median(r.rsyslog)) if r.rsyslog else "–",
+                _runs_text(r.notifier),
+                _runs_text(r.rsyslog) if r.rsyslog else "–",
+                r.note,
+            ]
+            for r in rows
+        ],
+    )
+    machine_rows = [[k, v] for k, v in {**machine(), **facts}.items()]
+    return (
+        "\n\n".join(
+            [
+                f"## Ingest throughput ({dt.date.today().isoformat()})",
+                f"Command: `{command}`",
+                table,
+                markdown_table(["Machine and set-up", ""], machine_rows),
+            ]
+        )
+        + "\n"
+    )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--quick", action="store_true", help="short runs, one of each: a smoke check")
+    p.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help="comma-separated sections to run: udp,tcp,http (default: all)",
+    )
+    p.add_argument("--runs", type=int, default=None, help="runs of each measurement (default 3)")
+    p.add_argument(
+        "--udp-ceiling",
+        type=float,
+        default=300_000,
+        help="highest UDP rate the search tries, datagrams/s (default 300000)",
+    )
+    p.add_argument(
+        "--rcvbuf",
+        type=int,
+        default=4 << 20,
+        help="UDP receive buffer asked by both notifier and rsyslog (default 4 MiB)",
+    )
+    p.add_argument(
+        "--connections", type=int, default=16, help="concurrent HTTP connections (default 16)"
+    )
+    p.add_argument("--no-rsyslog", action="store_true", help="do not measure rsyslog")
+    a = p.parse_args(argv)
+    only = tuple(s.strip() for s in a.only.split(",") if s.strip())
+    unknown = set(only) - set(SECTIONS)
+    if unknown:
+        p.error(
+            f"--only: unknown section(s) {', '.join(sorted(unknown))}; use {','.join(SECTIONS)}"
+        )
+    runs = a.runs or (1 if a.quick else 3)
+    if runs < 1:
+        p.error("--runs must be at least 1")
+    return Options(
+        runs=runs,
+        only=only,
+        udp_seconds=1.0 if a.quick else 3.0,
+        udp_ceiling=a.udp_ceiling,
+        udp_steps=4 if a.quick else 7,
+        tcp_seconds=1.0 if a.quick else 3.0,
+        tcp_connections=4,
+        http_seconds=2.0 if a.quick else 5.0,
+        http_connections=a.connections,
+        rcvbuf_bytes=a.rcvbuf,
+        rsyslog=not a.no_rsyslog,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = parse_args(argv)
+    command = " ".join([".venv/bin/python bench/ingest.py", *map(shlex.quote, sys.argv[1:])])
+    facts: dict[str, str] = {}
+    rows: list[Row] = []
+    have_rsyslog = opts.rsyslog and rsyslogd_path() is not None
+    if not opts.rsyslog:
+        facts["rsyslog"] = "not measured (--no-rsyslog)"
+    elif not have_rsyslog:
+        facts["rsyslog"] = "rsyslog not installed: skipped"
+        _progress("rsyslog not installed: skipped (apt-get install rsyslog to compare)")
+    else:
+        facts["rsyslog"] = (
+            f"{Rsyslog.version()}; imudp + imtcp on loopback, omfile (traditional format) "
+            "to tmpfs, main queue 2M"
+        )
+    load_at_start = os.getloadavg()[0]
+    if load_at_start > 0.5:
+        _progress(
+            f"warning: load average {load_at_start:.2f} before the bench: other processes use "
+            "the CPU and the numbers will be low; run it on a quiet machine"
+        )
+    sender = Sender()
+    try:
+        with (
+            scratch_dir("bench-notifier-") as ndir,
+            scratch_dir("bench-rsyslog-", tmpfs=True) as rdir,
+        ):
+            notifier = NotifierProcess(ndir, rcvbuf_bytes=opts.rcvbuf_bytes)
+            rsyslog = Rsyslog(rdir, rcvbuf_bytes=opts.rcvbuf_bytes) if have_rsyslog else None
+            notifier.start()
+            try:
+                if rsyslog is not None:
+                    rsyslog.start()
+                loaded = uvloop_loaded(notifier.pid)
+                facts["uvloop in notifier"] = {True: "yes", False: "no", None: "unknown"}[loaded]
+                facts["Receiver set-up"] = (
+                    f"UDP receive buffer {opts.rcvbuf_bytes >> 20} MiB asked by both (root: "
+                    "SO_RCVBUFFORCE); notifier: memory spool 1M entries, drop_oldest, one route "
+                    "that mails nothing, data_dir on disk"
+                )
+                facts["Sender"] = (
+                    "one Python process on the same 2-core box: it competes with the receiver "
+                    "for CPU (rsyslog's threads and notifier's one loop thread alike)"
+                )
+                if "udp" in opts.only:
+                    peers = [notifier_peer(notifier)]
+                    if rsyslog is not None:
+                        peers.append(rsyslog_peer(rsyslog))
+                    measure_udp(opts, sender, peers, rows)
+                if "tcp" in opts.only:
+                    measure_tcp(opts, sender, notifier, rsyslog, rows)
+                if "http" in opts.only:
+                    facts["HTTP client"] = measure_http(opts, notifier, ndir, rows)
+            finally:
+                notifier.stop()
+                if rsyslog is not None:
+                    rsyslog.stop()
+    finally:
+        sender.close()
+    facts["Load average (1 min) before the bench"] = f"{load_at_start:.2f}"
+    print(report(opts, rows, facts, command))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
