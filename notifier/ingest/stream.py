@@ -1,0 +1,487 @@
+"""Syslog over TCP and TLS (RFC 6587 / 5425) and raw TCP lines: stream receivers.
+
+A frame counts as taken only once the spool holds it: while a batch is being put, the
+connection stops reading, so a full spool pushes back on the sender through TCP instead of
+losing what was already read. `Intake` (counting and rejection logs) is shared with the UDP
+receiver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import weakref
+from collections import Counter as Tally
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from ssl import SSLContext
+from typing import Any, cast
+
+from prometheus_client import CollectorRegistry, Counter
+
+from notifier.ingest.parse.framing import FrameDecoder
+from notifier.ingest.parse.syslog import host_of
+from notifier.log import RateLimiter, get_logger
+from notifier.metrics import Metrics
+from notifier.records import ParseError, Record, SeverityScheme
+from notifier.spool.base import Spool, SpoolFull
+
+_log = get_logger("notifier.ingest")
+
+Parse = Callable[..., Record]
+
+# Longest wait between retries of a put the spool refused; reading stays paused meanwhile.
+_MAX_RETRY_S = 1.0
+# How long `close` lets connections hand what they already read to the spool.
+_DRAIN_S = 5.0
+_DETAIL_CHARS = 200
+_MAX_BATCH = 1000  # records per spool put
+
+
+class _Extra:
+    """Counters beyond `Metrics`, registered once per registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.degraded = Counter(
+            "notifier_ingest_degraded",
+            "Records accepted with a problem noted in extras (bad_xml, unknown_severity)",
+            ["receiver", "reason"],
+            registry=registry,
+        )
+        self.spool_waits = Counter(
+            "notifier_ingest_spool_waits",
+            "Times a stream receiver held a batch and paused reading because the spool was full",
+            ["receiver"],
+            registry=registry,
+        )
+
+
+_extras: weakref.WeakKeyDictionary[CollectorRegistry, _Extra] = weakref.WeakKeyDictionary()
+
+# extras key a parser sets → the degraded reason counted for it
+_DEGRADED = {"xml_error": "bad_xml", "severity_error": "unknown_severity"}
+
+
+def extra_metrics(metrics: Metrics) -> _Extra:
+    found = _extras.get(metrics.registry)
+    if found is None:
+        found = _extras[metrics.registry] = _Extra(metrics.registry)
+    return found
+
+
+def format_peer(address: Any) -> str:
+    """A socket address as "ip:port", "[v6]:port"; IPv4-mapped v6 shown as IPv4."""
+    if not isinstance(address, tuple) or len(address) < 2:
+        return str(address or "")
+    host, port = str(address[0]), address[1]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Intake:
+    """Parsing, counting and rate-limited rejection logs, the same for every receiver."""
+
+    def __init__(
+        self, receiver: str, metrics: Metrics, parse: Parse, scheme: SeverityScheme
+    ) -> None:
+        self.receiver = receiver
+        self._metrics = metrics
+        self._parse = parse
+        self._scheme = scheme
+        self._received = metrics.received.labels(receiver)
+        self._extra = extra_metrics(metrics)
+        self._limiter = RateLimiter()
+
+    def record(self, frame: bytes | ParseError, sender: str, now: float) -> Record | None:
+        """One datagram or frame parsed, or None when refused (counted and logged)."""
+        self._received.inc()
+        if isinstance(frame, ParseError):
+            self.reject(sender, frame.reason, str(frame))
+            return None
+        try:
+            return self._parse(
+                frame, received_at=now, sender=sender, receiver=self.receiver, scheme=self._scheme
+            )
+        except ParseError as e:
+            self.reject(sender, e.reason, str(e))
+        except Exception as e:  # a parser bug must cost one message, never the receiver
+            _log.exception("parser_failed", receiver=self.receiver, sender=sender)
+            self.reject(sender, "parser_error", f"{type(e).__name__}: {e}")
+        return None
+
+    def records(self, frames: Iterable[bytes | ParseError], sender: str) -> list[Record]:
+        now = time.time()
+        return [r for f in frames if (r := self.record(f, sender, now)) is not None]
+
+    def accepted(self, records: Sequence[Record]) -> None:
+        """Count records the spool now holds."""
+        for kind, n in Tally(r.kind for r in records).items():
+            self._metrics.accepted.labels(self.receiver, kind.value).inc(n)
+        for r in records:
+            for key in r.extras.keys() & _DEGRADED.keys():
+                self._extra.degraded.labels(self.receiver, _DEGRADED[key]).inc()
+                self._warn(r.sender, _DEGRADED[key], r.extras[key], "ingest_degraded")
+
+    def reject(self, sender: str, reason: str, detail: str, count: int = 1) -> None:
+        self._metrics.rejected.labels(self.receiver, reason).inc(count)
+        self._warn(sender, reason, detail, "ingest_rejected", count=count)
+
+    def spool_wait(self, sender: str, detail: str) -> None:
+        self._extra.spool_waits.labels(self.receiver).inc()
+        self._warn(sender, "spool_full", detail, "ingest_paused_spool_full")
+
+    def _warn(self, sender: str, reason: str, detail: str, event: str, **more: Any) -> None:
+        allowed, suppressed = self._limiter.allow(f"{self.receiver} {host_of(sender)}")
+        if allowed:
+            _log.warning(
+                event,
+                receiver=self.receiver,
+                sender=sender,
+                reason=reason,
+                detail=detail[:_DETAIL_CHARS],
+                suppressed=suppressed,
+                **more,
+            )
+
+
+class StreamReceiver:
+    """A listening TCP or TLS server; see `start_stream`."""
+
+    def __init__(
+        self,
+        *,
+        spool: Spool,
+        metrics: Metrics,
+        intake: Intake,
+        ssl: SSLContext | None,
+        max_frame_bytes: int,
+        octet_counting: bool,
+        max_connections: int,
+        idle_timeout_s: float,
+        tls_handshake_timeout_s: float,
+    ) -> None:
+        self.spool = spool
+        self.intake = intake
+        self.receiver = intake.receiver
+        self.ssl = ssl
+        self.max_frame_bytes = max_frame_bytes
+        self.octet_counting = octet_counting
+        self.max_connections = max_connections
+        self.idle_timeout_s = idle_timeout_s
+        self.tls_handshake_timeout_s = tls_handshake_timeout_s
+        self.open_gauge = metrics.connections.labels(self.receiver)
+        self._server: asyncio.Server | None = None  # plain TCP
+        self._listeners: list[socket.socket] = []  # TLS: accepted by hand, see `_accept_tls`
+        self._acceptors: list[asyncio.Task[None]] = []
+        self._handshaking = 0
+        self._connections: set[_Connection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        socks = list(self._server.sockets) if self._server is not None else self._listeners
+        return [(s.getsockname()[0], s.getsockname()[1]) for s in socks]
+
+    async def close(self) -> None:
+        """Stop listening, close connections, and give what they read `_DRAIN_S` to reach the
+        spool; anything still unheld after that is counted as rejected (``shutdown``)."""
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        for acceptor in self._acceptors:
+            acceptor.cancel()
+        await asyncio.gather(*self._acceptors, return_exceptions=True)
+        for listener in self._listeners:
+            listener.close()
+        for connection in list(self._connections):
+            connection.close()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=_DRAIN_S)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def has_room(self, sender: str) -> bool:
+        """False (counted, logged) when a new connection would exceed `max_connections`."""
+        open_now = len(self._connections) + self._handshaking
+        if self._closing or open_now >= self.max_connections:
+            self.intake.reject(
+                sender,
+                "too_many_connections",
+                f"{open_now} connections open, the limit is {self.max_connections}",
+            )
+            return False
+        return True
+
+    def admit(self, connection: _Connection, *, room_checked: bool) -> bool:
+        if not room_checked and not self.has_room(connection.sender):
+            return False
+        self._connections.add(connection)
+        self.open_gauge.inc()
+        return True
+
+    async def _accept_tls(self, listener: socket.socket) -> None:
+        """Accept TLS connections by hand so a failed handshake can be counted with its peer.
+
+        (`create_server(ssl=...)` drops failed handshakes silently, and `start_tls` after a
+        plain accept loses the ClientHello under uvloop, which reads before we can pause.)
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, address = await loop.sock_accept(listener)
+            except OSError as e:  # out of file descriptors and the like: back off, keep serving
+                _log.warning("accept_failed", receiver=self.receiver, error=str(e))
+                await asyncio.sleep(0.1)
+                continue
+            sender = format_peer(address)
+            if not self.has_room(sender):
+                sock.close()
+                continue
+            self._handshaking += 1
+            self.spawn(self._handshake(sock, sender))
+
+    async def _handshake(self, sock: socket.socket, sender: str) -> None:
+        assert self.ssl is not None
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(
+                lambda: _Connection(self, room_checked=True),
+                sock,
+                ssl=self.ssl,
+                ssl_handshake_timeout=self.tls_handshake_timeout_s,
+            )
+        except Exception as e:
+            self.intake.reject(sender, "tls_handshake", f"{type(e).__name__}: {e}")
+            sock.close()
+        finally:
+            self._handshaking -= 1
+
+    def release(self, connection: _Connection) -> None:
+        if connection in self._connections:
+            self._connections.discard(connection)
+            self.open_gauge.dec()
+
+    async def put(self, batch: list[Record], sender: str) -> None:
+        """Hand `batch` to the spool in order, retrying while it is full; counts what it holds.
+
+        A refused put is retried with half as many records: a small batch may fit where a big
+        one never will (a memory queue smaller than the batch).
+        """
+        delay = 0.05
+        size = _MAX_BATCH
+        done = 0
+        try:
+            while done < len(batch):
+                chunk = batch[done : done + size]
+                try:
+                    await self.spool.put(chunk)
+                except SpoolFull as e:
+                    self.intake.spool_wait(sender, str(e))
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, max(0.05, min(float(e.retry_after_s), _MAX_RETRY_S)))
+                    size = max(1, len(chunk) // 2)
+                    continue
+                self.intake.accepted(chunk)
+                done += len(chunk)
+                delay = 0.05
+        except asyncio.CancelledError:
+            self.intake.reject(
+                sender, "shutdown", "stopped before the spool took these", count=len(batch) - done
+            )
+            raise
+        except Exception as e:
+            _log.exception("spool_put_failed", receiver=self.receiver, sender=sender)
+            self.intake.reject(
+                sender, "spool_error", f"{type(e).__name__}: {e}", count=len(batch) - done
+            )
+
+
+class _Connection(asyncio.Protocol):
+    """One peer: frames in, batches to the spool, reading paused while a batch is put."""
+
+    def __init__(self, rx: StreamReceiver, *, room_checked: bool = False) -> None:
+        self._rx = rx
+        self._room_checked = room_checked
+        self._decoder = FrameDecoder(rx.max_frame_bytes, octet_counting=rx.octet_counting)
+        self._transport: asyncio.Transport | None = None
+        self._paused: asyncio.Transport | None = None
+        self._pending: list[Record] = []
+        self._flushing = False
+        self._admitted = False
+        self._ended = False
+        self._last = time.monotonic()
+        self._timer: asyncio.TimerHandle | None = None
+        self.sender = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self.sender = format_peer(transport.get_extra_info("peername"))
+        if not self._rx.admit(self, room_checked=self._room_checked):
+            transport.close()
+            return
+        self._admitted = True
+        self._arm_idle(self._rx.idle_timeout_s)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._admitted:  # refused for the connection limit; closing
+            return
+        self._last = time.monotonic()
+        frames = self._decoder.feed(data)
+        if frames:
+            self._take(frames)
+
+    def eof_received(self) -> bool | None:
+        self._finish_frames()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish_frames()
+        self._end()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def _finish_frames(self) -> None:
+        if not self._ended:
+            frames = self._decoder.close()
+            if frames:
+                self._take(frames)
+
+    def _end(self) -> None:
+        self._ended = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._rx.release(self)
+
+    def _take(self, frames: list[bytes | ParseError]) -> None:
+        records = self._rx.intake.records(frames, self.sender)
+        if not records:
+            return
+        self._pending.extend(records)
+        if not self._flushing:
+            self._flushing = True
+            self._reading(False)
+            self._rx.spawn(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._rx.put(batch, self.sender)
+        finally:
+            self._flushing = False
+            if not self._ended:
+                self._reading(True)
+
+    def _reading(self, on: bool) -> None:
+        if on:
+            transport, self._paused = self._paused, None
+            if transport is not None and not transport.is_closing():
+                transport.resume_reading()
+        elif self._transport is not None and not self._transport.is_closing():
+            self._paused = self._transport
+            self._paused.pause_reading()
+
+    def _arm_idle(self, delay: float) -> None:
+        if self._rx.idle_timeout_s > 0:
+            self._timer = asyncio.get_running_loop().call_later(delay, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self._timer = None
+        if self._ended:
+            return
+        timeout = self._rx.idle_timeout_s
+        silent = time.monotonic() - self._last
+        # Waiting on a full spool is our silence, not the peer's.
+        if self._flushing or silent < timeout:
+            self._arm_idle(timeout if self._flushing else timeout - silent)
+            return
+        self._rx.intake.reject(self.sender, "idle_timeout", f"nothing received for {timeout:g} s")
+        self.close()
+
+
+async def start_stream(
+    host: str,
+    port: int,
+    *,
+    spool: Spool,
+    metrics: Metrics,
+    receiver: str,
+    parse: Parse,
+    ssl: SSLContext | None = None,
+    max_frame_bytes: int = 65536,
+    max_connections: int = 1000,
+    idle_timeout_s: float = 300,
+    tls_handshake_timeout_s: float = 10,
+    octet_counting: bool | None = None,
+    scheme: SeverityScheme = SeverityScheme.EVENTS_API,
+) -> StreamReceiver:
+    """Listen on `host`:`port` (``""`` = every interface, ``"::"`` = IPv6 only) for TCP, or TLS
+    when `ssl` is given, and hand each frame, parsed with `parse`, to `spool`.
+
+    `octet_counting` defaults to on except for the raw ``"tcp"`` receiver, whose frames are
+    plain LF / CRLF lines. `idle_timeout_s` 0 disables the idle timeout.
+    """
+    rx = StreamReceiver(
+        spool=spool,
+        metrics=metrics,
+        intake=Intake(receiver, metrics, parse, scheme),
+        ssl=ssl,
+        max_frame_bytes=max_frame_bytes,
+        octet_counting=receiver != "tcp" if octet_counting is None else octet_counting,
+        max_connections=max_connections,
+        idle_timeout_s=idle_timeout_s,
+        tls_handshake_timeout_s=tls_handshake_timeout_s,
+    )
+    loop = asyncio.get_running_loop()
+    if ssl is None:
+        rx._server = await loop.create_server(
+            lambda: _Connection(rx), host=host or None, port=port, reuse_address=True, backlog=512
+        )
+    else:
+        rx._listeners = await _listen(host, port)
+        rx._acceptors = [loop.create_task(rx._accept_tls(s)) for s in rx._listeners]
+    _log.info(
+        "receiver_listening",
+        receiver=receiver,
+        addresses=[format_peer(a) for a in rx.addresses],
+        tls=ssl is not None,
+        client_certificates=ssl is not None and ssl.verify_mode.name == "CERT_REQUIRED",
+    )
+    return rx
+
+
+async def _listen(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets as `create_server` makes them (IPv6 sockets are IPv6 only)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(512)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks

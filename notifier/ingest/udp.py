@@ -1,0 +1,216 @@
+"""Syslog over UDP (RFC 5426): one message per datagram, up to 64 KiB.
+
+UDP cannot be acknowledged, so what matters is not losing datagrams before we read them: a
+large socket receive buffer, and a reader that drains the socket in one callback (plain
+`DatagramProtocol` reads one datagram per loop pass and is ~10x slower). Every loss is counted:
+by the kernel (`Udp RcvbufErrors`, exported as a gauge) or by us (``spool_full``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sys
+import time
+from pathlib import Path
+
+from notifier.ingest.parse.syslog import parse_syslog
+from notifier.ingest.stream import Intake, format_peer
+from notifier.log import get_logger
+from notifier.metrics import Metrics
+from notifier.records import Record, SeverityScheme
+from notifier.spool.base import Spool, SpoolFull
+
+_log = get_logger("notifier.ingest")
+
+_MAX_DATAGRAM = 65536
+# Datagrams read per callback before letting the loop run other work (TCP, the spool).
+_BURST = 256
+_BATCH = 1000  # records per spool put
+_MAX_BACKLOG = 50_000  # records read but not yet in the spool; beyond this they are lost
+_SNMP_PERIOD_S = 5.0
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; not exported by Python
+
+
+def udp_rcvbuf_errors(proc_net: Path = Path("/proc/net")) -> int | None:
+    """Host-wide datagrams the kernel dropped for a full receive buffer (UDP + UDP6)."""
+    total = None
+    try:
+        lines = (proc_net / "snmp").read_text().splitlines()
+    except OSError:
+        lines = []
+    udp = [line.split()[1:] for line in lines if line.startswith("Udp:")]
+    if len(udp) >= 2 and "RcvbufErrors" in udp[0]:
+        with contextlib.suppress(ValueError, IndexError):
+            total = int(udp[1][udp[0].index("RcvbufErrors")])
+    try:
+        six = (proc_net / "snmp6").read_text().splitlines()
+    except OSError:
+        six = []
+    for line in six:
+        name, _, value = line.partition(" ")
+        if name == "Udp6RcvbufErrors":
+            with contextlib.suppress(ValueError):
+                total = (total or 0) + int(value.strip())
+    return total
+
+
+def _set_rcvbuf(sock: socket.socket, size: int) -> int:
+    """Ask for `size` bytes of receive buffer; returns what the kernel granted."""
+    options = [socket.SO_RCVBUF]
+    if sys.platform.startswith("linux"):
+        # Beyond net.core.rmem_max only with CAP_NET_ADMIN; falls back quietly without it.
+        options.insert(0, _SO_RCVBUFFORCE)
+    for option in options:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, size)
+            break
+        except OSError:
+            continue
+    return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+
+class UdpReceiver:
+    """Bound datagram sockets feeding the spool; see `start_udp`."""
+
+    def __init__(self, socks: list[socket.socket], spool: Spool, intake: Intake) -> None:
+        self._socks = socks
+        self._spool = spool
+        self._intake = intake
+        self._backlog: list[Record] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._stats: asyncio.Task[None] | None = None
+        self._loop = asyncio.get_running_loop()
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [(s.getsockname()[0], s.getsockname()[1]) for s in self._socks]
+
+    def _start(self, metrics: Metrics) -> None:
+        for sock in self._socks:
+            self._loop.add_reader(sock.fileno(), self._on_readable, sock)
+        self._stats = self._loop.create_task(self._watch_kernel_drops(metrics))
+
+    def _on_readable(self, sock: socket.socket) -> None:
+        now = time.time()
+        intake = self._intake
+        records = self._backlog
+        for _ in range(_BURST):
+            try:
+                data, address = sock.recvfrom(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:  # e.g. ICMP errors surfacing on the socket: not ours to die of
+                _log.warning("udp_receive_failed", receiver=intake.receiver, error=str(e))
+                break
+            record = intake.record(data, format_peer(address), now)
+            if record is not None:
+                records.append(record)
+        if len(records) > _MAX_BACKLOG:
+            lost = len(records) - _MAX_BACKLOG
+            del records[_MAX_BACKLOG:]
+            intake.reject("", "spool_full", "spool is not keeping up with UDP", count=lost)
+        if records and self._flusher is None:
+            self._flusher = self._loop.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        size = _BATCH
+        try:
+            while self._backlog:
+                batch = self._backlog[:size]
+                try:
+                    await self._spool.put(batch)
+                except SpoolFull as e:
+                    if len(batch) > 1:  # maybe only short of room for a batch this big
+                        size = len(batch) // 2
+                        continue
+                    # Not even one fits. UDP cannot say "later": what is read is lost, counted.
+                    lost = self._backlog[:_BATCH]
+                    del self._backlog[:_BATCH]
+                    self._intake.reject(lost[0].sender, "spool_full", str(e), count=len(lost))
+                    size = _BATCH
+                    continue
+                except Exception as e:
+                    del self._backlog[: len(batch)]
+                    _log.exception("spool_put_failed", receiver=self._intake.receiver)
+                    self._intake.reject(
+                        batch[0].sender, "spool_error", f"{type(e).__name__}: {e}", len(batch)
+                    )
+                    continue
+                del self._backlog[: len(batch)]
+                self._intake.accepted(batch)
+        finally:
+            self._flusher = None
+
+    async def _watch_kernel_drops(self, metrics: Metrics) -> None:
+        while True:
+            errors = await asyncio.to_thread(udp_rcvbuf_errors)
+            if errors is not None:
+                metrics.udp_rcvbuf_errors.set(errors)
+            await asyncio.sleep(_SNMP_PERIOD_S)
+
+    async def close(self) -> None:
+        """Stop reading; what was read is handed to the spool before this returns."""
+        for sock in self._socks:
+            self._loop.remove_reader(sock.fileno())
+            sock.close()
+        if self._stats is not None:
+            self._stats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stats
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)
+
+
+async def start_udp(
+    host: str,
+    port: int,
+    *,
+    spool: Spool,
+    metrics: Metrics,
+    receiver: str = "syslog-udp",
+    rcvbuf_bytes: int = 8 << 20,
+    scheme: SeverityScheme = SeverityScheme.EVENTS_API,
+) -> UdpReceiver:
+    """Bind `host`:`port` (``""`` = every interface; ``"::"`` = IPv6 only) and start reading.
+
+    Raises OSError naming the address when it cannot be bound.
+    """
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(
+        host or None, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+    )
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            granted = _set_rcvbuf(sock, rcvbuf_bytes)
+            try:
+                sock.bind(address)
+            except OSError as e:
+                raise OSError(e.errno, f"{receiver}: cannot bind UDP {address[:2]}: {e}") from e
+            sock.setblocking(False)
+            log = _log.warning if granted < rcvbuf_bytes else _log.info
+            log(
+                "receiver_listening",
+                receiver=receiver,
+                address=format_peer(sock.getsockname()),
+                rcvbuf_asked=rcvbuf_bytes,
+                rcvbuf_effective=granted,
+                hint=""
+                if granted >= rcvbuf_bytes
+                else "receive buffer smaller than asked: raise net.core.rmem_max "
+                "(sysctl) or run with CAP_NET_ADMIN, or bursts will be lost",
+            )
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    rx = UdpReceiver(socks, spool, Intake(receiver, metrics, parse_syslog, scheme))
+    rx._start(metrics)
+    return rx

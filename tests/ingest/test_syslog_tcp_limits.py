@@ -1,0 +1,171 @@
+"""Bad input, limits and back-pressure on the stream receivers: counted, never fatal, nothing
+accepted is lost."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from notifier.ingest.parse.syslog import parse_syslog
+from notifier.ingest.stream import StreamReceiver, start_stream
+from notifier.metrics import Metrics
+from notifier.records import Kind, Severity
+from notifier.spool import MemorySpool
+from notifier.spool.base import Overflow
+from tests.conftest import free_port
+from tests.ingest.conftest import arrived, count, eventually
+
+
+async def syslog_tcp(
+    spool: MemorySpool, metrics: Metrics, receivers: list, **kw: object
+) -> tuple[StreamReceiver, int]:
+    port = free_port()
+    rx = await start_stream(
+        "127.0.0.1",
+        port,
+        spool=spool,
+        metrics=metrics,
+        receiver="syslog-tcp",
+        parse=parse_syslog,
+        **kw,  # type: ignore[arg-type]
+    )
+    receivers.append(rx)
+    return rx, port
+
+
+async def send(port: int, payload: bytes) -> None:
+    """One sender: connect, write, close."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(payload)
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (bytes(range(1, 9)) + b"\xff\xfe\xfd\x80\x81\x82\x83\n", "not_text"),
+        (b"100 <13>cut short", "truncated_frame"),
+        (b"<13>" + b"x" * 5000 + b"\n", "frame_too_large"),
+        (b"4000 <13>" + b"y" * 3995, "frame_too_large"),
+        (b"99999999999 <13>nonsense count\n", "bad_octet_count"),
+    ],
+    ids=["garbage", "truncated", "long-line", "long-counted", "bad-count"],
+)
+async def test_refused_input_is_counted_and_the_next_sender_is_served(
+    payload: bytes, reason: str, spool: MemorySpool, metrics: Metrics, receivers: list
+) -> None:
+    _, port = await syslog_tcp(spool, metrics, receivers, max_frame_bytes=1024)
+    await send(port, payload)
+    await eventually(
+        lambda: count(metrics, "ingest_rejected", receiver="syslog-tcp", reason=reason) == 1,
+        f"{reason} counted",
+    )
+    await send(port, b"<13>next sender\n")
+    [r] = await arrived(spool)
+    assert r.text == "next sender"
+    assert spool.entries == 1
+
+
+async def test_invalid_utf8_is_taken_with_replacement_and_raw_kept(
+    spool: MemorySpool, metrics: Metrics, receivers: list
+) -> None:
+    _, port = await syslog_tcp(spool, metrics, receivers)
+    await send(port, b"<13>Mar 10 11:00:00 gw app: M\xfcller\n")
+    [r] = await arrived(spool)
+    assert (r.text, r.raw) == ("M\ufffdller", b"<13>Mar 10 11:00:00 gw app: M\xfcller")
+    assert count(metrics, "ingest_accepted", receiver="syslog-tcp", kind="log") == 1
+
+
+async def test_broken_xml_alarm_is_kept_as_a_log_line_and_counted(
+    spool: MemorySpool, metrics: Metrics, receivers: list
+) -> None:
+    _, port = await syslog_tcp(spool, metrics, receivers)
+    await send(port, b'<134><alarm type="alarm" code="0x1" text="unterminated\n')
+    [r] = await arrived(spool)
+    assert (r.kind, r.text) == (Kind.LOG, '<alarm type="alarm" code="0x1" text="unterminated')
+    assert "does not parse" in r.extras["xml_error"]
+    assert count(metrics, "ingest_degraded", receiver="syslog-tcp", reason="bad_xml") == 1
+
+
+async def test_unknown_severity_in_xml_keeps_the_alarm_and_counts_it(
+    spool: MemorySpool, metrics: Metrics, receivers: list
+) -> None:
+    _, port = await syslog_tcp(spool, metrics, receivers)
+    await send(port, b'<134><alarm type="alarm" code="0x2" severity="purple" text="t"/>\n')
+    [r] = await arrived(spool)
+    assert (r.kind, r.severity, r.severity_raw) == (Kind.ALARM, Severity.INDETERMINATE, "purple")
+    assert count(metrics, "ingest_degraded", receiver="syslog-tcp", reason="unknown_severity") == 1
+    assert count(metrics, "ingest_accepted", receiver="syslog-tcp", kind="alarm") == 1
+
+
+async def test_connections_over_the_limit_are_closed_at_once_and_counted(
+    spool: MemorySpool, metrics: Metrics, receivers: list
+) -> None:
+    _, port = await syslog_tcp(spool, metrics, receivers, max_connections=2)
+    open_now = lambda: metrics.registry.get_sample_value(  # noqa: E731
+        "notifier_ingest_connections", {"receiver": "syslog-tcp"}
+    )
+    first = await asyncio.open_connection("127.0.0.1", port)
+    second = await asyncio.open_connection("127.0.0.1", port)
+    await eventually(lambda: open_now() == 2, "two connections open")
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    assert await reader.read() == b""  # closed by the server without a word
+    writer.close()
+    assert (
+        count(metrics, "ingest_rejected", receiver="syslog-tcp", reason="too_many_connections") == 1
+    )
+
+    first[1].close()
+    await eventually(lambda: open_now() == 1, "one connection left")
+    await send(port, b"<13>room again\n")
+    [r] = await arrived(spool)
+    assert r.text == "room again"
+    second[1].close()
+
+
+async def test_silent_client_is_closed_after_the_idle_timeout(
+    spool: MemorySpool, metrics: Metrics, receivers: list
+) -> None:
+    _, port = await syslog_tcp(spool, metrics, receivers, idle_timeout_s=0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    writer.close()
+    assert count(metrics, "ingest_rejected", receiver="syslog-tcp", reason="idle_timeout") == 1
+
+
+async def test_full_spool_pauses_the_sender_and_loses_nothing(
+    metrics: Metrics, receivers: list
+) -> None:
+    spool = MemorySpool(consumers=["test"], max_entries=5, overflow=Overflow.REJECT)
+    _, port = await syslog_tcp(spool, metrics, receivers)
+    sent = [f"line {i:03}" for i in range(60)]
+    sender = asyncio.create_task(send(port, b"".join(b"<13>%s\n" % s.encode() for s in sent)))
+    await eventually(lambda: spool.entries == 5, "the spool full")
+    await eventually(
+        lambda: count(metrics, "ingest_spool_waits", receiver="syslog-tcp") > 0,
+        "the receiver waiting",
+    )
+
+    got: list[str] = []
+    while len(got) < len(sent):
+        leases = await spool.lease("test", limit=3, visibility_s=30)
+        if not leases:
+            await spool.wait(0.05)
+            continue
+        got += [lease.record.text for lease in leases]
+        await spool.ack("test", [lease.record.id for lease in leases])
+    await sender
+    assert got == sent
+    assert count(metrics, "ingest_accepted", receiver="syslog-tcp", kind="log") == len(sent)
+    refused = [
+        sample
+        for metric in metrics.registry.collect()
+        if metric.name == "notifier_ingest_rejected"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    ]
+    assert refused == []

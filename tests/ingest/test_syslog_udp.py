@@ -1,0 +1,215 @@
+"""Syslog over UDP from real senders: util-linux logger and Python's SysLogHandler."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from notifier.ingest.udp import start_udp, udp_rcvbuf_errors
+from notifier.metrics import Metrics
+from notifier.records import Kind, Severity
+from notifier.spool import MemorySpool
+from notifier.spool.base import Overflow
+from tests.conftest import free_port
+from tests.ingest.conftest import arrived, count, eventually, run
+
+HOST = socket.gethostname()
+
+
+async def test_logger_rfc3164_over_udp(
+    spool: MemorySpool, metrics: Metrics, receivers: list
+) -> None:
+    port = free_port(socket.SOCK_DGRAM)
+    receivers.append(await start_udp("127.0.0.1", port, spool=spool, metrics=metrics))
+    before = time.time()
+    await run(
+        "logger",
+        "-n",
+        "127.0.0.1",
+        "-P",
+        str(port),
+        "-d",
+        "--rfc3164",
+        "--id=4242",
+        "-p",
+        "local3.err",
+        "-t",
+        "mytag",
+        "disk  full",
+    )
+    [r] = await arrived(spool)
+    assert (r.kind, r.receiver, r.text, r.source) == (Kind.LOG, "syslog-udp", "disk  full", "mytag")
+    assert r.device == HOST.split(".")[0]
+    assert (r.facility, r.severity, r.severity_raw) == (19, Severity.MAJOR, "3")
+    assert r.extras["procid"] == "4242"
+    assert r.sender.startswith("127.0.0.1:")
+    assert r.device_time is not None and abs(r.device_time - before) < 5
+    assert count(metrics, "ingest_received", receiver="syslog-udp") == 1
+    assert count(metrics, "ingest_accepted", receiver="syslog-udp", kind="log") == 1
+
+
+async def test_logger_rfc5424_with_structured_data_over_udp(
+    spool: MemorySpool, metrics: Metrics, receivers: list
+) -> None:
+    port = free_port(socket.SOCK_DGRAM)
+    receivers.append(await start_udp("127.0.0.1", port, spool=spool, metrics=metrics))
+    await run(
+        "logger",
+        "-n",
+        "127.0.0.1",
+        "-P",
+        str(port),
+        "-d",
+        "--rfc5424",
+        "--id=77",
+        "--msgid",
+        "ID47",
+        "--sd-id",
+        "x@1",
+        "--sd-param",
+        'a="b c"',
+        "-t",
+        "app",
+        "hello",
+    )
+    [r] = await arrived(spool)
+    assert (r.text, r.source, r.device, r.facility, r.severity_raw) == (
+        "hello",
+        "app",
+        HOST,
+        1,
+        "5",
+    )
+    assert r.extras["sd.x@1.a"] == "b c"
+    assert (r.extras["procid"], r.extras["msgid"]) == ("77", "ID47")
+    assert r.device_time is not None
+
+
+async def test_logger_over_ipv6_loopback(
+    spool: MemorySpool, metrics: Metrics, receivers: list
+) -> None:
+    port = free_port(socket.SOCK_DGRAM, host="::1")
+    rx = await start_udp("::1", port, spool=spool, metrics=metrics)
+    receivers.append(rx)
+    assert rx.addresses == [("::1", port)]
+    await run("logger", "-n", "::1", "-P", str(port), "-d", "--rfc3164", "-t", "v6", "over six")
+    [r] = await arrived(spool)
+    assert (r.text, r.source) == ("over six", "v6")
+    assert r.sender.startswith("[::1]:")
+
+
+async def test_python_syslog_handler_over_udp(
+    spool: MemorySpool, metrics: Metrics, receivers: list
+) -> None:
+    port = free_port(socket.SOCK_DGRAM)
+    receivers.append(await start_udp("0.0.0.0", port, spool=spool, metrics=metrics))
+    handler = logging.handlers.SysLogHandler(
+        ("127.0.0.1", port), facility=logging.handlers.SysLogHandler.LOG_LOCAL3
+    )
+    log = logging.getLogger("test.udp.sysloghandler")
+    log.propagate = False
+    log.addHandler(handler)
+    try:
+        log.error("trunk %d down", 3)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    [r] = await arrived(spool)
+    # SysLogHandler sends "<PRI>message\0": no header, so the sender is the device.
+    assert (r.text, r.device, r.source, r.device_time) == ("trunk 3 down", "127.0.0.1", "", None)
+    assert (r.facility, r.severity, r.severity_raw) == (19, Severity.MAJOR, "3")
+
+
+async def test_innovaphone_xml_alarm_over_udp_becomes_an_alarm(
+    spool: MemorySpool, metrics: Metrics, receivers: list
+) -> None:
+    port = free_port(socket.SOCK_DGRAM)
+    receivers.append(await start_udp("127.0.0.1", port, spool=spool, metrics=metrics))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(
+            b'<134><alarm type="alarm" severity="Major" code="0x00010002" host="IP0011-42-04-a7" '
+            b'source="RELAY/RECH" text="Registration down"/>',
+            ("127.0.0.1", port),
+        )
+    [r] = await arrived(spool)
+    assert (r.kind, r.severity, r.code, r.device, r.source, r.text) == (
+        Kind.ALARM,
+        Severity.MAJOR,
+        "0x00010002",
+        "IP0011-42-04-a7",
+        "RELAY/RECH",
+        "Registration down",
+    )
+    assert count(metrics, "ingest_accepted", receiver="syslog-udp", kind="alarm") == 1
+
+
+async def test_garbage_datagram_is_counted_and_the_next_sender_is_served(
+    spool: MemorySpool, metrics: Metrics, receivers: list
+) -> None:
+    port = free_port(socket.SOCK_DGRAM)
+    receivers.append(await start_udp("127.0.0.1", port, spool=spool, metrics=metrics))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(bytes(range(1, 30)) + b"\xff\xfe\xfd", ("127.0.0.1", port))
+        s.sendto(b"", ("127.0.0.1", port))
+        s.sendto(b"<13>good one", ("127.0.0.1", port))
+    [r] = await arrived(spool)
+    assert r.text == "good one"
+    assert count(metrics, "ingest_rejected", receiver="syslog-udp", reason="not_text") == 1
+    assert count(metrics, "ingest_rejected", receiver="syslog-udp", reason="empty") == 1
+    assert count(metrics, "ingest_received", receiver="syslog-udp") == 3
+
+
+async def test_datagram_of_60_kib_is_taken_whole(
+    spool: MemorySpool, metrics: Metrics, receivers: list
+) -> None:
+    port = free_port(socket.SOCK_DGRAM)
+    receivers.append(await start_udp("127.0.0.1", port, spool=spool, metrics=metrics))
+    body = "x" * (60 * 1024)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(b"<13>" + body.encode(), ("127.0.0.1", port))
+    [r] = await arrived(spool)
+    assert r.text == body
+
+
+async def test_full_spool_loses_datagrams_and_counts_each(
+    metrics: Metrics, receivers: list
+) -> None:
+    spool = MemorySpool(consumers=["test"], max_entries=2, overflow=Overflow.REJECT)
+    port = free_port(socket.SOCK_DGRAM)
+    receivers.append(await start_udp("127.0.0.1", port, spool=spool, metrics=metrics))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for i in range(5):
+            s.sendto(b"<13>m%d" % i, ("127.0.0.1", port))
+    rejected = lambda: count(metrics, "ingest_rejected", receiver="syslog-udp", reason="spool_full")  # noqa: E731
+    accepted = lambda: count(metrics, "ingest_accepted", receiver="syslog-udp", kind="log")  # noqa: E731
+    await eventually(lambda: rejected() + accepted() == 5, "every datagram accounted for")
+    assert accepted() == 2
+    assert spool.entries == 2
+
+
+def test_kernel_receive_buffer_drops_are_read_from_proc(tmp_path: Path) -> None:
+    (tmp_path / "snmp").write_text(
+        "Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n"
+        "Udp: 100 2 7 50 5 0\n"
+    )
+    (tmp_path / "snmp6").write_text("Udp6InDatagrams                 	10\nUdp6RcvbufErrors 3\n")
+    assert udp_rcvbuf_errors(tmp_path) == 8
+    assert udp_rcvbuf_errors(tmp_path / "missing") is None
+
+
+async def test_receive_buffer_drops_are_exported(
+    spool: MemorySpool, metrics: Metrics, receivers: list
+) -> None:
+    receivers.append(await start_udp("127.0.0.1", 0, spool=spool, metrics=metrics))
+    expected = udp_rcvbuf_errors()
+    if expected is None:
+        pytest.fail("/proc/net/snmp is not readable on this machine")
+    await eventually(
+        lambda: (metrics.registry.get_sample_value("notifier_udp_rcvbuf_errors") or 0) >= expected,
+        "the kernel counter exported",
+    )
