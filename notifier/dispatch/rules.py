@@ -67,7 +67,7 @@ class Matcher:
 
 @dataclass(frozen=True, slots=True)
 class FirstMatch:
-    """A route's matcher in a first-match-wins list: its own rule, unless an earlier route took it."""
+    """A route's matcher where the first match wins: its own rule, unless an earlier took it."""
 
     own: Matcher
     earlier: tuple[Matcher, ...] = ()

@@ -149,6 +149,10 @@ class RouteWorker:
             except Exception as e:  # a bug must not stop mail for good: log, back off, go on
                 log.exception("dispatch step failed", route=self.route.name, error=str(e))
                 await asyncio.sleep(1.0)
+        if self._group.items:
+            # Stopping: send what waits now rather than after the restart; if this fails or is
+            # cut short, the records are still leased, not acked, and come back on the next start.
+            await self._flush()
 
     async def _step(self) -> None:
         leases = await self._spool.lease(self.consumer, self._batch, self._visibility)
@@ -245,11 +249,10 @@ class RouteWorker:
             group.items,
             key=lambda i: (_KIND_ORDER[i.record.kind], -i.record.severity.rank, i.record.time),
         )
-        shown = items[: self.route.max_records_per_mail]
         message = compose(
-            shown,
+            items,
             self._target.envelope,
-            omitted=len(items) - len(shown),
+            max_shown=self.route.max_records_per_mail,
             dropped=self._pending_drops.counts if self._pending_drops else None,
             instance=self._instance,
         )
@@ -269,7 +272,6 @@ class RouteWorker:
             account=self._target.account,
             message_id=result.message_id,
             records=len(items),
-            shown=len(shown),
             subject=str(message["Subject"]),
             reply=result.reply,
         )

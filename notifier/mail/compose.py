@@ -363,11 +363,15 @@ def compose(
     envelope: Envelope,
     *,
     omitted: int = 0,
+    max_shown: int | None = None,
     dropped: Mapping[Kind, int] | None = None,
     instance: str = "notifier",
     now: float | None = None,
 ) -> EmailMessage:
     """One mail about `items` (one record, or a digest with one row per record).
+
+    `max_shown`: list at most this many records in the body; the subject, the Message-ID and
+    the headers still count every item, and the body says how many more are not shown.
 
     The message carries Bcc recipients in a Bcc header for the envelope; transports remove it
     before sending or writing (never serialise it yourself with `as_bytes` for a recipient).
@@ -380,8 +384,14 @@ def compose(
         raise ValueError("compose needs at least one record")
     when = time.time() if now is None else now
     subject = subject_for(items, omitted, instance)
+    shown = items if max_shown is None else items[: max(max_shown, 1)]
     text, html = render_bodies(
-        items, subject=subject, omitted=omitted, dropped=dropped, instance=instance, now=when
+        shown,
+        subject=subject,
+        omitted=omitted + len(items) - len(shown),
+        dropped=dropped,
+        instance=instance,
+        now=when,
     )
     message = EmailMessage(policy=email.policy.default)
     message["From"] = envelope.from_address
