@@ -222,7 +222,11 @@ class RouteWorker:
                         record,
                         _MAIL_REASON[decision.reason],
                         active_since=decision.active_since,
-                        repeat_count=decision.repeat_count,
+                        # The first set needs no count; reminders and clears say how often
+                        # the device sent it while active.
+                        repeat_count=0
+                        if decision.reason is Reason.NEW_ALARM
+                        else decision.repeat_count,
                     )
                 )
             else:

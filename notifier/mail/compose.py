@@ -52,7 +52,8 @@ class MailItem:
 
     `active_since`: when the alarm was set, unix seconds on the same clock as `Record.time` (the
     set record's `.time`); for a clear the mail shows how long the alarm was active.
-    `repeat_count`: how many times this active alarm has been mailed before (REPEAT).
+    `repeat_count`: how many times the device sent this alarm while it was active (REPEAT,
+    CLEAR); devices re-send an active alarm about every 30 minutes.
     """
 
     record: Record
@@ -185,7 +186,7 @@ def reason_text(item: MailItem) -> str:
         case Reason.NEW:
             return "alarm set"
         case Reason.REPEAT:
-            times = f", mailed {item.repeat_count} time(s) before" if item.repeat_count else ""
+            times = f", sent {item.repeat_count} time(s) by the device" if item.repeat_count else ""
             since = f" for {format_duration(active)}" if active is not None else ""
             return f"alarm still active{since}{times}"
         case Reason.CLEAR:

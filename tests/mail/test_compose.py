@@ -75,7 +75,7 @@ def test_event_and_repeat_subjects() -> None:
     assert subject(event) == "[EVENT] gw01: Registration down"
     repeat = one(MailItem(alarm(), Reason.REPEAT, active_since=NOW - 7200, repeat_count=3))
     assert subject(repeat).startswith("[ALARM Major, still active] gw01")
-    assert "mailed 3 time(s) before" in plain(repeat)
+    assert "sent 3 time(s) by the device" in plain(repeat)
 
 
 def test_digest_subject_counts_kinds_and_lists_devices() -> None:
