@@ -79,7 +79,8 @@ def test_sigkill_under_concurrent_http_load_loses_no_acknowledged_alarm(tmp_path
     twice = [text for text, n in stored.items() if n > 1]
     unacked_stored = sum(1 for text in set(sent) - set(acked) if stored[text])
     print(
-        f"\ncrash test: {proc.starts - 1} SIGKILLs, {len(sent)} requests, {len(acked)} acknowledged,"
+        f"\ncrash test: {proc.starts - 1} SIGKILLs, {len(sent)} requests,"
+        f" {len(acked)} acknowledged,"
         f" {sum(stored.values())} in the spool ({unacked_stored} stored without an answer),"
         f" {len(lost)} acknowledged but missing, {len(twice)} stored twice"
     )
