@@ -1,0 +1,344 @@
+"""A valid access token per account, whenever the SMTP sender asks.
+
+The provider answers from its cache while the token has more than `refresh_margin_s` left
+(Microsoft refuses tokens close to expiry with 501 5.5.127, so the default is 10 minutes),
+else it refreshes or re-acquires: one request at a time however many senders ask
+(single-flight), token-endpoint outages retried with backoff inside a bounded budget. Permanent
+failures (invalid_grant, invalid_client, missing consent, ...) raise `NeedsAuthorization` in
+plain words; mails wait in the spool until a person acts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+import httpx
+
+from notifier.config import AccountSettings
+from notifier.log import get_logger
+from notifier.oauth2 import grants
+from notifier.oauth2.endpoint import request_token
+from notifier.oauth2.errors import (
+    NeedsAuthorization,
+    OAuth2StoreError,
+    TokenEndpointError,
+    TokenUnavailable,
+)
+from notifier.oauth2.grants import Grant, TokenSet
+from notifier.oauth2.modes import ModeSpec, resolve_mode
+from notifier.oauth2.store import StoredTokens, TokenStore
+
+log = get_logger("notifier.oauth2")
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+OK = "ok"
+NEEDS_AUTHORIZATION = "needs authorization"
+ERROR = "error"
+
+
+def backoff_delays(base_s: float, max_s: float, budget_s: float) -> list[float]:
+    """The waits between attempts: doubling from `base_s`, capped at `max_s`, summing to at
+    most `budget_s`."""
+    delays: list[float] = []
+    delay, total = base_s, 0.0
+    while total + delay <= budget_s:
+        delays.append(delay)
+        total += delay
+        delay = min(delay * 2, max_s)
+    return delays
+
+
+class AccountTokenProvider:
+    """Structurally a `notifier.mail.tokens.TokenProvider`: `token()` and `invalidate()`."""
+
+    def __init__(
+        self,
+        account_name: str,
+        spec: ModeSpec,
+        store: TokenStore,
+        http: httpx.AsyncClient,
+        clock: Clock = time.time,
+        *,
+        refresh_margin_s: float = 600.0,
+        retry_budget_s: float = 30.0,
+        retry_base_s: float = 0.5,
+        retry_max_s: float = 5.0,
+        permanent_hold_s: float = 300.0,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.account = account_name
+        self.spec = spec
+        self._store = store
+        self._http = http
+        self._clock = clock
+        self._margin = refresh_margin_s
+        self._delays = backoff_delays(retry_base_s, retry_max_s, retry_budget_s)
+        self._permanent_hold = permanent_hold_s
+        self._sleep = sleep
+        self._cached: TokenSet | None = None
+        self._flight: asyncio.Task[TokenSet] | None = None
+        self._failure: NeedsAuthorization | None = None
+        self._failure_at = 0.0
+        self._failure_stamp = 0.0
+        self._last_error = ""
+        self._last_refresh: float | None = None
+        self._temporary_failure = False
+
+    def __repr__(self) -> str:
+        return f"AccountTokenProvider(account={self.account!r}, mode={self.spec.mode!r})"
+
+    async def token(self) -> str:
+        """A valid access token. Raises `NeedsAuthorization` (permanent: a person must act) or
+        `TokenUnavailable` (temporary: the provider could not be reached; retry later)."""
+        cached = self._cached
+        if cached is not None and cached.expires_at - self._clock() > self._margin:
+            return cached.access_token
+        if self._flight is None:
+            self._flight = asyncio.create_task(self._acquire())
+            self._flight.add_done_callback(self._landed)
+        # Shielded: a sender that gives up must not cancel the refresh the others wait for.
+        tokens = await asyncio.shield(self._flight)
+        return tokens.access_token
+
+    def _landed(self, task: asyncio.Task[TokenSet]) -> None:
+        self._flight = None
+        if not task.cancelled():
+            task.exception()  # retrieved here so an unawaited failure is not reported
+
+    async def invalidate(self, token: str) -> None:
+        """The SMTP server refused `token`: forget it so the next `token()` gets a fresh one."""
+        if self._cached is not None and self._cached.access_token == token:
+            self._cached = None
+        try:
+            stored = self._store.get(self.account)
+            if stored is not None and stored.access_token == token:
+                self._store.put(
+                    self.account, replace(stored, access_token=None, expires_at=None, updated_at=0)
+                )
+        except OAuth2StoreError as e:
+            log.warning("oauth2 token store unavailable", account=self.account, error=str(e))
+
+    def status(self) -> dict[str, Any]:
+        """For the status page and `notifier oauth2 status`: never a secret."""
+        state, error = OK, self._last_error
+        expires_at = self._cached.expires_at if self._cached else None
+        try:
+            stored = self._usable(self._store.get(self.account))
+        except OAuth2StoreError as e:
+            stored, state, error = None, ERROR, str(e)
+        if stored is not None and expires_at is None:
+            expires_at = stored.expires_at
+        if self._failure is not None:
+            state = NEEDS_AUTHORIZATION
+        elif self.spec.interactive and (stored is None or not stored.refresh_token):
+            state = NEEDS_AUTHORIZATION
+            error = error or "not authorized yet"
+        elif self._temporary_failure:
+            state = ERROR
+        return {
+            "account": self.account,
+            "mode": self.spec.mode,
+            "grant": str(self.spec.grant),
+            "token_endpoint": self.spec.token_endpoint,
+            "state": state,
+            "expires_at": expires_at,
+            "last_refresh": self._last_refresh,
+            "last_error": error,
+        }
+
+    # --- acquisition ---------------------------------------------------------------------------
+
+    def _usable(self, stored: StoredTokens | None) -> StoredTokens | None:
+        if stored is None or not stored.belongs_to(self.spec.client_id, self.spec.token_endpoint):
+            return None
+        return stored
+
+    def _load(self) -> StoredTokens | None:
+        """The stored record; an unreadable store only matters where a person signed in."""
+        try:
+            return self._usable(self._store.get(self.account))
+        except OAuth2StoreError as e:
+            if self.spec.interactive:
+                raise self._needs_authorization(str(e), None) from None
+            log.warning("oauth2 token store unavailable", account=self.account, error=str(e))
+            return None
+
+    async def _acquire(self) -> TokenSet:
+        stored = self._load()
+        now = self._clock()
+        if self._failure is not None:
+            stamp = stored.updated_at if stored else 0.0
+            # A new authorization changes the store; until then asking again is pointless.
+            if stamp == self._failure_stamp and now - self._failure_at < self._permanent_hold:
+                raise NeedsAuthorization(self.account, self._failure.reason)
+        if (
+            stored is not None
+            and stored.access_token
+            and stored.expires_at is not None
+            and stored.expires_at - now > self._margin
+        ):
+            # Another process (or this one before a restart) already holds a fresh token.
+            self._cached = TokenSet(stored.access_token, stored.expires_at, stored.refresh_token)
+            return self._cached
+        for attempt in range(len(self._delays) + 1):
+            try:
+                tokens = await self._grant_once(stored)
+            except TokenEndpointError as e:
+                if e.permanent:
+                    raise self._needs_authorization(e.advice, stored) from None
+                self._temporary_failure = True
+                self._last_error = e.advice
+                if attempt == len(self._delays):
+                    return self._still_valid_or_raise(e)
+                delay = self._delays[attempt]
+                log.warning(
+                    "oauth2 token endpoint failed, retrying",
+                    account=self.account,
+                    endpoint=self.spec.token_endpoint,
+                    error=e.error,
+                    reason=e.advice,
+                    retry_in_s=delay,
+                )
+                await self._sleep(delay)
+                continue
+            except NeedsAuthorization as e:
+                raise self._needs_authorization(e.reason, stored) from None
+            self._keep(tokens, stored)
+            return tokens
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _still_valid_or_raise(self, error: TokenEndpointError) -> TokenSet:
+        cached = self._cached
+        if cached is not None and cached.expires_at > self._clock():
+            # Inside the margin but not expired: better than no token while the provider is down.
+            log.warning(
+                "oauth2 refresh failed, using the current token until it expires",
+                account=self.account,
+                endpoint=self.spec.token_endpoint,
+                reason=error.advice,
+            )
+            return cached
+        raise TokenUnavailable(self.account, str(error)) from None
+
+    def _needs_authorization(self, reason: str, stored: StoredTokens | None) -> NeedsAuthorization:
+        failure = NeedsAuthorization(self.account, reason)
+        self._failure = failure
+        self._failure_at = self._clock()
+        self._failure_stamp = stored.updated_at if stored else 0.0
+        self._last_error = reason
+        self._cached = None
+        log.error(
+            "oauth2 account needs authorization",
+            account=self.account,
+            endpoint=self.spec.token_endpoint,
+            reason=reason,
+        )
+        return failure
+
+    def _keep(self, tokens: TokenSet, stored: StoredTokens | None) -> None:
+        now = self._clock()
+        self._cached = tokens
+        self._failure = None
+        self._temporary_failure = False
+        self._last_error = ""
+        self._last_refresh = now
+        record = StoredTokens.issued(
+            tokens,
+            client_id=self.spec.client_id,
+            token_endpoint=self.spec.token_endpoint,
+            scope=self.spec.scope,
+            previous_refresh_token=stored.refresh_token if stored else None,
+            now=now,
+        )
+        try:
+            self._store.put(self.account, record)
+        except OAuth2StoreError as e:
+            # The token is good; only a restart would have to fetch it again.
+            log.error("oauth2 token store unavailable", account=self.account, error=str(e))
+        if tokens.expires_at - now <= self._margin:
+            log.warning(
+                "oauth2 access tokens live shorter than the refresh margin: every use refreshes",
+                account=self.account,
+                lifetime_s=round(tokens.expires_at - now),
+                refresh_margin_s=self._margin,
+            )
+        log.info(
+            "oauth2 access token acquired",
+            account=self.account,
+            endpoint=self.spec.token_endpoint,
+            grant=str(self.spec.grant),
+            expires_in_s=round(tokens.expires_at - now),
+            refresh_token_rotated=bool(tokens.refresh_token),
+        )
+
+    async def _grant_once(self, stored: StoredTokens | None) -> TokenSet:
+        spec = self.spec
+        refresh = stored.refresh_token if stored else None
+        if spec.grant is Grant.AUTHORIZATION_CODE:
+            if not refresh:
+                raise NeedsAuthorization(self.account, "no refresh token is stored yet")
+            return await self._post(grants.refresh_token(refresh, spec.scope))
+        if spec.grant is Grant.PASSWORD:
+            if refresh:
+                try:
+                    return await self._post(grants.refresh_token(refresh, spec.scope))
+                except TokenEndpointError as e:
+                    if not e.permanent:
+                        raise
+                    # The password is still configured: a new grant needs no person.
+            form = grants.password(spec.resource_owner, spec.resource_owner_password, spec.scope)
+            return await self._post(form)
+        if spec.grant is Grant.CLIENT_CREDENTIALS:
+            return await self._post(grants.client_credentials(spec.scope))
+        issuer = spec.jwt_issuer
+        if issuer is None:  # resolve_mode never builds this
+            raise NeedsAuthorization(self.account, "the JWT bearer grant has no signing key")
+        assertion = grants.jwt_bearer_assertion(
+            key=issuer.key,
+            alg=issuer.alg,
+            kid=issuer.kid,
+            issuer=issuer.issuer,
+            subject=issuer.subject,
+            audience=spec.token_endpoint,
+            scope=spec.scope,
+            now=self._clock(),
+        )
+        return await self._post(grants.jwt_bearer(assertion, spec.scope))
+
+    async def _post(self, form: dict[str, str]) -> TokenSet:
+        return await request_token(
+            self._http,
+            account=self.account,
+            endpoint=self.spec.token_endpoint,
+            form=form,
+            auth=self.spec.client_auth,
+            now=self._clock(),
+        )
+
+
+def provider_for_account(
+    account: AccountSettings,
+    store: TokenStore,
+    http: httpx.AsyncClient,
+    *,
+    default_redirect_uri: str = "",
+    refresh_margin_s: float = 600.0,
+) -> AccountTokenProvider | None:
+    """The provider for an account with `[accounts.oauth2]`, None for password accounts.
+    Raises `ModeError` (one line per problem) when the oauth2 settings are incomplete."""
+    if account.oauth2 is None or not account.oauth2.mode:
+        return None
+    spec = resolve_mode(
+        account.oauth2,
+        account.username or account.sender_address,
+        account.name,
+        default_redirect_uri,
+    )
+    margin = float(getattr(account.oauth2, "refresh_margin_s", refresh_margin_s))
+    return AccountTokenProvider(account.name, spec, store, http, refresh_margin_s=margin)
