@@ -147,7 +147,7 @@ class Service:
                 )
             )
         if s.syslog.tls:
-            ctx = server_context(
+            tls_context = server_context(
                 s.syslog.tls_cert_file, s.syslog.tls_key_file, s.syslog.tls_client_ca_file
             )
             streams.append(
@@ -155,7 +155,7 @@ class Service:
                     "syslog-tls",
                     s.syslog.tls,
                     parse_syslog,
-                    ctx,
+                    tls_context,
                     s.syslog.max_frame_bytes,
                     s.syslog.max_connections,
                     s.syslog.idle_timeout_s,

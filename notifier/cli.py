@@ -47,8 +47,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"# notifier {__version__}: configuration is valid; effective values, secrets masked")
     effective = masked(settings)
     effective["routes"] = [
-        masked_route
-        for masked_route in (r.model_dump(mode="json", by_alias=True) for r in settings.effective_routes())
+        r.model_dump(mode="json", by_alias=True) for r in settings.effective_routes()
     ]
     print(to_toml(effective), end="")
     return EXIT_OK
@@ -155,7 +154,7 @@ def to_toml(data: dict[str, Any]) -> str:
         if header:
             lines.append("")
             lines.append(header)
-        subtables = []
+        subtables: list[tuple[str, Any, bool]] = []
         for k, v in node.items():
             if isinstance(v, dict) and v and k not in ("users", "match"):
                 subtables.append((k, v, False))

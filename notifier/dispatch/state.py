@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from notifier.dispatch.alarms import AlarmState
@@ -68,7 +68,7 @@ class AlarmStore:
         async with self._lock:
             await asyncio.to_thread(self._write, route, rows, forget_before)
 
-    def _write(self, route: str, rows: list[tuple[object, ...]], forget_before: float) -> None:
+    def _write(self, route: str, rows: Sequence[Sequence[object]], forget_before: float) -> None:
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR REPLACE INTO alarms VALUES (?,?,?,?,?,?,?,?,?,?)", rows)

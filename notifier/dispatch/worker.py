@@ -10,7 +10,6 @@ decided again from the stored state.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from notifier.mail.compose import Reason as MailReason
 from notifier.mail.transport import DeliveryError, MailTransport
 from notifier.metrics import Metrics
 from notifier.records import Kind, Record
+from notifier.spool.backoff import Backoff
 from notifier.spool.base import DropNotice, Lease, Spool
 
 log = get_logger("notifier.dispatch")
@@ -120,8 +120,7 @@ class RouteWorker:
         self._store = store
         self._target = target
         self._metrics = metrics
-        self._retry_base = retry_base_s
-        self._retry_max = retry_max_s
+        self._retry = Backoff(base_s=retry_base_s, cap_s=retry_max_s)
         self._instance = instance
         self._batch = lease_batch
         self._states: dict[Key, AlarmState] = store.load(self.consumer)
@@ -324,8 +323,8 @@ class RouteWorker:
         await self._spool.nack(self.consumer, ids, error=str(error), retry_in_s=delay)
 
     def _backoff(self, attempts: int) -> float:
-        delay = min(self._retry_max, self._retry_base * (2 ** min(attempts, 30)))
-        return delay * random.uniform(0.5, 1.0)
+        # Leases count attempts from 1; the first retry is attempt 0 of the backoff.
+        return self._retry.delay(max(attempts - 1, 0))
 
     def status(self) -> dict[str, Any]:
         return {
