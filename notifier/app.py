@@ -16,13 +16,18 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from notifier import __version__
 from notifier.config import Settings, parse_listen
 from notifier.log import configure, get_logger
 from notifier.metrics import Metrics
+from notifier.oauth2.errors import OAuth2Error
 from notifier.spool.base import Spool
+
+if TYPE_CHECKING:
+    from notifier.dispatch.service import Dispatcher
+    from notifier.oauth2.runtime import OAuth2Runtime
 
 log = get_logger("notifier.app")
 
@@ -38,6 +43,8 @@ class Service:
     settings: Settings
     metrics: Metrics = field(default_factory=Metrics)
     spool: Spool | None = None
+    dispatcher: Dispatcher | None = None
+    oauth2: OAuth2Runtime | None = None
     started_at: float = field(default_factory=time.time)
     listening: dict[str, str] = field(default_factory=dict)  # receiver -> "host:port"
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -58,10 +65,17 @@ class Service:
         self.spool = build_spool(s, consumers, self.metrics)
         await self.spool.start()
         self._closers.append(self.spool.close)
-        from notifier.dispatch.service import start_dispatchers
+        from notifier.dispatch.service import build_dispatcher
+        from notifier.oauth2.runtime import OAuth2Runtime
 
-        closers = await start_dispatchers(s, self.spool, self.metrics)
-        self._closers[:0] = closers  # dispatchers stop before the spool closes
+        self.oauth2 = OAuth2Runtime.open(s)
+        if self.oauth2 is not None:
+            self._closers.insert(0, self.oauth2.close)
+        providers = self.oauth2.providers if self.oauth2 else {}
+        self.dispatcher = build_dispatcher(s, self.spool, self.metrics, providers)
+        self.dispatcher.start()
+        # Dispatchers stop before the spool closes.
+        self._closers[:0] = [self.dispatcher.stop_workers, self.dispatcher.close_transports]
         await self._start_receivers()
         log.info(
             "notifier started",
@@ -253,6 +267,10 @@ def run_service(settings: Settings) -> int:
     except OSError as e:
         # A port in use or a file that cannot be opened: name it, no traceback.
         log.error("cannot start", error=str(e), hint=_start_hint(e))
+        return 1
+    except (OAuth2Error, ValueError) as e:
+        # An unreadable token store, incomplete oauth2 settings, a bad certificate or rule.
+        log.error("cannot start", error=str(e))
         return 1
     except KeyboardInterrupt:
         pass

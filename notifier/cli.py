@@ -27,12 +27,18 @@ class CliError(Exception):
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    from notifier.oauth2.runtime import validate_accounts
+
     try:
-        return load_settings(args.config)
+        settings = load_settings(args.config)
+        problems = validate_accounts(settings)
+        if problems:
+            raise ConfigError(problems)
     except ConfigError as e:
         for line in e.problems:
             print(f"notifier: config: {line}", file=sys.stderr)
         raise CliError("", EXIT_USAGE) from None
+    return settings
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -226,6 +226,10 @@ class OAuth2Settings(Section):
     client_email: str = ""
     service_account_file: str = ""
     client_json_file: str = ""
+    device_authorization_url: str = ""  # preset per mode when empty (device grant)
+    client_auth: Literal["", "post", "basic"] = ""  # generic modes: how a secret is sent
+    signing_alg: Literal["", "RS256", "PS256", "ES256"] = ""  # "": from the key type
+    refresh_margin_s: float = Field(default=600.0, ge=0)  # refresh this long before expiry
 
 
 class AccountSettings(Section):
@@ -289,6 +293,12 @@ class RouteSettings(Section):
     max_records_per_mail: int = Field(default=50, ge=1)
 
 
+class OAuth2StoreSettings(Section):
+    # Key of the encrypted token store; empty: a key file data_dir/oauth2.key created 0600.
+    store_secret: SecretStr = SecretStr("")
+    store_secret_file: str = ""
+
+
 class WebSettings(Section):
     admin_password: SecretStr = SecretStr("")
     admin_password_file: str = ""
@@ -312,6 +322,7 @@ class Settings(BaseSettings):
     accounts: list[AccountSettings] = Field(default_factory=lambda: [AccountSettings()])
     routes: list[RouteSettings] = Field(default_factory=list)
     web: WebSettings = Field(default_factory=WebSettings)
+    oauth2: OAuth2StoreSettings = Field(default_factory=OAuth2StoreSettings)
 
     # Environment and files are merged by `load_settings` before validation, with list
     # addressing by name; pydantic-settings' own sources would bypass that.
@@ -360,7 +371,14 @@ class Settings(BaseSettings):
         ]
 
     SECRET_KEYS: ClassVar[frozenset[str]] = frozenset(
-        {"password", "client_secret", "resource_owner_password", "admin_password", "users"}
+        {
+            "password",
+            "client_secret",
+            "resource_owner_password",
+            "admin_password",
+            "users",
+            "store_secret",
+        }
     )
 
 
@@ -447,7 +465,14 @@ def _read_secret_files(tree: Any, path: str = "") -> list[str]:
 
 
 _SECRET_FILE_TARGETS = frozenset(
-    {"password", "client_secret", "resource_owner_password", "admin_password", "users"}
+    {
+        "password",
+        "client_secret",
+        "resource_owner_password",
+        "admin_password",
+        "users",
+        "store_secret",
+    }
 )
 
 

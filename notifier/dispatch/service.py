@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from notifier.config import AccountSettings, Settings
 from notifier.dispatch.rules import FirstMatch, Matcher, RuleError, compile_match
@@ -14,6 +16,7 @@ from notifier.dispatch.state import AlarmStore
 from notifier.dispatch.worker import RouteTarget, RouteWorker
 from notifier.log import get_logger
 from notifier.mail.compose import Envelope, MailItem, Reason, compose
+from notifier.mail.tokens import TokenProvider
 from notifier.mail.transport import MailTransport
 from notifier.metrics import Metrics
 from notifier.records import Kind, Record, Severity
@@ -22,8 +25,14 @@ from notifier.spool.base import Spool
 log = get_logger("notifier.dispatch")
 
 
-def build_transport(settings: Settings, account: AccountSettings) -> MailTransport:
-    """The account's way out: SMTP when a server is set, else the file outbox."""
+def build_transport(
+    settings: Settings, account: AccountSettings, token_provider: TokenProvider | None = None
+) -> MailTransport:
+    """The account's way out: SMTP when a server is set, else the file outbox.
+
+    With a `token_provider` (an OAuth2 account) the SMTP login is XOAUTH2 / OAUTHBEARER as the
+    mailbox `username` (default: the sender address) instead of a password.
+    """
     if account.uses_outbox:
         from notifier.mail.outbox import Outbox
 
@@ -38,8 +47,11 @@ def build_transport(settings: Settings, account: AccountSettings) -> MailTranspo
             tls=account.tls,
             ca_file=account.ca_file,
             ehlo_name=account.ehlo_name,
-            username=account.username,
+            username=account.username
+            or (account.sender_address if token_provider is not None else ""),
             password=account.password.get_secret_value(),
+            token_provider=token_provider,
+            mechanism=account.oauth2.mechanism if account.oauth2 else "xoauth2",
             allow_plaintext_auth=account.allow_plaintext_auth,
             timeout_s=account.timeout_s,
         ),
@@ -59,10 +71,48 @@ def envelope_for(
     )
 
 
-async def start_dispatchers(
-    settings: Settings, spool: Spool, metrics: Metrics
-) -> list[Callable[[], Awaitable[None]]]:
-    """Start one worker per route; returns the closers, in the order to call them."""
+@dataclass
+class Dispatcher:
+    """The running route workers and the account transports they share."""
+
+    workers: list[RouteWorker]
+    transports: dict[str, MailTransport]
+    store: AlarmStore
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.tasks = [asyncio.create_task(w.run(), name=w.consumer) for w in self.workers]
+
+    async def stop_workers(self) -> None:
+        """Stop leasing; a waiting mail goes out now (bounded), the rest stays spooled."""
+        for w in self.workers:
+            w.stop()
+        if not self.tasks:
+            return
+        _, pending = await asyncio.wait(self.tasks, timeout=5)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def close_transports(self) -> None:
+        for t in self.transports.values():
+            await t.close()
+        self.store.close()
+
+    def status(self) -> list[dict[str, Any]]:
+        return [w.status() for w in self.workers]
+
+
+def build_dispatcher(
+    settings: Settings,
+    spool: Spool,
+    metrics: Metrics,
+    token_providers: Mapping[str, TokenProvider] | None = None,
+) -> Dispatcher:
+    """One worker per route, one transport per account; raises ValueError for a bad rule.
+
+    `token_providers`: account name -> OAuth2 token provider, for OAuth2 accounts."""
+    providers = token_providers or {}
     store = AlarmStore(Path(settings.data_dir) / "alarms.sqlite")
     transports: dict[str, MailTransport] = {}
     locks: dict[str, asyncio.Lock] = {}
@@ -73,13 +123,16 @@ async def start_dispatchers(
         try:
             own = compile_match(route.match, f"routes.{i}.match")
         except RuleError as e:
+            store.close()
             raise ValueError(str(e)) from None
         matcher = FirstMatch(own, tuple(taken_before))
         if not route.continue_matching:
             taken_before.append(own)
         account = settings.account(route.account)
         if account.name not in transports:
-            transports[account.name] = build_transport(settings, account)
+            transports[account.name] = build_transport(
+                settings, account, providers.get(account.name)
+            )
             locks[account.name] = asyncio.Lock()
         target = RouteTarget(
             account.name,
@@ -99,22 +152,7 @@ async def start_dispatchers(
                 retry_max_s=settings.spool.retry_max_s,
             )
         )
-    tasks = [asyncio.create_task(w.run(), name=w.consumer) for w in workers]
-
-    async def stop_workers() -> None:
-        for w in workers:
-            w.stop()
-        _, pending = await asyncio.wait(tasks, timeout=5)
-        for t in pending:
-            t.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-
-    async def close_transports() -> None:
-        for t in transports.values():
-            await t.close()
-        store.close()
-
-    return [stop_workers, close_transports]
+    return Dispatcher(workers, transports, store)
 
 
 async def test_mail(settings: Settings, account: str = "", to: str = "") -> int:
@@ -143,11 +181,17 @@ async def test_mail(settings: Settings, account: str = "", to: str = "") -> int:
         severity=Severity.INFO,
     )
     message = compose([MailItem(record, Reason.TEST)], envelope_for(acct, recipients, [], []))
-    transport = build_transport(settings, acct)
+    from notifier.oauth2.runtime import OAuth2Runtime
+
+    runtime = OAuth2Runtime.open(settings)
+    provider = runtime.providers.get(acct.name) if runtime else None
+    transport = build_transport(settings, acct, provider)
     try:
         report = await transport.test(message)
     finally:
         await transport.close()
+        if runtime is not None:
+            await runtime.close()
     for line in describe_report(report):
         print(line)
     return 0 if report.ok else 1
