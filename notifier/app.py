@@ -105,6 +105,7 @@ class Service:
             from notifier.ingest.http import build_ingest_app
             from notifier.ingest.httpauth import HttpAuth
             from notifier.ingest.httpserver import HttpServer
+            from notifier.web.pages import page_routes
 
             auth = None
             if s.http.auth != "none":
@@ -119,6 +120,7 @@ class Service:
                 auth=auth,
                 scheme=scheme,
                 health=self.health,
+                extra_routes=page_routes(self),
             )
             server = HttpServer(
                 app,

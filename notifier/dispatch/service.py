@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from notifier.dispatch.worker import RouteTarget, RouteWorker
 from notifier.log import get_logger
 from notifier.mail.compose import Envelope, MailItem, Reason, compose
 from notifier.mail.tokens import TokenProvider
-from notifier.mail.transport import MailTransport
+from notifier.mail.transport import MailTransport, SendReport
 from notifier.metrics import Metrics
 from notifier.records import Kind, Record, Severity
 from notifier.spool.base import Spool
@@ -78,6 +79,7 @@ class Dispatcher:
     workers: list[RouteWorker]
     transports: dict[str, MailTransport]
     store: AlarmStore
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def start(self) -> None:
@@ -101,6 +103,16 @@ class Dispatcher:
 
     def status(self) -> list[dict[str, Any]]:
         return [w.status() for w in self.workers]
+
+    async def send_test(self, settings: Settings, account: str = "", to: str = "") -> SendReport:
+        """The test-mail action inside the running service, through the account's transport
+        (and so its OAuth2 tokens). Raises `TestMailError` for an unknown account."""
+        name, message = test_message(settings, account, to)
+        transport = self.transports.get(name)
+        if transport is None:
+            raise TestMailError(f"account {name!r} is used by no route")
+        async with self.locks[name]:
+            return await transport.test(message)
 
 
 def build_dispatcher(
@@ -152,26 +164,29 @@ def build_dispatcher(
                 retry_max_s=settings.spool.retry_max_s,
             )
         )
-    return Dispatcher(workers, transports, store)
+    return Dispatcher(workers, transports, store, locks)
 
 
-async def test_mail(settings: Settings, account: str = "", to: str = "") -> int:
-    """Send one test mail through an account and print what happened; 0 when it was accepted."""
+class TestMailError(ValueError):
+    """test-mail cannot start: unknown account or no recipient. The message says what to do."""
+
+
+def test_message(settings: Settings, account: str = "", to: str = "") -> tuple[str, EmailMessage]:
+    """(account name, the test message) for `notifier test-mail` and the page's button.
+
+    Raises `TestMailError` for an unknown account or when no recipient is known."""
     try:
         acct = settings.account(account) if account else settings.accounts[0]
     except KeyError:
         names = ", ".join(a.name for a in settings.accounts)
-        print(f"notifier: no account named {account!r} (have {names})", file=sys.stderr)
-        return 2
+        raise TestMailError(f"no account named {account!r} (have {names})") from None
     routes = [r for r in settings.effective_routes() if r.account == acct.name]
     recipients = [to] if to else (routes[0].to if routes else [])
     if not recipients:
-        print(f"notifier: account {acct.name!r} has no route: pass --to ADDRESS", file=sys.stderr)
-        return 2
-    now = time.time()
+        raise TestMailError(f"account {acct.name!r} has no route: pass --to ADDRESS")
     record = Record(
         kind=Kind.EVENT,
-        received_at=now,
+        received_at=time.time(),
         sender="notifier test-mail",
         receiver="cli",
         raw=b"",
@@ -181,11 +196,21 @@ async def test_mail(settings: Settings, account: str = "", to: str = "") -> int:
         severity=Severity.INFO,
     )
     message = compose([MailItem(record, Reason.TEST)], envelope_for(acct, recipients, [], []))
+    return acct.name, message
+
+
+async def test_mail(settings: Settings, account: str = "", to: str = "") -> int:
+    """Send one test mail through an account and print what happened; 0 when it was accepted."""
     from notifier.oauth2.runtime import OAuth2Runtime
 
+    try:
+        name, message = test_message(settings, account, to)
+    except TestMailError as e:
+        print(f"notifier: {e}", file=sys.stderr)
+        return 2
     runtime = OAuth2Runtime.open(settings)
-    provider = runtime.providers.get(acct.name) if runtime else None
-    transport = build_transport(settings, acct, provider)
+    provider = runtime.providers.get(name) if runtime else None
+    transport = build_transport(settings, settings.account(name), provider)
     try:
         report = await transport.test(message)
     finally:
