@@ -16,6 +16,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 @dataclass(frozen=True)
 class TestPKI:
+    __test__ = False  # a fixture value, not a test class
     ca_file: Path
     server_cert: Path
     server_key: Path
