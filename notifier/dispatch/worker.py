@@ -43,6 +43,9 @@ _MAIL_REASON = {
 # Order of records inside a digest: what needs action first.
 _KIND_ORDER = {Kind.ALARM: 0, Kind.CLEAR: 1, Kind.EVENT: 2, Kind.LOG: 3}
 
+# Longest wait between retries while an account cannot send.
+ACCOUNT_RETRY_MAX_S = 60.0
+
 # How long cleared alarms are remembered (to recognise a repeated or late clear).
 FORGET_CLEARED_AFTER_S = 7 * 24 * 3600.0
 
@@ -311,6 +314,10 @@ class RouteWorker:
             await self._spool.nack(self.consumer, ids, error=str(error), retry_in_s=None)
             return
         delay = self._backoff(group.attempts)
+        if error.account_error:
+            # The account is broken (credentials, token, certificate), not the mail: keep it
+            # spooled and look again often, so a fix (a new sign-in) takes effect within a minute.
+            delay = min(delay, ACCOUNT_RETRY_MAX_S)
         log.warning(
             "mail not sent: will retry",
             route=self.route.name,
