@@ -1,4 +1,5 @@
-"""The command line: `notifier run | check-config | send-alarm | spool ... | test-mail`.
+"""The command line: `notifier run | check-config | send-alarm | spool ... | test-mail |
+oauth2 ...`.
 
 Exit status: 0 on success, 2 for usage or config errors, 1 otherwise; errors are one line on
 stderr.
@@ -137,6 +138,17 @@ def cmd_test_mail(args: argparse.Namespace) -> int:
     return send_test_mail(settings, account=args.account, to=args.to)
 
 
+def cmd_oauth2(args: argparse.Namespace) -> int:
+    from notifier.oauth2 import cli as oauth2_cli
+
+    settings = _settings(args)
+    if args.oauth2_cmd == "authorize":
+        return oauth2_cli.authorize(settings, args.account, device=args.device)
+    if args.oauth2_cmd == "revoke":
+        return oauth2_cli.revoke(settings, args.account)
+    return oauth2_cli.status(settings)
+
+
 def to_toml(data: dict[str, Any]) -> str:
     """Render plain config data as TOML (tables after keys, arrays of tables as [[name]])."""
     lines: list[str] = []
@@ -248,6 +260,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--account", "-a", default="", help="account name (default: the first)")
     p.add_argument("--to", default="", help="recipient (default: the first route's)")
     p.set_defaults(func=cmd_test_mail)
+
+    p = sub.add_parser("oauth2", parents=[common], help="sign OAuth2 mail accounts in and out")
+    oauth2_sub = p.add_subparsers(dest="oauth2_cmd", metavar="ACTION", required=True)
+    # --config after the action too (`notifier oauth2 status --config FILE`).
+    late_config = argparse.ArgumentParser(add_help=False)
+    late_config.add_argument("--config", "-c", metavar="FILE", default=argparse.SUPPRESS)
+    sp = oauth2_sub.add_parser(
+        "authorize",
+        parents=[late_config],
+        help="sign an account in: prints the URL to open and catches the redirect on loopback",
+    )
+    sp.add_argument("account")
+    sp.add_argument(
+        "--device", action="store_true", help="use the device grant (enter a code elsewhere)"
+    )
+    oauth2_sub.add_parser(
+        "status", parents=[late_config], help="each OAuth2 account's state, expiry and reason"
+    )
+    sp = oauth2_sub.add_parser(
+        "revoke", parents=[late_config], help="delete an account's stored tokens (and revoke)"
+    )
+    sp.add_argument("account")
+    p.set_defaults(func=cmd_oauth2)
     return parser
 
 

@@ -97,6 +97,10 @@ class AuthorizationFlows:
         pending = self._pending.get(state)
         return pending.account if pending and pending.expires_at > self._clock() else None
 
+    def discard(self, state: str) -> None:
+        """Forget a pending state (the provider answered with an error for it)."""
+        self._pending.pop(state, None)
+
     async def complete_authorization(self, state: str, code: str) -> str:
         """Trade `code` for tokens and store them; returns the account name.
 

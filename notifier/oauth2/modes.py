@@ -38,6 +38,7 @@ MICROSOFT_APP_SCOPE = "https://outlook.office365.com/.default"
 GOOGLE_AUTHORIZE = "https://accounts.google.com/o/oauth2/auth"
 GOOGLE_TOKEN = "https://oauth2.googleapis.com/token"
 GOOGLE_DEVICE = "https://oauth2.googleapis.com/device/code"
+GOOGLE_REVOKE = "https://oauth2.googleapis.com/revoke"
 GOOGLE_SCOPE = "https://mail.google.com/"
 
 MODES = (
@@ -73,6 +74,8 @@ class ModeSpec:
     scope: str = ""
     authorization_url: str = ""
     device_authorization_url: str = ""
+    # RFC 7009 token revocation, where the provider has one (Google; Microsoft has none).
+    revocation_url: str = ""
     redirect_uri: str = ""
     login_hint: str = ""
     authorize_params: dict[str, str] = field(default_factory=dict)
@@ -330,10 +333,15 @@ def _gmail(r: _Resolver) -> ModeSpec | None:
     json_redirect = redirects[0] if isinstance(redirects, list) and redirects else ""
     if not client_id or not secret:
         return None
+    token_endpoint = r.preset("token_endpoint", str(client.get("token_uri") or GOOGLE_TOKEN))
     return ModeSpec(
         mode=s.mode,
         grant=Grant.AUTHORIZATION_CODE,
-        token_endpoint=r.preset("token_endpoint", str(client.get("token_uri") or GOOGLE_TOKEN)),
+        token_endpoint=token_endpoint,
+        # Google's revocation endpoint only revokes Google's tokens.
+        revocation_url=r.preset(
+            "revocation_url", GOOGLE_REVOKE if token_endpoint == GOOGLE_TOKEN else ""
+        ),
         authorization_url=r.preset(
             "authorization_url", str(client.get("auth_uri") or GOOGLE_AUTHORIZE)
         ),
@@ -393,6 +401,7 @@ def _generic(r: _Resolver, auth: Callable[[str], ClientAuth | None]) -> ModeSpec
         token_endpoint=token_endpoint,
         authorization_url=s.authorization_url,
         device_authorization_url=r.extra("device_authorization_url"),
+        revocation_url=r.extra("revocation_url"),
         scope=s.scope,
         client_auth=client_auth,
         redirect_uri=r.redirect_uri,

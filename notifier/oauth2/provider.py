@@ -134,21 +134,30 @@ class AccountTokenProvider:
             stored, state, error = None, ERROR, str(e)
         if stored is not None and expires_at is None:
             expires_at = stored.expires_at
-        if self._failure is not None:
+        # A sign-in since the failure (this page, or the CLI in another process) clears it.
+        signed_in_since = stored is not None and stored.updated_at != self._failure_stamp
+        if self._failure is not None and not signed_in_since:
             state = NEEDS_AUTHORIZATION
+        elif self._failure is None and stored is not None and stored.error:
+            # What the last run (or another process) found; the next mail tries again.
+            state, error = NEEDS_AUTHORIZATION, error or stored.error
         elif self.spec.interactive and (stored is None or not stored.refresh_token):
             state = NEEDS_AUTHORIZATION
             error = error or "not authorized yet"
         elif self._temporary_failure:
             state = ERROR
+        if state == OK and self._failure is not None:
+            error = ""
+        last_refresh = self._last_refresh or (stored.updated_at if stored else None)
         return {
             "account": self.account,
             "mode": self.spec.mode,
             "grant": str(self.spec.grant),
+            "interactive": self.spec.interactive,
             "token_endpoint": self.spec.token_endpoint,
             "state": state,
             "expires_at": expires_at,
-            "last_refresh": self._last_refresh,
+            "last_refresh": last_refresh,
             "last_error": error,
         }
 
@@ -185,6 +194,9 @@ class AccountTokenProvider:
         ):
             # Another process (or this one before a restart) already holds a fresh token.
             self._cached = TokenSet(stored.access_token, stored.expires_at, stored.refresh_token)
+            self._failure = None
+            self._temporary_failure = False
+            self._last_error = ""
             return self._cached
         for attempt in range(len(self._delays) + 1):
             try:
@@ -230,7 +242,7 @@ class AccountTokenProvider:
         failure = NeedsAuthorization(self.account, reason)
         self._failure = failure
         self._failure_at = self._clock()
-        self._failure_stamp = stored.updated_at if stored else 0.0
+        self._failure_stamp = self._remember_failure(reason, stored)
         self._last_error = reason
         self._cached = None
         log.error(
@@ -240,6 +252,26 @@ class AccountTokenProvider:
             reason=reason,
         )
         return failure
+
+    def _remember_failure(self, reason: str, stored: StoredTokens | None) -> float:
+        """Write the reason into the store (for `notifier oauth2 status` in another process);
+        returns the record's stamp, which a new sign-in will change."""
+        if stored is None:
+            stored = StoredTokens(
+                client_id=self.spec.client_id,
+                token_endpoint=self.spec.token_endpoint,
+                scope=self.spec.scope,
+                updated_at=self._clock(),
+            )
+        elif stored.error == reason:
+            return stored.updated_at
+        try:
+            self._store.put(
+                self.account, replace(stored, access_token=None, error=reason, error_at=time.time())
+            )
+        except OAuth2StoreError as e:
+            log.warning("oauth2 token store unavailable", account=self.account, error=str(e))
+        return stored.updated_at
 
     def _keep(self, tokens: TokenSet, stored: StoredTokens | None) -> None:
         now = self._clock()

@@ -71,6 +71,9 @@ class OAuth2Runtime:
         if problems:
             raise ModeError(problems)
         store = TokenStore.open(settings.data_dir, settings.oauth2.store_secret.get_secret_value())
+        # Read once now: a store under another key stops the start with one clear line rather
+        # than failing every mail later.
+        store.accounts()
         http = httpx.AsyncClient(timeout=TOKEN_ENDPOINT_TIMEOUT_S)
         redirect = default_redirect_uri(settings)
         runtime = cls(store, http, AuthorizationFlows(store, http), redirect_uri=redirect)
@@ -79,6 +82,13 @@ class OAuth2Runtime:
             if provider is not None:
                 runtime.providers[account.name] = provider
         return runtime
+
+    def redirect_uri_for(self, account: str) -> str:
+        """The redirect URI the account's sign-in uses (register exactly this at the provider)."""
+        provider = self.providers.get(account)
+        if provider is not None and provider.spec.redirect_uri:
+            return provider.spec.redirect_uri
+        return self.redirect_uri
 
     async def close(self) -> None:
         await self.http.aclose()

@@ -10,11 +10,14 @@ crash leaves either the old or the new store, never half of one.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from notifier.oauth2.grants import TokenSet
 
 STORE_FILE = "oauth2-tokens.json"
 KEY_FILE = "oauth2.key"
+LOCK_FILE = "oauth2-tokens.lock"
 # A fixed salt is enough here: the secret protects one file, not a table of passwords.
 _SALT = b"notifier oauth2 token store v1"
 
@@ -43,6 +47,10 @@ class StoredTokens:
     expires_at: float | None = None
     scope: str = ""
     updated_at: float = 0.0
+    # Why the account needs a person (plain words, never a secret); "" while it works. Kept in
+    # the store so `notifier oauth2 status` in another process sees what the service saw.
+    error: str = ""
+    error_at: float = 0.0
 
     @classmethod
     def issued(
@@ -120,12 +128,29 @@ def _fsync_dir(directory: Path) -> None:
 
 class TokenStore:
     """Encrypted per-account token records. Thread-safe; each call reads the file afresh, so a
-    `notifier oauth2 authorize` run in another process is seen by the running service."""
+    `notifier oauth2 authorize` run in another process is seen by the running service. Writes
+    hold an advisory lock on a side file, so the service rotating one account's refresh token
+    and the CLI storing another's never lose each other's update."""
 
     def __init__(self, path: Path, key: bytes) -> None:
         self.path = path
         self._fernet = Fernet(key)
         self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """This thread and every other process, for one read-modify-write."""
+        with self._lock:
+            lock_path = self.path.with_name(LOCK_FILE)
+            try:
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as e:
+                raise OAuth2StoreError(f"cannot open {lock_path}: {e.strerror or e}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # releases the lock
 
     @classmethod
     def open(cls, data_dir: str | os.PathLike[str], secret: str = "") -> TokenStore:
@@ -146,13 +171,13 @@ class TokenStore:
     def put(self, account: str, tokens: StoredTokens) -> None:
         """Store `tokens` for `account` durably (fsynced before this returns)."""
         tokens = replace(tokens, updated_at=tokens.updated_at or time.time())
-        with self._lock:
+        with self._exclusive():
             data = self._read()
             data[account] = asdict(tokens)
             self._write(data)
 
     def delete(self, account: str) -> bool:
-        with self._lock:
+        with self._exclusive():
             data = self._read()
             found = data.pop(account, None) is not None
             if found:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from notifier.oauth2.errors import OAuth2StoreError
-from notifier.oauth2.store import KEY_FILE, STORE_FILE, StoredTokens, TokenStore
+from notifier.oauth2.store import KEY_FILE, LOCK_FILE, STORE_FILE, StoredTokens, TokenStore
 
 REFRESH = "0.AR8A-refresh-token-value-xyz"
 ACCESS = "eyJhbGciOiJSUzI1NiJ9.access-token-value"
@@ -32,7 +32,7 @@ def test_round_trip_and_files_are_private(tmp_path: Path) -> None:
     assert again is not None and again.refresh_token == REFRESH and again.access_token == ACCESS
     for name in (STORE_FILE, KEY_FILE):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([KEY_FILE, STORE_FILE])  # no temp
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([KEY_FILE, LOCK_FILE, STORE_FILE])
 
 
 def test_no_token_in_clear_text(tmp_path: Path) -> None:

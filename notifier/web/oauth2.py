@@ -1,0 +1,236 @@
+"""The OAuth2 pages: `/oauth2/` lists the accounts, Authorize sends the admin to the provider,
+`/oauth2/callback` stores the tokens (the analogue of innovaphone's OAUTH2-CLIENT/auth.htm), and
+"Send test mail" proves the account sends.
+
+All behind the admin guard. The state parameter is single-use and expires (see
+`AuthorizationFlows`); the actions that change something are POSTs carrying a form token (an
+HMAC under a per-process key) that another site cannot read, so it cannot forge them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from notifier import __version__
+from notifier.log import get_logger
+from notifier.oauth2.cli import when
+from notifier.oauth2.errors import OAuth2Error, TokenEndpointError, explain
+from notifier.web.guard import AdminGuard
+from notifier.web.pages import templates
+
+if TYPE_CHECKING:
+    from notifier.app import Service
+
+log = get_logger("notifier.web")
+
+MAX_FORM_BYTES = 8192
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+@dataclass(frozen=True)
+class Notice:
+    """The box at the top of the page after an action."""
+
+    ok: bool
+    title: str
+    text: str = ""
+    lines: list[str] = field(default_factory=list)
+    test_account: str = ""  # offer "Send test mail" for this account
+
+
+class FormToken:
+    """The anti-forgery token of the page's forms: HMAC of a fixed label under a random key
+    made at start (a restart makes open pages stale: reload them)."""
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self._key = key or secrets.token_bytes(32)
+
+    @property
+    def value(self) -> str:
+        return hmac.new(self._key, b"notifier oauth2 forms", hashlib.sha256).hexdigest()
+
+    def check(self, given: str) -> bool:
+        return hmac.compare_digest(given.encode(), self.value.encode())
+
+
+def same_origin(request: Request) -> bool:
+    """False when the browser says the form came from another site (Origin header)."""
+    origin = request.headers.get("origin")
+    if not origin or origin == "null":
+        return origin is None
+    return urlsplit(origin).netloc == request.headers.get("host", "")
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """A small urlencoded form (the pages post nothing else)."""
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        return {}
+    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+def account_rows(service: Service) -> list[dict[str, Any]]:
+    runtime = service.oauth2
+    if runtime is None:
+        return []
+    rows = []
+    for name, provider in runtime.providers.items():
+        status = provider.status()
+        rows.append(
+            {
+                **status,
+                "expires": when(status["expires_at"]),
+                "refreshed": when(status["last_refresh"]),
+                "redirect_uri": runtime.redirect_uri_for(name),
+            }
+        )
+    return rows
+
+
+def oauth2_routes(service: Service, guard: AdminGuard) -> list[BaseRoute]:
+    token = FormToken()
+
+    def page(notice: Notice | None = None, status_code: int = 200) -> Response:
+        html = templates.get_template("oauth2.html.j2").render(
+            version=__version__,
+            accounts=account_rows(service),
+            csrf=token.value,
+            notice=notice,
+        )
+        return HTMLResponse(html, status_code=status_code, headers=_NO_STORE)
+
+    async def checked_form(request: Request) -> dict[str, str] | Response:
+        form = await read_form(request)
+        if not same_origin(request) or not token.check(form.get("csrf", "")):
+            return PlainTextResponse(
+                "This form is stale or came from another site: reload /oauth2/ and try again.\n",
+                status_code=403,
+            )
+        return form
+
+    async def index(request: Request) -> Response:
+        return page()
+
+    async def authorize(request: Request) -> Response:
+        form = await checked_form(request)
+        if isinstance(form, Response):
+            return form
+        runtime = service.oauth2
+        name = form.get("account", "")
+        provider = runtime.providers.get(name) if runtime else None
+        if runtime is None or provider is None:
+            return page(Notice(False, f"No OAuth2 account named {name!r}."), 404)
+        if not provider.spec.interactive:
+            # Nothing to sign in to: fetch a token now so the page shows whether it works.
+            try:
+                await provider.token()
+            except OAuth2Error as e:
+                return page(Notice(False, f"Account {name}: no token", str(e)))
+            _nudge(service, name)
+            return page(
+                Notice(True, f"Account {name}: the provider issued a token.", test_account=name)
+            )
+        try:
+            url, _ = runtime.flows.start_authorization(
+                name, provider.spec, runtime.redirect_uri_for(name)
+            )
+        except OAuth2Error as e:
+            return page(Notice(False, f"Account {name}: cannot start the sign-in", str(e)))
+        log.info("oauth2 sign-in started", account=name, page="/oauth2/")
+        return RedirectResponse(url, status_code=303, headers=_NO_STORE)
+
+    async def callback(request: Request) -> Response:
+        runtime = service.oauth2
+        params = request.query_params
+        state = params.get("state", "")
+        name = runtime.flows.pending_account(state) if runtime and state else None
+        if runtime is None:
+            return page(Notice(False, "No account uses OAuth2."), 404)
+        if "error" in params:
+            reason = explain(params["error"], params.get("error_description", ""))
+            if name:  # the state is spent: a new sign-in starts from the button
+                runtime.flows.discard(state)
+            return page(Notice(False, f"The provider refused the sign-in{_for(name)}", reason))
+        code = params.get("code", "")
+        if not code or name is None:
+            return page(
+                Notice(
+                    False,
+                    "This sign-in is unknown, already used or expired.",
+                    "Start it again with Authorize. If it was started by `notifier oauth2 "
+                    "authorize` in a shell, paste this page's address there instead.",
+                ),
+                400,
+            )
+        try:
+            await runtime.flows.complete_authorization(state, code)
+        except TokenEndpointError as e:
+            return page(Notice(False, f"Account {name}: the provider refused the code", e.advice))
+        except OAuth2Error as e:
+            return page(Notice(False, f"Account {name}: sign-in not completed", str(e)))
+        provider = runtime.providers.get(name)
+        if provider is not None:
+            try:
+                await provider.token()  # the token just stored; clears an earlier failure
+            except OAuth2Error as e:
+                return page(Notice(False, f"Account {name}: signed in, but no token", str(e)))
+        _nudge(service, name)
+        return page(
+            Notice(
+                True,
+                f"Account {name} is authorized.",
+                "The tokens are stored encrypted; mails waiting for this account go out now.",
+                test_account=name,
+            )
+        )
+
+    async def test_mail(request: Request) -> Response:
+        form = await checked_form(request)
+        if isinstance(form, Response):
+            return form
+        from notifier.dispatch.service import TestMailError, describe_report
+
+        name = form.get("account", "")
+        if service.dispatcher is None:
+            return page(Notice(False, "The service is not running its routes."), 503)
+        try:
+            report = await service.dispatcher.send_test(
+                service.settings, name, form.get("to", "").strip()
+            )
+        except TestMailError as e:
+            return page(Notice(False, f"Account {name}: no test mail sent", str(e)))
+        lines = describe_report(report)
+        if report.ok and report.result is not None:
+            title = f"Test mail accepted for {', '.join(report.result.accepted)}."
+        else:
+            title = f"Account {name}: the test mail was not sent."
+        log.info("test mail from the oauth2 page", account=name, ok=report.ok)
+        return page(Notice(report.ok, title, lines=lines, test_account=name))
+
+    return [
+        Route("/oauth2", guard(index), methods=["GET"]),
+        Route("/oauth2/", guard(index), methods=["GET"]),
+        Route("/oauth2/authorize", guard(authorize), methods=["POST"]),
+        Route("/oauth2/callback", guard(callback), methods=["GET"]),
+        Route("/oauth2/test-mail", guard(test_mail), methods=["POST"]),
+    ]
+
+
+def _for(name: str | None) -> str:
+    return f" for account {name}" if name else ""
+
+
+def _nudge(service: Service, account: str) -> None:
+    """Mails that waited for this account go out now, not at their next retry time."""
+    nudge = getattr(service.dispatcher, "nudge", None)
+    if callable(nudge):
+        nudge(account)
