@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import itertools
 import json
 import math
 import os
@@ -26,7 +27,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,19 @@ class _Snapshot:
     oldest_ready_age_s: dict[str, float] = field(default_factory=dict)
     disk_bytes: int = 0
     taken_at: float = 0.0
+
+
+@dataclass(slots=True)
+class _Staged:
+    """Rows of accepted puts, written with one statement per table."""
+
+    records: list[tuple[Any, ...]] = field(default_factory=list)
+    deliveries: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+def _fresh(records: Sequence[Record], stored: Container[str]) -> list[Record]:
+    """The records not stored yet, each id once: a retried put stores nothing twice."""
+    return [r for rid, r in {r.id: r for r in records}.items() if rid not in stored]
 
 
 _STOP = object()
@@ -404,8 +418,12 @@ class SqliteSpool:
                 self._sync_now = want
             txn = _Txn(self._counts.copy(), time.time())
             conn.execute("BEGIN IMMEDIATE")
-            for op in ops:
-                results.append(self._run_op(txn, op))
+            for is_put, run in itertools.groupby(ops, key=lambda op: op.fn == self._op_put):
+                if is_put:
+                    results += self._put_group(txn, list(run))
+                else:
+                    results += [self._run_op(txn, op) for op in run]
+            self._leave_history(txn.counts)
             conn.execute("COMMIT")
         except sqlite3.Error as e:
             if conn.in_transaction:
@@ -568,20 +586,44 @@ class SqliteSpool:
             out.update(conn.execute(f"SELECT id, seq FROM records WHERE id IN ({marks})", chunk))
         return out
 
-    def _op_put(self, txn: _Txn, records: list[Record]) -> int:
-        conn = self._conn
-        assert conn is not None
+    def _put_group(self, txn: _Txn, ops: list[_Op]) -> list[_Result]:
+        """Consecutive puts as one set of statements: the common case, far from any limit.
+
+        A put that would reach a limit takes the general path (`_op_put`, in a savepoint)
+        after what is staged so far is written, so it sees the queue as it is.
+        """
         c = txn.counts
-        unique = {r.id: r for r in records}
-        stored = self._seqs(unique)
-        fresh = [r for rid, r in unique.items() if rid not in stored]
+        stored: set[str] = set(self._seqs(r.id for op in ops for r in op.args[0]))
+        staged = _Staged()
+        results: list[_Result] = []
+        for op in ops:
+            fresh = _fresh(op.args[0], stored)
+            encoded = [schema.encode(r) for r in fresh]
+            sizes = [len(data) + len(raw) for data, raw in encoded]
+            over_entries, over_bytes = self._over(c, fresh, sizes)
+            if over_entries > 0 or over_bytes > 0:
+                self._write(txn, staged)
+                staged = _Staged()
+                result = self._run_op(txn, op)
+                if result[2] is None:
+                    stored.update(r.id for r in op.args[0])
+                results.append(result)
+                continue
+            self._stage(c, fresh, encoded, sizes, staged, txn.now)
+            stored.update(r.id for r in fresh)
+            results.append((op.future, len(fresh), None))
+        self._write(txn, staged)
+        return results
+
+    def _op_put(self, txn: _Txn, records: list[Record]) -> int:
+        """One put near a limit: reject it, or drop to make room (see `_make_room`)."""
+        c = txn.counts
+        fresh = _fresh(records, self._seqs(r.id for r in records))
         if not fresh:
             return 0
         encoded = [schema.encode(r) for r in fresh]
         sizes = [len(data) + len(raw) for data, raw in encoded]
-        owed = len(self._consumers)
-        over_entries = c.held + len(fresh) - self._max_entries if owed else 0
-        over_bytes = c.bytes + sum(sizes) + len(fresh) * ROW_OVERHEAD - self._max_bytes
+        over_entries, over_bytes = self._over(c, fresh, sizes)
         if over_entries > 0 or over_bytes > 0:
             cause = "queue_full" if over_entries > 0 else "disk_full"
             if self._policy.overflow_for(fresh) is Overflow.REJECT:
@@ -592,37 +634,65 @@ class SqliteSpool:
             fresh = [fresh[i] for i in keep]
             encoded = [encoded[i] for i in keep]
             sizes = [sizes[i] for i in keep]
-        first = c.next_seq
-        conn.executemany(
-            "INSERT INTO records (seq, id, kind, received_at, pending, size, data, raw) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (first + i, r.id, r.kind.rank, r.received_at, owed, size, data, raw)
-                for i, (r, (data, raw), size) in enumerate(zip(fresh, encoded, sizes, strict=True))
-            ],
-        )
-        conn.executemany(
-            "INSERT INTO deliveries (consumer, seq, state, ready_at) VALUES (?, ?, ?, ?)",
-            [
-                (consumer, first + i, QUEUED, txn.now)
-                for consumer in self._consumers
-                for i in range(len(fresh))
-            ],
-        )
+        staged = _Staged()
+        self._stage(c, fresh, encoded, sizes, staged, txn.now)
+        self._write(txn, staged)
+        return len(fresh)
+
+    def _over(self, c: _Counts, fresh: list[Record], sizes: list[int]) -> tuple[int, int]:
+        """By how many entries and bytes `fresh` would exceed the limits (<= 0: it fits)."""
+        entries = c.held + len(fresh) - self._max_entries if self._consumers else 0
+        return entries, c.bytes + sum(sizes) + len(fresh) * ROW_OVERHEAD - self._max_bytes
+
+    def _stage(
+        self,
+        c: _Counts,
+        fresh: list[Record],
+        encoded: list[tuple[str, bytes]],
+        sizes: list[int],
+        staged: _Staged,
+        now: float,
+    ) -> None:
+        owed = len(self._consumers)
+        for r, (data, raw), size in zip(fresh, encoded, sizes, strict=True):
+            staged.records.append(
+                (c.next_seq, r.id, r.kind.rank, r.received_at, owed, size, data, raw)
+            )
+            staged.deliveries += [
+                (consumer, c.next_seq, QUEUED, now) for consumer in self._consumers
+            ]
+            c.next_seq += 1
         n = len(fresh)
-        c.next_seq += n
         c.rows += n
         c.bytes += sum(sizes) + n * ROW_OVERHEAD
         if owed:
             c.held += n
             for consumer in self._consumers:
                 c.queued[consumer] += n
+
+    def _write(self, txn: _Txn, staged: _Staged) -> None:
+        if not staged.records:
+            return
+        conn = self._conn
+        assert conn is not None
+        conn.executemany(
+            "INSERT INTO records (seq, id, kind, received_at, pending, size, data, raw) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            staged.records,
+        )
+        conn.executemany(
+            "INSERT INTO deliveries (consumer, seq, state, ready_at) VALUES (?, ?, ?, ?)",
+            staged.deliveries,
+        )
+        txn.inserted += len(staged.records)
+        txn.notify = True
+
+    def _leave_history(self, c: _Counts) -> None:
+        """Delete delivered records that the newest `history_entries` pushed out."""
         new_floor = c.next_seq - 1 - self._history_entries
-        self._prune_range(c, c.floor, new_floor)
-        c.floor = max(c.floor, new_floor)
-        txn.inserted += n
-        txn.notify = txn.notify or n > 0
-        return n
+        if new_floor > c.floor:
+            self._prune_range(c, c.floor, new_floor)
+            c.floor = new_floor
 
     def _make_room(
         self,
