@@ -192,15 +192,29 @@ def retry(data_dir: str | Path, record_id: str | None = None, dead: bool = False
 
 def purge_dead(data_dir: str | Path) -> Changed:
     """Delete dead deliveries, and records nobody is owed any more."""
+    return _purge(data_dir, None, "AND state = ?", (DEAD,))
+
+
+def purge_consumer(data_dir: str | Path, consumer: str) -> Changed:
+    """Delete every delivery owed to `consumer` (a destination removed from the config)."""
+    return _purge(data_dir, consumer, "", ())
+
+
+def _purge(data_dir: str | Path, only: str | None, where: str, params: tuple[int, ...]) -> Changed:
     with _open(data_dir) as conn:
+        consumers = _consumers(conn)
+        if only is not None and only not in consumers:
+            raise AdminError(
+                f"the spool owes nothing to {only!r}; it knows {', '.join(consumers) or 'none'}"
+            )
         conn.execute("BEGIN IMMEDIATE")
         n = deleted = 0
-        for consumer in _consumers(conn):
+        for consumer in consumers if only is None else [only]:
             seqs = [
                 seq
                 for (seq,) in conn.execute(
-                    "DELETE FROM deliveries WHERE consumer = ? AND state = ? RETURNING seq",
-                    (consumer, DEAD),
+                    f"DELETE FROM deliveries WHERE consumer = ? {where} RETURNING seq",
+                    (consumer, *params),
                 ).fetchall()
             ]
             n += len(seqs)

@@ -16,6 +16,10 @@ SCHEMA_VERSION = 1
 # header, the id index, the live-record index and the delivery rows (an estimate).
 ROW_OVERHEAD = 256
 
+# Checkpoint when the WAL grows past this; truncate it back to this after a checkpoint.
+WAL_CHECKPOINT_BYTES = 4 << 20
+WAL_SIZE_LIMIT = 16 << 20
+
 # deliveries.state
 QUEUED = 0  # ready, leased or waiting for a retry: told apart by ready_at and `leased`
 DEAD = 1
@@ -70,6 +74,11 @@ def create(conn: sqlite3.Connection) -> None:
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
         raise SchemaError(f"SQLite refused WAL mode (got {mode!r}): is the file system local?")
+    # The spool checkpoints itself, after fsynced commits only: an automatic checkpoint could
+    # run after a lease (committed without fsync) and copy pages into the database file
+    # without syncing it, then let the WAL be overwritten - a power cut would lose them.
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
     conn.executescript(SCHEMA)
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
     if row is None:

@@ -141,6 +141,7 @@ class SqliteSpool:
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError(f"synchronous={synchronous!r}: use FULL, NORMAL or EXTRA")
         self.path = Path(path)
+        self._wal = Path(f"{self.path}-wal")
         self._consumers = list(dict.fromkeys(consumers))
         self._max_entries = max_entries
         self._max_bytes = max_disk_bytes
@@ -446,6 +447,14 @@ class SqliteSpool:
         for action in txn.after:
             action()
         self._post(results, txn.notify)
+        if durable and _size(self._wal) > schema.WAL_CHECKPOINT_BYTES:
+            self._guarded(self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database file; runs with synchronous FULL (or NORMAL), so
+        the file is synced before the WAL is reused."""
+        assert self._conn is not None
+        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _run_op(self, txn: _Txn, op: _Op) -> _Result:
         conn = self._conn
@@ -502,8 +511,8 @@ class SqliteSpool:
                 consumer=stranger,
                 queued=self._counts.queued[stranger],
                 dead=self._counts.dead[stranger],
-                hint="they count against the queue limit; configure the destination again "
-                "or remove them with `notifier spool purge`",
+                hint="they count against the queue limit: configure the destination again, "
+                "or drop them with `notifier spool purge --consumer NAME`",
             )
         log.info(
             "spool open",

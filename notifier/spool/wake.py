@@ -51,7 +51,7 @@ class Waker:
         self._event(consumer).clear()
         self._event(None).clear()
         self._due[consumer] = at
-        self._due[None] = min(self._due.values())
+        self._due[None] = min((due for key, due in self._due.items() if key is not None))
 
     async def wait(self, timeout: float, consumer: str | None = None) -> None:
         """Return when something is put or comes due for `consumer`, at most `timeout` s."""

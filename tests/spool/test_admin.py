@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from notifier.records import Kind
 from notifier.spool import DeliveryState, SqliteSpool, admin
@@ -100,3 +101,24 @@ def test_errors_say_what_to_do(tmp_path: Path) -> None:
 async def test_an_unknown_id_is_explained(spool: SqliteSpool) -> None:
     with pytest.raises(admin.AdminError, match="spool list"):
         admin.show(spool.path.parent, "nope")
+
+
+async def test_deliveries_for_a_removed_destination_can_be_purged(tmp_path: Path) -> None:
+    old = SqliteSpool(spool_path(tmp_path), ["mail", "old-forwarder"])
+    await old.start()
+    await old.put([rec(text="x")])
+    await old.ack("mail", [lease.record.id for lease in await old.lease("mail", 10, 30)])
+    await old.close()
+    spool = SqliteSpool(spool_path(tmp_path), ["mail"])
+    with capture_logs() as logs:
+        await spool.start()
+    try:
+        assert any(e.get("consumer") == "old-forwarder" for e in logs)
+        assert spool.stats().persistent_entries == 1  # still owed to the old destination
+
+        changed = admin.purge_consumer(tmp_path, "old-forwarder")
+
+        assert (changed.deliveries, changed.records_deleted) == (1, 1)
+        assert (await spool.refresh_stats()).persistent_entries == 0
+    finally:
+        await spool.close()

@@ -328,3 +328,15 @@ def test_every_put_that_returned_survives_sigkill(tmp_path: Path) -> None:
             await spool.close()
 
     assert set(acked) <= asyncio.run(survivors())
+
+
+async def test_the_wal_is_checkpointed_and_stays_small(open_spool: Opener) -> None:
+    spool = await open_spool()
+    page = "x" * 4000
+
+    for _ in range(30):  # about 12 MB of records, well past one checkpoint's worth of WAL
+        await spool.put([rec(text=page) for _ in range(100)])
+
+    wal = Path(f"{spool.path}-wal").stat().st_size
+    assert wal < 8 << 20
+    assert Path(spool.path).stat().st_size > 8 << 20  # the records reached the database file
