@@ -106,7 +106,7 @@ def stats(data_dir: str | Path) -> Stats:
         path = schema.spool_path(data_dir)
         return Stats(
             path=str(path),
-            file_bytes=sum(_size(Path(f"{path}{x}")) for x in ("", "-wal", "-shm")),
+            file_bytes=schema.spool_bytes(path),
             stored=conn.execute("SELECT COUNT(*) FROM records").fetchone()[0],
             pending=conn.execute("SELECT COUNT(*) FROM records WHERE pending > 0").fetchone()[0],
             consumers=depths,
@@ -317,13 +317,6 @@ def _not_found(record_id: str) -> str:
         f"no record {record_id!r} in the spool: it was delivered and left the history, "
         "or the id is mistyped (`notifier spool list` shows ids)"
     )
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
 
 
 def _plain(value: object) -> Any:

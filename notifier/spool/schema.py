@@ -90,6 +90,18 @@ def create(conn: sqlite3.Connection) -> None:
         )
 
 
+def file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def spool_bytes(path: Path) -> int:
+    """What the spool takes on disk: the database, its WAL and the shared-memory index."""
+    return sum(file_size(Path(f"{path}{suffix}")) for suffix in ("", "-wal", "-shm"))
+
+
 def encode(record: Record) -> tuple[str, bytes]:
     """(JSON without raw, raw bytes): raw is stored as a BLOB, losslessly."""
     data: dict[str, Any] = record.to_dict()

@@ -1,0 +1,550 @@
+"""The spool's tables: what put, lease, ack, nack and the limits do to them.
+
+Used by the writer thread of `SqliteSpool` only, inside the transaction it opened; nothing
+here commits. The counters kept in `Counts` spare a COUNT(*) on every put; a transaction works
+on a copy that replaces them only once committed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable, Container, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from notifier.log import get_logger
+from notifier.records import Kind, Record
+from notifier.spool import schema
+from notifier.spool.base import Lease, Overflow, SpoolFull
+from notifier.spool.drops import DropLedger
+from notifier.spool.policy import SpoolPolicy, drop_order
+from notifier.spool.schema import DEAD, QUEUED, ROW_OVERHEAD
+
+log = get_logger("notifier.spool")
+
+_KIND_BY_RANK = {kind.rank: kind for kind in Kind}
+_CHUNK = 500  # ids per IN (...) query
+_MAX_ERROR_CHARS = 2000
+
+Outcome = tuple[Any, Exception | None]  # (result, error) of one operation
+
+
+@dataclass(slots=True)
+class Counts:
+    """What the writer keeps in memory instead of counting rows on every put."""
+
+    next_seq: int = 1
+    held: int = 0  # records some consumer is still owed (the persistent_queue_entries limit)
+    rows: int = 0  # records stored, history included
+    bytes: int = 0  # sum(size) + rows * ROW_OVERHEAD (the max_disk_bytes limit)
+    floor: int = 0  # delivered records with seq <= floor are outside the history window
+    queued: Counter[str] = field(default_factory=Counter)
+    dead: Counter[str] = field(default_factory=Counter)
+
+    def copy(self) -> Counts:
+        return replace(self, queued=self.queued.copy(), dead=self.dead.copy())
+
+
+@dataclass(slots=True)
+class Txn:
+    counts: Counts
+    now: float
+    after: list[Callable[[], None]] = field(default_factory=list)  # run once committed
+    inserted: int = 0
+    notify: bool = False
+
+
+@dataclass(slots=True)
+class Snapshot:
+    depth: dict[tuple[str, str], int] = field(default_factory=dict)
+    oldest_ready_age_s: dict[str, float] = field(default_factory=dict)
+    disk_bytes: int = 0
+    taken_at: float = 0.0
+
+
+@dataclass(slots=True)
+class _Staged:
+    """Rows of accepted puts, written with one statement per table."""
+
+    records: list[tuple[Any, ...]] = field(default_factory=list)
+    deliveries: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+def _fresh(records: Sequence[Record], stored: Container[str]) -> list[Record]:
+    """The records not stored yet, each id once: a retried put stores nothing twice."""
+    return [r for rid, r in {r.id: r for r in records}.items() if rid not in stored]
+
+
+class Store:
+    """The spool's tables on the writer's connection, with the counters that bound them."""
+
+    def __init__(
+        self,
+        path: Path,
+        consumers: list[str],
+        max_entries: int,
+        max_bytes: int,
+        policy: SpoolPolicy,
+        history_entries: int,
+        drops: DropLedger,
+    ) -> None:
+        self.path = path
+        self._consumers = consumers
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._policy = policy
+        self._history_entries = history_entries
+        self._drops = drops
+        self.conn: sqlite3.Connection | None = None
+        self.counts = Counts()
+        self.snapshot = Snapshot()
+        self.rejected = 0
+        self._data_version = 0
+
+    def open(self) -> None:
+        """Connect (on the writer thread), create the tables, recover."""
+        self.conn = schema.connect(self.path)
+        try:
+            schema.create(self.conn)
+            self._recover()
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def begin(self, now: float) -> Txn:
+        return Txn(self.counts.copy(), now)
+
+    def run(self, txn: Txn, fn: Callable[..., Any], args: tuple[Any, ...]) -> Outcome:
+        """One operation in a savepoint: if it fails, it alone is undone."""
+        conn = self.conn
+        assert conn is not None
+        counts, n_after, inserted, notify = (
+            txn.counts.copy(),
+            len(txn.after),
+            txn.inserted,
+            txn.notify,
+        )
+        conn.execute("SAVEPOINT op")
+        try:
+            result = fn(txn, *args)
+        except Exception as e:
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            txn.counts, txn.inserted, txn.notify = counts, inserted, notify
+            del txn.after[n_after:]
+            return None, e
+        conn.execute("RELEASE op")
+        return result, None
+
+    def _recover(self) -> None:
+        """Void the previous process's leases and count what the file holds."""
+        conn = self.conn
+        assert conn is not None
+        now = time.time()
+        conn.execute("BEGIN IMMEDIATE")
+        for consumer in self._consumers:
+            # Ready at time 0: first in line again, as they were when leased.
+            conn.execute(
+                "UPDATE deliveries SET leased = 0, ready_at = 0 "
+                "WHERE consumer = ? AND state = ? AND ready_at > ? AND leased = 1",
+                (consumer, QUEUED, now),
+            )
+        self.counts = self._count()
+        self._prune_range(self.counts, 0, self.counts.floor)
+        known = sorted({*self._consumers, *self.counts.queued, *self.counts.dead})
+        conn.execute(
+            "INSERT INTO meta VALUES ('consumers', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (json.dumps(known),),
+        )
+        conn.execute("COMMIT")
+        self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+        strangers = {c for c in (*self.counts.queued, *self.counts.dead)} - set(self._consumers)
+        for stranger in sorted(strangers):
+            log.warning(
+                "spool holds deliveries for a consumer that is not configured",
+                consumer=stranger,
+                queued=self.counts.queued[stranger],
+                dead=self.counts.dead[stranger],
+                hint="they count against the queue limit: configure the destination again, "
+                "or drop them with `notifier spool purge --consumer NAME`",
+            )
+
+    def _count(self) -> Counts:
+        conn = self.conn
+        assert conn is not None
+        c = Counts()
+        for consumer, state, n in conn.execute(
+            "SELECT consumer, state, COUNT(*) FROM deliveries GROUP BY consumer, state"
+        ):
+            (c.dead if state == DEAD else c.queued)[consumer] = n
+        c.held = conn.execute("SELECT COUNT(*) FROM records WHERE pending > 0").fetchone()[0]
+        rows, size, max_seq = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(MAX(seq), 0) FROM records"
+        ).fetchone()
+        c.rows, c.bytes, c.next_seq = rows, size + rows * ROW_OVERHEAD, max_seq + 1
+        c.floor = max_seq - self._history_entries
+        return c
+
+    def changed_elsewhere(self) -> bool:
+        """Whether another process (the CLI) committed since we looked; counts again if so."""
+        conn = self.conn
+        assert conn is not None
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version == self._data_version:
+            return False
+        self._data_version = version
+        self.counts = self._count()
+        return True
+
+    def take_snapshot(self) -> None:
+        conn = self.conn
+        assert conn is not None
+        now = time.time()
+        snap = Snapshot(taken_at=now)
+        for consumer in sorted({*self._consumers, *self.counts.queued, *self.counts.dead}):
+            waiting = dict.fromkeys((0, 1), 0)
+            for leased, n in conn.execute(
+                "SELECT leased, COUNT(*) FROM deliveries "
+                "WHERE consumer = ? AND state = ? AND ready_at > ? GROUP BY leased",
+                (consumer, QUEUED, now),
+            ):
+                waiting[leased] = n
+            snap.depth[(consumer, "ready")] = self.counts.queued[consumer] - sum(waiting.values())
+            snap.depth[(consumer, "leased")] = waiting[1]
+            snap.depth[(consumer, "retry")] = waiting[0]
+            snap.depth[(consumer, "dead")] = self.counts.dead[consumer]
+            head = conn.execute(
+                "SELECT r.received_at FROM deliveries d JOIN records r ON r.seq = d.seq "
+                "WHERE d.consumer = ? AND d.state = ? AND d.ready_at <= ? "
+                "ORDER BY d.ready_at LIMIT 1",
+                (consumer, QUEUED, now),
+            ).fetchone()
+            if head is not None:
+                snap.oldest_ready_age_s[consumer] = max(0.0, now - head[0])
+        snap.disk_bytes = schema.spool_bytes(self.path)
+        self.snapshot = snap
+
+    def snapshot_after(self, txn: Txn) -> None:
+        txn.after.append(self.take_snapshot)  # once committed, so the counts are current
+
+    # -- operations (writer thread, inside a transaction) --------------------------------------
+
+    def _seqs(self, record_ids: Iterable[str]) -> dict[str, int]:
+        conn = self.conn
+        assert conn is not None
+        out: dict[str, int] = {}
+        ids = list(dict.fromkeys(record_ids))
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            out.update(conn.execute(f"SELECT id, seq FROM records WHERE id IN ({marks})", chunk))
+        return out
+
+    def put_group(self, txn: Txn, batches: list[list[Record]]) -> list[Outcome]:
+        """Consecutive puts as one set of statements: the common case, far from any limit.
+
+        A put that would reach a limit takes the general path (`put`, in a savepoint) after
+        what is staged so far is written, so it sees the queue as it is.
+        """
+        c = txn.counts
+        stored: set[str] = set(self._seqs(r.id for batch in batches for r in batch))
+        staged = _Staged()
+        results: list[Outcome] = []
+        for batch in batches:
+            fresh = _fresh(batch, stored)
+            encoded = [schema.encode(r) for r in fresh]
+            sizes = [len(data) + len(raw) for data, raw in encoded]
+            over_entries, over_bytes = self._over(c, fresh, sizes)
+            if over_entries > 0 or over_bytes > 0:
+                self._write(txn, staged)
+                staged = _Staged()
+                result = self.run(txn, self.put, (batch,))
+                if result[1] is None:
+                    stored.update(r.id for r in batch)
+                results.append(result)
+                continue
+            self._stage(c, fresh, encoded, sizes, staged, txn.now)
+            stored.update(r.id for r in fresh)
+            results.append((len(fresh), None))
+        self._write(txn, staged)
+        return results
+
+    def put(self, txn: Txn, records: list[Record]) -> int:
+        """One put near a limit: reject it, or drop to make room (see `_make_room`)."""
+        c = txn.counts
+        fresh = _fresh(records, self._seqs(r.id for r in records))
+        if not fresh:
+            return 0
+        encoded = [schema.encode(r) for r in fresh]
+        sizes = [len(data) + len(raw) for data, raw in encoded]
+        over_entries, over_bytes = self._over(c, fresh, sizes)
+        if over_entries > 0 or over_bytes > 0:
+            cause = "queue_full" if over_entries > 0 else "disk_full"
+            if self._policy.overflow_for(fresh) is Overflow.REJECT:
+                self.rejected += len(fresh)
+                raise SpoolFull(_full_message(cause, self._max_entries, self._max_bytes))
+            dropped = self._make_room(txn, cause, fresh, sizes, over_entries, over_bytes)
+            keep = [i for i in range(len(fresh)) if i not in dropped]
+            fresh = [fresh[i] for i in keep]
+            encoded = [encoded[i] for i in keep]
+            sizes = [sizes[i] for i in keep]
+        staged = _Staged()
+        self._stage(c, fresh, encoded, sizes, staged, txn.now)
+        self._write(txn, staged)
+        return len(fresh)
+
+    def _over(self, c: Counts, fresh: list[Record], sizes: list[int]) -> tuple[int, int]:
+        """By how many entries and bytes `fresh` would exceed the limits (<= 0: it fits)."""
+        entries = c.held + len(fresh) - self._max_entries if self._consumers else 0
+        return entries, c.bytes + sum(sizes) + len(fresh) * ROW_OVERHEAD - self._max_bytes
+
+    def _stage(
+        self,
+        c: Counts,
+        fresh: list[Record],
+        encoded: list[tuple[str, bytes]],
+        sizes: list[int],
+        staged: _Staged,
+        now: float,
+    ) -> None:
+        owed = len(self._consumers)
+        for r, (data, raw), size in zip(fresh, encoded, sizes, strict=True):
+            staged.records.append(
+                (c.next_seq, r.id, r.kind.rank, r.received_at, owed, size, data, raw)
+            )
+            staged.deliveries += [
+                (consumer, c.next_seq, QUEUED, now) for consumer in self._consumers
+            ]
+            c.next_seq += 1
+        n = len(fresh)
+        c.rows += n
+        c.bytes += sum(sizes) + n * ROW_OVERHEAD
+        if owed:
+            c.held += n
+            for consumer in self._consumers:
+                c.queued[consumer] += n
+
+    def _write(self, txn: Txn, staged: _Staged) -> None:
+        if not staged.records:
+            return
+        conn = self.conn
+        assert conn is not None
+        conn.executemany(
+            "INSERT INTO records (seq, id, kind, received_at, pending, size, data, raw) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            staged.records,
+        )
+        conn.executemany(
+            "INSERT INTO deliveries (consumer, seq, state, ready_at) VALUES (?, ?, ?, ?)",
+            staged.deliveries,
+        )
+        txn.inserted += len(staged.records)
+        txn.notify = True
+
+    def leave_history(self, c: Counts) -> None:
+        """Delete delivered records that the newest `history_entries` pushed out."""
+        new_floor = c.next_seq - 1 - self._history_entries
+        if new_floor > c.floor:
+            self._prune_range(c, c.floor, new_floor)
+            c.floor = new_floor
+
+    def _make_room(
+        self,
+        txn: Txn,
+        cause: str,
+        incoming: list[Record],
+        sizes: list[int],
+        over_entries: int,
+        over_bytes: int,
+    ) -> set[int]:
+        """Drop held and incoming records, lowest kind and oldest first, until both limits
+        hold; returns the indexes of `incoming` that were dropped."""
+        conn = self.conn
+        assert conn is not None
+        cursor = conn.execute(
+            "SELECT kind, seq, size FROM records WHERE pending > 0 ORDER BY kind, seq"
+        )
+        held = ((kind, (seq, size)) for kind, seq, size in cursor)
+        victims: list[int] = []
+        dropped: set[int] = set()
+        for key, index in drop_order(held, incoming):
+            if over_entries <= 0 and over_bytes <= 0:
+                break
+            if key is not None:
+                victims.append(key[0])
+                over_bytes -= key[1] + ROW_OVERHEAD
+            elif index is not None:
+                dropped.add(index)
+                over_bytes -= sizes[index] + ROW_OVERHEAD
+            over_entries -= 1
+        cursor.close()
+        if over_entries > 0 or over_bytes > 0:
+            raise SpoolFull(
+                f"a batch of {len(incoming)} records does not fit in the spool at all: "
+                "send smaller batches or raise the spool limits"
+            )
+        kinds: Counter[Kind] = Counter(incoming[i].kind for i in dropped)
+        owed: dict[str, Counter[Kind]] = {
+            consumer: Counter(incoming[i].kind for i in dropped) for consumer in self._consumers
+        }
+        c = txn.counts
+        for seq in victims:
+            kind = _KIND_BY_RANK[
+                conn.execute("SELECT kind FROM records WHERE seq = ?", (seq,)).fetchone()[0]
+            ]
+            kinds[kind] += 1
+            for consumer in list(self._consumers) + [
+                s for s in (*c.queued, *c.dead) if s not in self._consumers
+            ]:
+                row = conn.execute(
+                    "DELETE FROM deliveries WHERE consumer = ? AND seq = ? RETURNING state",
+                    (consumer, seq),
+                ).fetchone()
+                if row is None:
+                    continue
+                (c.dead if row[0] == DEAD else c.queued)[consumer] -= 1
+                owed.setdefault(consumer, Counter())[kind] += 1
+            conn.execute("UPDATE records SET pending = 0 WHERE seq = ?", (seq,))
+            c.held -= 1
+        # Dropped records leave at once: the space is what was asked for.
+        self._delete(c, victims, only_outside_history=False)
+        reasons = Counter({f"{cause}_{kind.value}": n for kind, n in kinds.items()})
+        conn.executemany(
+            "INSERT INTO drops (reason, n) VALUES (?, ?) "
+            "ON CONFLICT (reason) DO UPDATE SET n = n + excluded.n",
+            list(reasons.items()),
+        )
+        txn.after.append(lambda: self._drops.dropped(cause, kinds, owed))
+        return dropped
+
+    def lease(
+        self, txn: Txn, consumer: str, limit: int, visibility_s: float
+    ) -> tuple[list[Lease], float | None]:
+        conn = self.conn
+        assert conn is not None
+        rows = conn.execute(
+            "SELECT seq, attempts, last_error FROM deliveries "
+            "WHERE consumer = ? AND state = ? AND ready_at <= ? ORDER BY ready_at, seq LIMIT ?",
+            (consumer, QUEUED, txn.now, max(limit, 0)),
+        ).fetchall()
+        if not rows:
+            (next_due,) = conn.execute(
+                "SELECT MIN(ready_at) FROM deliveries WHERE consumer = ? AND state = ?",
+                (consumer, QUEUED),
+            ).fetchone()
+            return [], next_due
+        until = txn.now + visibility_s
+        conn.executemany(
+            "UPDATE deliveries SET leased = 1, ready_at = ?, attempts = attempts + 1 "
+            "WHERE consumer = ? AND seq = ?",
+            [(until, consumer, seq) for seq, _, _ in rows],
+        )
+        records: dict[int, Record] = {}
+        for start in range(0, len(rows), _CHUNK):
+            chunk = [seq for seq, _, _ in rows[start : start + _CHUNK]]
+            marks = ",".join("?" * len(chunk))
+            for seq, data, raw in conn.execute(
+                f"SELECT seq, data, raw FROM records WHERE seq IN ({marks})", chunk
+            ):
+                records[seq] = schema.decode(data, raw)
+        return [
+            Lease(records[seq], consumer, attempts, last_error)
+            for seq, attempts, last_error in rows
+        ], None
+
+    def extend(self, txn: Txn, consumer: str, record_ids: list[str], visibility_s: float) -> None:
+        conn = self.conn
+        assert conn is not None
+        until = txn.now + visibility_s
+        conn.executemany(
+            "UPDATE deliveries SET ready_at = ? "
+            "WHERE consumer = ? AND seq = ? AND state = ? AND leased = 1",
+            [(until, consumer, seq, QUEUED) for seq in self._seqs(record_ids).values()],
+        )
+
+    def ack(self, txn: Txn, consumer: str, record_ids: list[str]) -> None:
+        conn = self.conn
+        assert conn is not None
+        c = txn.counts
+        settled: list[int] = []
+        for seq in self._seqs(record_ids).values():
+            row = conn.execute(
+                "DELETE FROM deliveries WHERE consumer = ? AND seq = ? RETURNING state",
+                (consumer, seq),
+            ).fetchone()
+            if row is None:
+                continue  # acked before, or dropped
+            (c.dead if row[0] == DEAD else c.queued)[consumer] -= 1
+            (pending,) = conn.execute(
+                "UPDATE records SET pending = pending - 1 WHERE seq = ? RETURNING pending", (seq,)
+            ).fetchone()
+            if pending == 0:
+                c.held -= 1
+                settled.append(seq)
+        self._delete(c, settled, only_outside_history=True)
+
+    def nack(
+        self,
+        txn: Txn,
+        consumer: str,
+        record_ids: list[str],
+        error: str,
+        retry_in_s: float | None,
+    ) -> None:
+        conn = self.conn
+        assert conn is not None
+        c = txn.counts
+        state = DEAD if retry_in_s is None else QUEUED
+        ready_at = txn.now + (retry_in_s or 0.0)
+        for seq in self._seqs(record_ids).values():
+            row = conn.execute(
+                "UPDATE deliveries SET leased = 0, state = ?, ready_at = ?, last_error = ? "
+                "WHERE consumer = ? AND seq = ? AND state = ? RETURNING 1",
+                (state, ready_at, error[:_MAX_ERROR_CHARS], consumer, seq, QUEUED),
+            ).fetchone()
+            if row is not None and state == DEAD:
+                c.queued[consumer] -= 1
+                c.dead[consumer] += 1
+
+    def _delete(self, c: Counts, seqs: list[int], *, only_outside_history: bool) -> None:
+        """Delete settled records (pending = 0), keeping the history window if asked."""
+        conn = self.conn
+        assert conn is not None
+        limit = c.floor if only_outside_history else math.inf
+        for seq in seqs:
+            if seq > limit:
+                continue
+            row = conn.execute(
+                "DELETE FROM records WHERE seq = ? AND pending = 0 RETURNING size", (seq,)
+            ).fetchone()
+            if row is not None:
+                c.rows -= 1
+                c.bytes -= row[0] + ROW_OVERHEAD
+
+    def _prune_range(self, c: Counts, after: int, upto: int) -> None:
+        """Delete delivered records with after < seq <= upto: they left the history window."""
+        if upto <= after:
+            return
+        conn = self.conn
+        assert conn is not None
+        sizes = conn.execute(
+            "DELETE FROM records WHERE seq > ? AND seq <= ? AND pending = 0 RETURNING size",
+            (after, upto),
+        ).fetchall()
+        c.rows -= len(sizes)
+        c.bytes -= sum(size for (size,) in sizes) + len(sizes) * ROW_OVERHEAD
+
+
+def _full_message(cause: str, max_entries: int, max_bytes: int) -> str:
+    if cause == "queue_full":
+        return (
+            f"persistent queue full ({max_entries} entries): retry later "
+            "(or raise spool.persistent_queue_entries)"
+        )
+    return f"spool disk limit reached ({max_bytes} bytes): retry later (or raise max_disk_bytes)"
