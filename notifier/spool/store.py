@@ -1,7 +1,7 @@
 """The spool's tables: what put, lease, ack, nack and the limits do to them.
 
 Used by the writer thread of `SqliteSpool` only, inside the transaction it opened; nothing
-here commits. The counters kept in `Counts` spare a COUNT(*) on every put; a transaction works
+here commits except recovery at open. The counters kept in `Counts` spare a COUNT(*) on every put; a transaction works
 on a copy that replaces them only once committed.
 """
 
