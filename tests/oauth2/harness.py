@@ -168,7 +168,7 @@ def notifier_cli(
     proc: NotifierProcess, *args: str, timeout: float = 30
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "notifier", *args, "--config", str(proc.config_path)],
+        [sys.executable, "-m", "notifier", args[0], "--config", str(proc.config_path), *args[1:]],
         capture_output=True,
         text=True,
         timeout=timeout,
