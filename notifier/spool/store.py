@@ -1,8 +1,8 @@
 """The spool's tables: what put, lease, ack, nack and the limits do to them.
 
 Used by the writer thread of `SqliteSpool` only, inside the transaction it opened; nothing
-here commits except recovery at open. The counters kept in `Counts` spare a COUNT(*) on every put; a transaction works
-on a copy that replaces them only once committed.
+here commits except recovery at open. The counters kept in `Counts` spare a COUNT(*) on every
+put; a transaction works on a copy that replaces them only once committed.
 """
 
 from __future__ import annotations

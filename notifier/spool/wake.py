@@ -58,8 +58,12 @@ class Waker:
         event = self._event(consumer)
         if event.is_set():
             return
-        sleep = min(timeout, self._due.get(consumer, math.inf) - time.monotonic())
-        if sleep <= 0:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), sleep)
+        due = self._due.get(consumer, math.inf)
+        sleep = min(timeout, due - time.monotonic())
+        if sleep > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), sleep)
+        if self._due.get(consumer, math.inf) <= time.monotonic():
+            # Reached: wake once for it. The caller leases next, and the spool reports the
+            # next due time; a due time left in the past would make every wait return at once.
+            self._due[consumer] = math.inf

@@ -1,0 +1,27 @@
+"""Consumers sleep until there is work: no hot loop, no missed wake-up."""
+
+from __future__ import annotations
+
+import asyncio
+
+from notifier.records import Kind
+from notifier.spool import MemorySpool
+from tests.spool.helpers import rec
+
+
+async def test_a_busy_consumer_does_not_keep_an_idle_one_spinning() -> None:
+    spool = MemorySpool(consumers=["busy", "idle"])
+    await spool.put([rec(Kind.ALARM)])
+    assert await spool.lease("idle", 10, 30)  # the idle one has delivered its record
+    await spool.lease("busy", 10, 0.01)  # the busy one is slow: its lease soon expires
+    await asyncio.sleep(0.05)
+    assert await spool.lease("idle", 10, 30) == []
+
+    wakes = 0
+    for _ in range(5):  # anonymous waits, as a consumer that does not name itself
+        waiter = asyncio.create_task(spool.wait(0.2))
+        done, _ = await asyncio.wait({waiter}, timeout=0.05)
+        wakes += len(done)
+        waiter.cancel()
+
+    assert wakes <= 1  # woken once for the expired lease, then asleep
