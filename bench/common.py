@@ -339,7 +339,8 @@ class Rsyslog:
         if path is None:
             return ""
         out = subprocess.run([path, "-v"], capture_output=True, text=True, check=False).stdout
-        return out.splitlines()[0].strip() if out else "rsyslogd (version unknown)"
+        first = out.splitlines()[0] if out else ""
+        return " ".join(first.replace("compiled with:", "").split()) or "rsyslogd (version ?)"
 
     def start(self, timeout_s: float = 15.0) -> None:
         path = rsyslogd_path()
