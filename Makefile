@@ -22,6 +22,7 @@ test: $(BIN)/notifier sysdeps
 
 sysdeps:
 	@scripts/install-test-deps.sh
+	@sh scripts/install-browser-deps.sh
 
 lint: $(BIN)/notifier
 	$(BIN)/ruff check notifier tests bench

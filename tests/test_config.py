@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from notifier.config import ConfigError, load_settings, masked
+from notifier.config import ConfigError, Settings, load_settings, masked
 
 
 def notifier(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -110,3 +112,28 @@ def test_missing_config_file_is_one_line() -> None:
     assert (
         out.stderr.strip() == "notifier: config: config file '/nonexistent/notifier.toml' not found"
     )
+
+
+def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        keys.append(prefix + key)
+        for arg in (field.annotation, *getattr(field.annotation, "__args__", ())):
+            inner = getattr(arg, "__args__", (arg,))
+            for candidate in (arg, *inner):
+                if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                    keys += _keys(candidate, f"{prefix}{key}.")
+    return keys
+
+
+def test_example_config_documents_every_key_and_is_valid() -> None:
+    example = Path(__file__).parent.parent / "examples" / "notifier.toml"
+    text = example.read_text()
+    load_settings(example, environ={})
+    # Keys may be commented out ("# mode = ..."), as the optional oauth2 table is.
+    written = set(re.findall(r"^[#\s]*([a-z_0-9]+)\s*=", text, flags=re.M))
+    tables = re.findall(r"^[#\s]*\[\[?([a-z_0-9.]+)\]\]?", text, flags=re.M)
+    written |= {t.rsplit(".", 1)[-1] for t in tables}
+    missing = sorted({k for k in _keys(Settings) if k.rsplit(".", 1)[-1] not in written})
+    assert missing == []

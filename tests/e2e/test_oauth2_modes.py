@@ -1,4 +1,4 @@
-"""Acceptance 1: each of the seven OAuth2 modes, configured as docs/oauth2.md tells a user to,
+"""Acceptance 1: each of the seven OAuth2 modes, configured as the README tells a user to,
 gets its token from the test authorization server (signing in on /oauth2/, with
 `notifier oauth2 authorize`, with the device grant, or with no person at all) and delivers an
 alarm through an SMTP server that checks the bearer token's signature, expiry and mailbox.
