@@ -16,9 +16,13 @@ SCHEMA_VERSION = 1
 # header, the id index, the live-record index and the delivery rows (an estimate).
 ROW_OVERHEAD = 256
 
-# Checkpoint when the WAL grows past this; truncate it back to this after a checkpoint.
-WAL_CHECKPOINT_BYTES = 4 << 20
-WAL_SIZE_LIMIT = 16 << 20
+# Checkpoint after this many fsynced commits or bytes of records, whichever comes first (about
+# 4 MB of WAL either way, like SQLite's own automatic checkpoint). The WAL file is reused from
+# its start after a checkpoint (overwriting is cheaper to fsync than growing a file); it is
+# truncated back to WAL_SIZE_LIMIT only after a burst made it larger.
+CHECKPOINT_COMMITS = 250
+CHECKPOINT_BYTES = 4 << 20
+WAL_SIZE_LIMIT = 64 << 20
 
 # deliveries.state
 QUEUED = 0  # ready, leased or waiting for a retry: told apart by ready_at and `leased`

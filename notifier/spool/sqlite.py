@@ -89,7 +89,6 @@ class SqliteSpool:
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError(f"synchronous={synchronous!r}: use FULL, NORMAL or EXTRA")
         self.path = Path(path)
-        self._wal = Path(f"{self.path}-wal")
         self._consumers = list(dict.fromkeys(consumers))
         self._history_entries = max(0, history_entries)
         self._metrics = metrics
@@ -110,6 +109,8 @@ class SqliteSpool:
         self._commits = 0
         self._fsyncs = 0
         self._records_committed = 0
+        self._unchecked_commits = 0  # fsynced commits since the last checkpoint
+        self._unchecked_bytes = 0
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
         self._lock_fd: int | None = None
@@ -411,8 +412,15 @@ class SqliteSpool:
         for action in txn.after:
             action()
         self._post(results, txn.notify)
-        if durable and schema.file_size(self._wal) > schema.WAL_CHECKPOINT_BYTES:
-            self._guarded(self._checkpoint)
+        if durable:
+            self._unchecked_commits += 1
+            self._unchecked_bytes += txn.inserted_bytes
+            if (
+                self._unchecked_commits >= schema.CHECKPOINT_COMMITS
+                or self._unchecked_bytes >= schema.CHECKPOINT_BYTES
+            ):
+                self._unchecked_commits = self._unchecked_bytes = 0
+                self._guarded(self._checkpoint)
 
     def _checkpoint(self) -> None:
         """Copy the WAL into the database file; runs with synchronous FULL (or NORMAL), so

@@ -56,6 +56,7 @@ class Txn:
     now: float
     after: list[Callable[[], None]] = field(default_factory=list)  # run once committed
     inserted: int = 0
+    inserted_bytes: int = 0  # what the records take, for the checkpoint schedule
     notify: bool = False
 
 
@@ -123,12 +124,8 @@ class Store:
         """One operation in a savepoint: if it fails, it alone is undone."""
         conn = self.conn
         assert conn is not None
-        counts, n_after, inserted, notify = (
-            txn.counts.copy(),
-            len(txn.after),
-            txn.inserted,
-            txn.notify,
-        )
+        counts, n_after = txn.counts.copy(), len(txn.after)
+        inserted, inserted_bytes, notify = txn.inserted, txn.inserted_bytes, txn.notify
         conn.execute("SAVEPOINT op")
         try:
             result = fn(txn, *args)
@@ -136,6 +133,7 @@ class Store:
             conn.execute("ROLLBACK TO op")
             conn.execute("RELEASE op")
             txn.counts, txn.inserted, txn.notify = counts, inserted, notify
+            txn.inserted_bytes = inserted_bytes
             del txn.after[n_after:]
             return None, e
         conn.execute("RELEASE op")
@@ -345,6 +343,9 @@ class Store:
             staged.deliveries,
         )
         txn.inserted += len(staged.records)
+        txn.inserted_bytes += sum(row[5] for row in staged.records) + ROW_OVERHEAD * len(
+            staged.records
+        )
         txn.notify = True
 
     def leave_history(self, c: Counts) -> None:
