@@ -786,6 +786,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options | int:
         "the longer storm takes ~5.5 min, as its last alarms wait out group_interval_s 300; "
         "0 in --quick)",
     )
+    p.add_argument(
+        "--senders",
+        type=int,
+        default=8,
+        help="concurrent HTTP connections sending the storm (default 8)",
+    )
     p.add_argument("--smtp-sink", type=int, default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.smtp_sink is not None:
@@ -806,7 +812,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options | int:
         latency_warmup=10 if quick else 20,
         storm_alarms=1000 if quick else 10_000,
         storm_seconds=2.0 if quick else 10.0,
-        storm_senders=8,
+        storm_senders=max(a.senders, 1),
         storm_route=(
             {**STORM_ROUTE, "group_wait_s": 1.0, "group_interval_s": 1.0} if quick else STORM_ROUTE
         ),
