@@ -23,6 +23,7 @@ from notifier.config import Settings, parse_listen
 from notifier.log import configure, get_logger
 from notifier.metrics import Metrics
 from notifier.oauth2.errors import OAuth2Error
+from notifier.records import Kind
 from notifier.spool.base import Spool
 
 if TYPE_CHECKING:
@@ -61,8 +62,11 @@ class Service:
         s = self.settings
         data_dir = Path(s.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
-        consumers = [f"route:{r.name}" for r in s.effective_routes()]
-        self.spool = build_spool(s, consumers, self.metrics)
+        routes = s.effective_routes()
+        consumers = [f"route:{r.name}" for r in routes]
+        # An empty kinds list matches every kind.
+        interest = {f"route:{r.name}": r.match.kinds or list(Kind) for r in routes}
+        self.spool = build_spool(s, consumers, self.metrics, interest)
         await self.spool.start()
         self._closers.append(self.spool.close)
         from notifier.dispatch.service import build_dispatcher
@@ -225,11 +229,16 @@ def _fmt(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def build_spool(settings: Settings, consumers: list[str], metrics: Metrics) -> Spool:
+def build_spool(
+    settings: Settings,
+    consumers: list[str],
+    metrics: Metrics,
+    interest: dict[str, list[Kind]] | None = None,
+) -> Spool:
     """The configured spool: durable kinds in SQLite under data_dir, the rest in memory."""
     from notifier.spool.factory import open_spool
 
-    return open_spool(settings, consumers, metrics)
+    return open_spool(settings, consumers, metrics, interest)
 
 
 def _install_uvloop() -> None:

@@ -119,9 +119,11 @@ def cmd_spool(args: argparse.Namespace) -> int:
         if not args.id and not args.dead:
             raise CliError("spool retry: give a record ID or --dead", EXIT_USAGE)
         result = lambda: admin.retry(data_dir, record_id=args.id, dead=args.dead)  # noqa: E731
+    elif args.consumer:  # purge --consumer
+        result = lambda: admin.purge_consumer(data_dir, args.consumer)  # noqa: E731
     else:  # purge
         if not args.dead:
-            raise CliError("spool purge: only --dead can be purged", EXIT_USAGE)
+            raise CliError("spool purge: give --dead or --consumer NAME", EXIT_USAGE)
         result = lambda: admin.purge_dead(data_dir)  # noqa: E731
     try:
         out = result()
@@ -243,15 +245,20 @@ def build_parser() -> argparse.ArgumentParser:
     spool_sub = p.add_subparsers(dest="spool_cmd", metavar="ACTION", required=True)
     spool_sub.add_parser("stats", help="queue depths, limits, drops")
     sp = spool_sub.add_parser("list", help="records in the spool, newest first")
-    sp.add_argument("--state", choices=["ready", "leased", "dead", "done"], default=None)
+    sp.add_argument("--state", choices=["ready", "leased", "retry", "dead", "done"], default=None)
     sp.add_argument("--limit", type=int, default=50)
     sp = spool_sub.add_parser("show", help="one record with its deliveries and last errors")
     sp.add_argument("id")
     sp = spool_sub.add_parser("retry", help="make a dead record (or all with --dead) ready again")
     sp.add_argument("id", nargs="?")
     sp.add_argument("--dead", action="store_true")
-    sp = spool_sub.add_parser("purge", help="delete dead-lettered records")
-    sp.add_argument("--dead", action="store_true")
+    sp = spool_sub.add_parser(
+        "purge", help="delete dead-lettered records, or what waits for a removed route"
+    )
+    sp.add_argument("--dead", action="store_true", help="delete dead-lettered deliveries")
+    sp.add_argument(
+        "--consumer", metavar="NAME", help="delete the deliveries of a route no longer configured"
+    )
     p.set_defaults(func=cmd_spool)
 
     p = sub.add_parser(

@@ -176,11 +176,7 @@ class RouteWorker:
             await self._sleep(1.0)
 
     async def _sleep(self, timeout: float) -> None:
-        wait = getattr(self._spool, "wait", None)
-        if wait is not None:
-            await wait(timeout)
-        else:
-            await asyncio.sleep(min(timeout, 0.05))
+        await self._spool.wait(timeout, self.consumer)
 
     def _flush_due_in(self, now: float) -> float:
         """Seconds until the waiting group may go out: group wait, group interval, rate limit."""

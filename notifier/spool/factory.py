@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from notifier.config import Settings
@@ -16,8 +16,17 @@ from notifier.spool.sqlite import SqliteSpool
 from notifier.spool.tiered import TieredSpool
 
 
-def open_spool(settings: Settings, consumers: Sequence[str], metrics: Metrics) -> TieredSpool:
-    """The spool under `data_dir` for `consumers`; call `start()` before use."""
+def open_spool(
+    settings: Settings,
+    consumers: Sequence[str],
+    metrics: Metrics,
+    interest: Mapping[str, Collection[Kind]] | None = None,
+) -> TieredSpool:
+    """The spool under `data_dir` for `consumers`; call `start()` before use.
+
+    `interest`: consumer -> the kinds it takes (absent: all). A consumer that takes no kind the
+    memory tier can hold gets no deliveries there: a flood of log lines that no route mails
+    costs a history entry each, not a lease and an ack per route."""
     s = settings.spool
     policy = SpoolPolicy.of(
         durable_kinds=s.durable_kinds,
@@ -33,8 +42,10 @@ def open_spool(settings: Settings, consumers: Sequence[str], metrics: Metrics) -
         history_entries=s.history_entries,
         metrics=metrics,
     )
+    volatile = policy.volatile_kinds()
+    wants = interest or {}
     memory = MemorySpool(
-        consumers,
+        [c for c in consumers if c not in wants or volatile & set(wants[c])],
         max_entries=s.memory_queue_entries,
         overflow=policy,
         history_entries=s.history_entries,

@@ -59,6 +59,10 @@ class MemorySpool:
         self._closed = False
         self._waker = waker or Waker()
 
+    @property
+    def consumers(self) -> frozenset[str]:
+        return frozenset(self._consumers)
+
     async def start(self) -> None:
         self._closed = False
 

@@ -46,6 +46,14 @@ class SpoolPolicy:
             MappingProxyType(dict(receivers or {})),
         )
 
+    def volatile_kinds(self) -> frozenset[Kind]:
+        """Kinds that can end up in the memory tier (for some receiver)."""
+        always_durable = set(self.durable_kinds)
+        for override in self.receivers.values():
+            if override.durable_kinds is not None:
+                always_durable &= override.durable_kinds
+        return frozenset(Kind) - always_durable
+
     def is_durable(self, record: Record) -> bool:
         override = self.receivers.get(record.receiver)
         kinds = self.durable_kinds

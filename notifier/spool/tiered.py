@@ -72,18 +72,21 @@ class TieredSpool:
             self.memory.discard([r.id for r in volatile])
             raise
 
+    def _in_memory_tier(self, consumer: str) -> bool:
+        """Consumers that want no volatile kind have no deliveries in memory at all."""
+        return consumer in self.memory.consumers
+
     async def lease(self, consumer: str, limit: int, visibility_s: float) -> list[Lease]:
         leases = await self.durable.lease(consumer, limit, visibility_s)
-        if len(leases) < limit:
+        if len(leases) < limit and self._in_memory_tier(consumer):
             leases += await self.memory.lease(consumer, limit - len(leases), visibility_s)
         leases.sort(key=lambda lease: lease.record.received_at)
         return leases
 
     async def wait(self, timeout: float, consumer: str | None = None) -> None:
-        waits = [
-            asyncio.ensure_future(self.durable.wait(timeout, consumer)),
-            asyncio.ensure_future(self.memory.wait(timeout, consumer)),
-        ]
+        waits = [asyncio.ensure_future(self.durable.wait(timeout, consumer))]
+        if consumer is None or self._in_memory_tier(consumer):
+            waits.append(asyncio.ensure_future(self.memory.wait(timeout, consumer)))
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -91,19 +94,23 @@ class TieredSpool:
                 w.cancel()
 
     def _split(self, consumer: str, record_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+        if not self._in_memory_tier(consumer):
+            return list(record_ids), []
         in_memory = [rid for rid in record_ids if self.memory.holds(consumer, rid)]
         held = set(in_memory)
         return [rid for rid in record_ids if rid not in held], in_memory
 
     async def extend(self, consumer: str, record_ids: Sequence[str], visibility_s: float) -> None:
         on_disk, in_memory = self._split(consumer, record_ids)
-        await self.memory.extend(consumer, in_memory, visibility_s)
+        if in_memory:
+            await self.memory.extend(consumer, in_memory, visibility_s)
         if on_disk:
             await self.durable.extend(consumer, on_disk, visibility_s)
 
     async def ack(self, consumer: str, record_ids: Sequence[str]) -> None:
         on_disk, in_memory = self._split(consumer, record_ids)
-        await self.memory.ack(consumer, in_memory)
+        if in_memory:
+            await self.memory.ack(consumer, in_memory)
         if on_disk:
             await self.durable.ack(consumer, on_disk)
 
@@ -111,7 +118,8 @@ class TieredSpool:
         self, consumer: str, record_ids: Sequence[str], *, error: str, retry_in_s: float | None
     ) -> None:
         on_disk, in_memory = self._split(consumer, record_ids)
-        await self.memory.nack(consumer, in_memory, error=error, retry_in_s=retry_in_s)
+        if in_memory:
+            await self.memory.nack(consumer, in_memory, error=error, retry_in_s=retry_in_s)
         if on_disk:
             await self.durable.nack(consumer, on_disk, error=error, retry_in_s=retry_in_s)
 
@@ -129,7 +137,7 @@ class TieredSpool:
             n
             for n in (
                 self.durable.take_drop_notice(consumer),
-                self.memory.take_drop_notice(consumer),
+                self.memory.take_drop_notice(consumer) if self._in_memory_tier(consumer) else None,
             )
             if n is not None
         ]

@@ -153,3 +153,29 @@ def test_receiver_policies_read_config_values() -> None:
     policies = receiver_policies({"syslog-udp": {"overflow": "drop_oldest", "durable_kinds": []}})
 
     assert policies["syslog-udp"] == ReceiverPolicy(frozenset(), Overflow.DROP_OLDEST)
+
+
+async def test_log_lines_no_route_takes_are_kept_as_history_without_deliveries(
+    tmp_path: Path,
+) -> None:
+    from notifier.config import load_settings
+    from notifier.spool.factory import open_spool
+
+    settings = load_settings(environ={"NOTIFIER_DATA_DIR": str(tmp_path)})
+    spool = open_spool(
+        settings,
+        ["route:alarms", "route:logs"],
+        Metrics(),
+        interest={"route:alarms": [Kind.ALARM, Kind.CLEAR], "route:logs": list(Kind)},
+    )
+    await spool.start()
+    try:
+        await spool.put([rec(Kind.LOG, f"line {i}") for i in range(5)] + [rec(Kind.ALARM, "a")])
+        # The alarm route has nothing in the memory tier: only its alarm comes back.
+        assert texts(await spool.lease("route:alarms", 100, 30)) == ["a"]
+        assert len(await spool.lease("route:logs", 100, 30)) == 6
+        assert len(spool.history(100)) == 6
+        await spool.ack("route:alarms", [r.id for r in spool.history(100)][-1:])
+        await spool.wait(0.01, "route:alarms")
+    finally:
+        await spool.close()
