@@ -81,6 +81,7 @@ class Dispatcher:
     store: AlarmStore
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _nudges: set[asyncio.Task[None]] = field(default_factory=set)
 
     def start(self) -> None:
         self.tasks = [asyncio.create_task(w.run(), name=w.consumer) for w in self.workers]
@@ -103,6 +104,15 @@ class Dispatcher:
 
     def status(self) -> list[dict[str, Any]]:
         return [w.status() for w in self.workers]
+
+    def nudge(self, account: str) -> None:
+        """Mails waiting for `account` go out now rather than at their next retry time (the
+        account was just fixed, e.g. signed in again)."""
+        for w in self.workers:
+            if w.account == account:
+                task = asyncio.create_task(w.retry_now(), name=f"nudge {w.consumer}")
+                self._nudges.add(task)
+                task.add_done_callback(self._nudges.discard)
 
     async def send_test(self, settings: Settings, account: str = "", to: str = "") -> SendReport:
         """The test-mail action inside the running service, through the account's transport

@@ -329,6 +329,16 @@ class RouteWorker:
         # Leases count attempts from 1; the first retry is attempt 0 of the backoff.
         return self._retry.delay(max(attempts - 1, 0))
 
+    @property
+    def account(self) -> str:
+        return self._target.account
+
+    async def retry_now(self) -> None:
+        """Records waiting for a retry of this route are due now."""
+        count = await self._spool.retry_now(self.consumer)
+        if count:
+            log.info("retrying now", route=self.route.name, account=self.account, records=count)
+
     def status(self) -> dict[str, Any]:
         return {
             "route": self.route.name,

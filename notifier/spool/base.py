@@ -110,6 +110,10 @@ class Spool(Protocol):
     ) -> None:
         """Not delivered: ready again after `retry_in_s`, or dead-lettered when it is None."""
 
+    async def retry_now(self, consumer: str) -> int:
+        """Deliveries of `consumer` waiting for a later retry become ready now (an account was
+        fixed); returns how many."""
+
     def history(self, limit: int) -> list[Record]:
         """The most recent records received, newest first (kept after delivery)."""
 

@@ -203,6 +203,21 @@ class MemorySpool:
         if retry_in_s is not None:
             self._waker.due_in(consumer, retry_in_s)
 
+    async def retry_now(self, consumer: str) -> int:
+        """What waits for a later retry for `consumer` is ready now; returns how many."""
+        c = self._consumers.get(consumer)
+        if c is None:
+            return 0
+        now = time.monotonic()
+        count = 0
+        for d in c.deliveries.values():
+            if not d.dead and not d.leased and d.ready_at > now:
+                d.ready_at = now
+                count += 1
+        if count:
+            self._waker.notify()
+        return count
+
     def history(self, limit: int) -> list[Record]:
         if limit <= 0:
             return []

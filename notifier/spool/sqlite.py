@@ -219,6 +219,13 @@ class SqliteSpool:
         if retry_in_s is not None:
             self._waker.due_in(consumer, retry_in_s)
 
+    async def retry_now(self, consumer: str) -> int:
+        """What waits for a later retry for `consumer` is ready now (the account was fixed)."""
+        self._check_consumer(consumer)
+        count = await self._submit(self._store.retry_now, (consumer,), durable=False)
+        self._waker.due_in(consumer, 0.0)
+        return int(count)
+
     def history(self, limit: int) -> list[Record]:
         """The newest records (at most `history_entries`), newest first; read from disk."""
         limit = min(limit, max(self._history_entries, 0))

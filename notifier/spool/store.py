@@ -513,6 +513,17 @@ class Store:
                 c.queued[consumer] -= 1
                 c.dead[consumer] += 1
 
+    def retry_now(self, txn: Txn, consumer: str) -> int:
+        """Deliveries of `consumer` waiting for a later retry become ready now; returns how many."""
+        conn = self.conn
+        assert conn is not None
+        cursor = conn.execute(
+            "UPDATE deliveries SET ready_at = ? "
+            "WHERE consumer = ? AND state = ? AND leased = 0 AND ready_at > ?",
+            (txn.now, consumer, QUEUED, txn.now),
+        )
+        return int(cursor.rowcount)
+
     def _delete(self, c: Counts, seqs: list[int], *, only_outside_history: bool) -> None:
         """Delete settled records (pending = 0), keeping the history window if asked."""
         conn = self.conn

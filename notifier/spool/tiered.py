@@ -123,6 +123,13 @@ class TieredSpool:
         if on_disk:
             await self.durable.nack(consumer, on_disk, error=error, retry_in_s=retry_in_s)
 
+    async def retry_now(self, consumer: str) -> int:
+        """What waits for a later retry for `consumer` is ready now, in both tiers."""
+        count = await self.durable.retry_now(consumer)
+        if self._in_memory_tier(consumer):
+            count += await self.memory.retry_now(consumer)
+        return count
+
     def history(self, limit: int) -> list[Record]:
         """Both tiers' recent records, newest first by `received_at`."""
         merged = heapq.merge(

@@ -179,3 +179,17 @@ async def test_log_lines_no_route_takes_are_kept_as_history_without_deliveries(
         await spool.wait(0.01, "route:alarms")
     finally:
         await spool.close()
+
+
+async def test_retry_now_makes_records_waiting_for_a_retry_ready_at_once(
+    open_tiered: Opener,
+) -> None:
+    spool = await open_tiered()
+    await spool.put([rec(Kind.ALARM, "alarm"), rec(Kind.LOG, "log line")])
+    leases = await spool.lease("mail", 10, 30)
+    await spool.nack("mail", [le.record.id for le in leases], error="535", retry_in_s=3600)
+    assert await spool.lease("mail", 10, 30) == []
+
+    assert await spool.retry_now("mail") == 2
+
+    assert sorted(texts(await spool.lease("mail", 10, 30))) == ["alarm", "log line"]
