@@ -207,6 +207,10 @@ class Service:
                 max_frame_bytes=max_frame,
                 max_connections=max_conn,
                 idle_timeout_s=idle,
+                # innovaphone's TCP log type has no documented framing: take octet counting
+                # too, as on the syslog ports (a raw line starting "12 " is the rare loser).
+                octet_counting=True,
+                scheme=scheme,
             )
             self.listening[receiver] = _fmt(*server_.addresses[0])
             front.append(server_.close)
