@@ -187,13 +187,15 @@ class SqliteSpool:
         """Up to `limit` ready records, in the order they became ready (arrival, retry time or
         lease expiry), then arrival; hidden from further leases for `visibility_s`."""
         self._check_consumer(consumer)
+        seen = self._waker.generation
         leases, next_due = await self._submit(
             self._store.lease, (consumer, limit, visibility_s), durable=False
         )
         if leases:
             self._waker.due_in(consumer, visibility_s)
         else:
-            self._waker.idle(consumer, None if next_due is None else next_due - time.time())
+            due_in = None if next_due is None else next_due - time.time()
+            self._waker.idle(consumer, due_in, seen)
         return list(leases)
 
     async def wait(self, timeout: float, consumer: str | None = None) -> None:

@@ -22,6 +22,8 @@ class Waker:
         # The None key serves callers that do not name a consumer: woken by anything.
         self._events: dict[str | None, asyncio.Event] = {}
         self._due: dict[str | None, float] = {}  # monotonic time
+        # Counts wake-ups; a lease that ran while one happened must not go idle on its result.
+        self.generation = 0
 
     def _event(self, consumer: str | None) -> asyncio.Event:
         event = self._events.get(consumer)
@@ -32,12 +34,14 @@ class Waker:
 
     def notify(self) -> None:
         """New records are ready for every consumer."""
+        self.generation += 1
         for event in self._events.values():
             event.set()
 
     def due_in(self, consumer: str, delay_s: float) -> None:
         """A record of `consumer` becomes ready in `delay_s` seconds."""
         if delay_s <= 0:
+            self.generation += 1
             self._event(consumer).set()
             self._event(None).set()
             return
@@ -45,11 +49,16 @@ class Waker:
         for key in (consumer, None):
             self._due[key] = min(self._due.get(key, math.inf), at)
 
-    def idle(self, consumer: str, next_due_in_s: float | None) -> None:
-        """A lease for `consumer` found nothing; the next record is due in so many seconds."""
+    def idle(self, consumer: str, next_due_in_s: float | None, seen: int | None = None) -> None:
+        """A lease for `consumer` found nothing; the next record is due in so many seconds.
+
+        `seen`: `generation` read before the lease started. If a put landed meanwhile (the lease
+        may have missed it), the consumer stays awake instead of sleeping on a ready record.
+        """
         at = math.inf if next_due_in_s is None else time.monotonic() + max(next_due_in_s, 0.0)
-        self._event(consumer).clear()
-        self._event(None).clear()
+        if seen is None or seen == self.generation:
+            self._event(consumer).clear()
+            self._event(None).clear()
         self._due[consumer] = at
         self._due[None] = min((due for key, due in self._due.items() if key is not None))
 

@@ -6,6 +6,7 @@ import asyncio
 
 from notifier.records import Kind
 from notifier.spool import MemorySpool
+from notifier.spool.wake import Waker
 from tests.spool.helpers import rec
 
 
@@ -25,3 +26,12 @@ async def test_a_busy_consumer_does_not_keep_an_idle_one_spinning() -> None:
         waiter.cancel()
 
     assert wakes <= 1  # woken once for the expired lease, then asleep
+
+
+async def test_a_put_during_a_lease_that_finds_nothing_is_not_slept_through() -> None:
+    waker = Waker()
+    seen = waker.generation  # a lease starts
+    waker.notify()  # a put commits while the lease runs
+    waker.idle("mail", None, seen)  # the lease found nothing: it ran before the put
+    # Awake: the wait returns at once instead of sleeping its 60 s on a ready record.
+    await asyncio.wait_for(waker.wait(60.0, "mail"), timeout=10)
