@@ -12,6 +12,7 @@ import datetime as dt
 import email.policy
 import email.utils
 import enum
+import functools
 import hashlib
 import re
 import time
@@ -62,6 +63,8 @@ class MailItem:
     repeat_count: int = 0
 
 
+# Configured addresses repeat on every mail; parsing them is a good part of composing one.
+@functools.lru_cache(maxsize=256)
 def parse_mailbox(entry: str) -> Address:
     """One address as configured: ``Ops Team <ops@example.com>`` or ``ops@example.com``.
 
@@ -99,7 +102,7 @@ class Envelope:
     cc: tuple[str, ...] = ()
     bcc: tuple[str, ...] = ()
 
-    @property
+    @functools.cached_property
     def from_address(self) -> Address:
         address = parse_mailbox(self.sender)
         return Address(
@@ -112,7 +115,7 @@ class Envelope:
     def mail_from(self) -> str:
         return self.from_address.addr_spec
 
-    @property
+    @functools.cached_property
     def recipients(self) -> tuple[str, ...]:
         """Every envelope recipient (To, Cc, Bcc), each once, in order."""
         seen: dict[str, None] = {}
