@@ -75,6 +75,18 @@ class TokenBucket:
         self._tokens -= 1
 
 
+def flush_due(route: RouteSettings, first_at: float, last_at: float, last_mail_at: float) -> float:
+    """When a waiting group may go out (before the rate limit); pure.
+
+    The first record waits `group_wait_s` for others to join. While records keep coming, two
+    mails of a route are at least `group_interval_s` apart (a storm becomes a few digests); once
+    the route has been quiet for `group_wait_s` the rest goes out without waiting for the
+    interval, so the tail of a storm is not held back for minutes.
+    """
+    after_interval = min(last_mail_at + route.group_interval_s, last_at + route.group_wait_s)
+    return max(first_at + route.group_wait_s, after_interval)
+
+
 @dataclass
 class _Group:
     """Records waiting to go out in one mail, and records that only wait to be acked."""
@@ -83,6 +95,7 @@ class _Group:
     silent: list[str] = field(default_factory=list)  # decided, no mail: ack with the group
     attempts: int = 0
     first_at: float = 0.0  # monotonic time the first mail item joined
+    last_at: float = 0.0  # monotonic time the latest mail item joined
 
     @property
     def ids(self) -> list[str]:
@@ -179,9 +192,9 @@ class RouteWorker:
         await self._spool.wait(timeout, self.consumer)
 
     def _flush_due_in(self, now: float) -> float:
-        """Seconds until the waiting group may go out: group wait, group interval, rate limit."""
-        r = self.route
-        due = max(self._group.first_at + r.group_wait_s, self._last_mail_at + r.group_interval_s)
+        """Seconds until the waiting group may go out; see `flush_due`."""
+        g = self._group
+        due = flush_due(self.route, g.first_at, g.last_at, self._last_mail_at)
         return max(due - now, self._bucket.wait_s())
 
     def _keep_leases(self, now: float) -> None:
@@ -213,8 +226,9 @@ class RouteWorker:
             )
             self._group.attempts = max(self._group.attempts, lease.attempts)
             if decision.notify:
+                self._group.last_at = time.monotonic()
                 if not self._group.items:
-                    self._group.first_at = time.monotonic()
+                    self._group.first_at = self._group.last_at
                 self._group.items.append(
                     MailItem(
                         record,
