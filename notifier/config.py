@@ -196,17 +196,21 @@ class SpoolSettings(Section):
         return value
 
 
+# "" = no OAuth2 (password or no authentication).
+OAuth2Mode = Literal[
+    "",
+    "exchange",
+    "microsoft365",
+    "microsoft365_app",
+    "gmail",
+    "google_service_account",
+    "client_secret_post",
+    "private_key_jwt",
+]
+
+
 class OAuth2Settings(Section):
-    mode: Literal[
-        "",
-        "exchange",
-        "microsoft365",
-        "microsoft365_app",
-        "gmail",
-        "google_service_account",
-        "client_secret_post",
-        "private_key_jwt",
-    ] = ""
+    mode: OAuth2Mode = ""
     mechanism: Literal["xoauth2", "oauthbearer"] = "xoauth2"
     tenant: str = ""
     client_id: str = ""

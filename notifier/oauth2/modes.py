@@ -12,11 +12,11 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from cryptography import x509
 
-from notifier.config import OAuth2Settings
+from notifier.config import OAuth2Mode, OAuth2Settings
 from notifier.oauth2.client_auth import (
     ClientAuth,
     ClientSecretPost,
@@ -41,15 +41,7 @@ GOOGLE_DEVICE = "https://oauth2.googleapis.com/device/code"
 GOOGLE_REVOKE = "https://oauth2.googleapis.com/revoke"
 GOOGLE_SCOPE = "https://mail.google.com/"
 
-MODES = (
-    "exchange",
-    "microsoft365",
-    "microsoft365_app",
-    "gmail",
-    "google_service_account",
-    "client_secret_post",
-    "private_key_jwt",
-)
+MODES: tuple[str, ...] = tuple(mode for mode in get_args(OAuth2Mode) if mode)
 
 
 @dataclass(frozen=True)
