@@ -28,11 +28,12 @@ class CliError(Exception):
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    from notifier.dispatch.service import address_problems
     from notifier.oauth2.runtime import validate_accounts
 
     try:
         settings = load_settings(args.config)
-        problems = validate_accounts(settings)
+        problems = address_problems(settings) + validate_accounts(settings)
         if problems:
             raise ConfigError(problems)
     except ConfigError as e:

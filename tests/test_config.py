@@ -137,3 +137,17 @@ def test_example_config_documents_every_key_and_is_valid() -> None:
     written |= {t.rsplit(".", 1)[-1] for t in tables}
     missing = sorted({k for k in _keys(Settings) if k.rsplit(".", 1)[-1] not in written})
     assert missing == []
+
+
+def test_unusable_mail_addresses_are_config_errors_naming_the_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "n.toml"
+    cfg.write_text(
+        '[[accounts]]\nname = "ops"\nsender_address = "notifier"\n'
+        '[[routes]]\nto = ["ops@example.com, boss@example.com"]\n'
+    )
+    out = notifier("check-config", "--config", str(cfg))
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("notifier: config: accounts.ops.sender_address: not one valid")
+    assert lines[1].startswith("notifier: config: routes.0.to: not one valid mail address")

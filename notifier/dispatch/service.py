@@ -60,6 +60,25 @@ def build_transport(
     )
 
 
+def address_problems(settings: Settings) -> list[str]:
+    """One line per configured mail address that cannot be used, naming its key."""
+    from notifier.mail.compose import parse_mailbox
+
+    problems = []
+    checks = [(f"accounts.{a.name}.sender_address", a.sender_address) for a in settings.accounts]
+    for i, r in enumerate(settings.routes):
+        for key in ("to", "cc", "bcc"):
+            checks += [(f"routes.{i}.{key}", entry) for entry in getattr(r, key)]
+        if not r.to and not r.cc and not r.bcc:
+            problems.append(f"routes.{i}.to: a route needs at least one recipient")
+    for key, entry in checks:
+        try:
+            parse_mailbox(entry)
+        except ValueError as e:
+            problems.append(f"{key}: {e}")
+    return problems
+
+
 def envelope_for(
     account: AccountSettings, to: list[str], cc: list[str], bcc: list[str]
 ) -> Envelope:
