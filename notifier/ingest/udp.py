@@ -14,6 +14,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from notifier.ingest.parse.syslog import parse_syslog
 from notifier.ingest.stream import Intake, format_peer
@@ -30,6 +31,7 @@ _BURST = 256
 _BATCH = 1000  # records per spool put
 _MAX_BACKLOG = 50_000  # records read but not yet in the spool; beyond this they are lost
 _SNMP_PERIOD_S = 5.0
+_MAX_SENDERS = 4096  # formatted peer addresses kept
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; not exported by Python
 
 
@@ -79,6 +81,7 @@ class UdpReceiver:
         self._spool = spool
         self._intake = intake
         self._backlog: list[Record] = []
+        self._senders: dict[Any, str] = {}  # socket address -> "ip:port"
         self._flusher: asyncio.Task[None] | None = None
         self._stats: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
@@ -93,26 +96,38 @@ class UdpReceiver:
         self._stats = self._loop.create_task(self._watch_kernel_drops(metrics))
 
     def _on_readable(self, sock: socket.socket) -> None:
+        # Everything per datagram here is on the one event-loop thread: parsed and counted as
+        # one burst, the sender's address formatted once per peer.
         now = time.time()
-        intake = self._intake
-        records = self._backlog
+        senders = self._senders
+        burst: list[tuple[bytes, str]] = []
+        recvfrom = sock.recvfrom
         for _ in range(_BURST):
             try:
-                data, address = sock.recvfrom(_MAX_DATAGRAM)
+                data, address = recvfrom(_MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:  # e.g. ICMP errors surfacing on the socket: not ours to die of
-                _log.warning("udp_receive_failed", receiver=intake.receiver, error=str(e))
+                _log.warning("udp_receive_failed", receiver=self._intake.receiver, error=str(e))
                 break
-            record = intake.record(data, format_peer(address), now)
-            if record is not None:
-                records.append(record)
+            sender = senders.get(address)
+            burst.append((data, sender if sender is not None else self._sender(address)))
+        if not burst:
+            return
+        records = self._backlog
+        records += self._intake.parse_all(burst, now)
         if len(records) > _MAX_BACKLOG:
             lost = len(records) - _MAX_BACKLOG
             del records[_MAX_BACKLOG:]
-            intake.reject("", "spool_full", "spool is not keeping up with UDP", count=lost)
+            self._intake.reject("", "spool_full", "spool is not keeping up with UDP", count=lost)
         if records and self._flusher is None:
             self._flusher = self._loop.create_task(self._flush())
+
+    def _sender(self, address: Any) -> str:
+        if len(self._senders) >= _MAX_SENDERS:  # many peers (or spoofed ones): start over
+            self._senders.clear()
+        sender = self._senders[address] = format_peer(address)
+        return sender
 
     async def _flush(self) -> None:
         size = _BATCH

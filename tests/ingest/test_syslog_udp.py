@@ -164,6 +164,34 @@ async def test_garbage_datagram_is_counted_and_the_next_sender_is_served(
     assert count(metrics, "ingest_received", receiver="syslog-udp") == 3
 
 
+async def test_a_burst_from_two_senders_keeps_each_sender_and_order(
+    spool: MemorySpool, metrics: Metrics, receivers: list
+) -> None:
+    """Read, parsed and counted a burst at a time: every datagram still keeps its own sender."""
+    port = free_port(socket.SOCK_DGRAM)
+    receivers.append(await start_udp("127.0.0.1", port, spool=spool, metrics=metrics))
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b,
+    ):
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        for i in range(300):  # sent before the receiver runs: read in bursts
+            sock = a if i % 2 else b
+            sock.sendto(
+                b"<134>Mar 10 11:59:58 gw%d SIP[7]: line %d" % (i % 2, i), ("127.0.0.1", port)
+            )
+            if i % 50 == 0:
+                sock.sendto(b"\x00" * 10, ("127.0.0.1", port))
+        names = {0: f"127.0.0.1:{b.getsockname()[1]}", 1: f"127.0.0.1:{a.getsockname()[1]}"}
+    records = await arrived(spool, 300)
+    assert [r.text for r in records] == [f"line {i}" for i in range(300)]
+    assert all(r.sender == names[i % 2] and r.device == f"gw{i % 2}" for i, r in enumerate(records))
+    assert count(metrics, "ingest_received", receiver="syslog-udp") == 306
+    assert count(metrics, "ingest_rejected", receiver="syslog-udp", reason="empty") == 6
+    assert count(metrics, "ingest_accepted", receiver="syslog-udp", kind="log") == 300
+
+
 async def test_datagram_of_60_kib_is_taken_whole(
     spool: MemorySpool, metrics: Metrics, receivers: list
 ) -> None:

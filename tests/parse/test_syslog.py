@@ -15,8 +15,10 @@ from notifier.records import Kind, ParseError, Record, Severity
 NOW = dt.datetime(2026, 3, 10, 12, 0, 0, tzinfo=dt.UTC).timestamp()
 
 
-def utc(*args: int, micro: int = 0) -> float:
-    return dt.datetime(*args, microsecond=micro, tzinfo=dt.UTC).timestamp()
+def utc(
+    year: int, month: int, day: int, hh: int = 0, mm: int = 0, ss: int = 0, *, micro: int = 0
+) -> float:
+    return dt.datetime(year, month, day, hh, mm, ss, micro, tzinfo=dt.UTC).timestamp()
 
 
 def syslog(data: bytes, sender: str = "192.0.2.7:5140") -> Record:

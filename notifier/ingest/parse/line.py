@@ -6,7 +6,7 @@ import re
 
 from notifier.ingest.parse.alarmxml import with_alarm
 from notifier.ingest.parse.syslog import decode_text, host_of, parse_syslog
-from notifier.records import Kind, Record, SeverityScheme
+from notifier.records import Kind, Record, SeverityScheme, new_record
 
 _PRI_START = re.compile(rb"<\d{1,3}>")
 
@@ -28,12 +28,12 @@ def parse_line(
         return parse_syslog(
             data, received_at=received_at, sender=sender, receiver=receiver, scheme=scheme
         )
-    record = Record(
-        kind=Kind.LOG,
-        received_at=received_at,
-        sender=sender,
-        receiver=receiver,
-        raw=data,
+    record = new_record(
+        Kind.LOG,
+        received_at,
+        sender,
+        receiver,
+        data,
         text=decode_text(data),
         device=host_of(sender),
     )

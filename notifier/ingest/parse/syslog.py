@@ -13,6 +13,11 @@ the Records must know:
   ``<134>LOG_HTTP 3 TCP-Up ...`` from an innovaphone box stays intact.
 - A message that carries an innovaphone XML alarm record becomes an alarm / clear / event
   record (see `alarmxml`).
+
+Speed: one event-loop thread parses every datagram, so the common shape
+``<PRI>Mmm dd hh:mm:ss host tag[pid]: msg`` takes a single-regex fast path that gives exactly
+what the lenient path gives (tests/parse/test_syslog_fast.py checks this against the original
+parser); anything else, or anything the fast path is unsure of, goes the lenient way.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import re
+from collections.abc import Mapping
+from types import MappingProxyType
 
 from notifier.ingest.parse.alarmxml import with_alarm
 from notifier.records import (
@@ -30,6 +37,7 @@ from notifier.records import (
     Severity,
     SeverityScheme,
     frozen_extras,
+    new_record,
 )
 
 _PRI = re.compile(r"<(\d{1,3})>")
@@ -50,6 +58,15 @@ _HEADER_3164 = re.compile(
     r":?(?:\s+|$)"
 )
 _HOST = re.compile(r"([\w.%:-]+)\s+")
+# The usual shape in one match: <PRI>Mmm dd hh:mm:ss host tag[pid]: msg. A subset of what the
+# lenient path reads, and read the same way; the lookahead leaves a host the lenient header
+# would take for a year or a zone ("2025", "UTC") to the lenient path.
+_FAST_3164 = re.compile(
+    r"<(\d{1,3})>([A-Za-z]{3} {1,2}\d{1,2} \d{1,2}:\d{2}:\d{2}) "
+    r"(?!\d{4}[\s:]|UTC[\s:]|GMT[\s:])([\w.%:-]*[\w.%-]) "
+    r"([^\s\[\]:]{1,64})(?:\[([^\]\s]{0,32})\])?:(?:\s|$)"
+)
+_FAST_STAMP = re.compile(r"([A-Za-z]{3}) +(\d{1,2}) (\d{1,2}):(\d{2}):(\d{2})")
 _TAG = re.compile(r"([^\s\[\]:]{1,64})(?:\[([^\]\s]{0,32})\])?:(?:\s|$)")
 _ISO = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:?\d{2})?$"
@@ -65,8 +82,10 @@ _NIL = "-"
 def decode_text(data: bytes) -> str:
     """`data` as text without its line trailer; raises ParseError when it is empty or binary."""
     text = data.decode("utf-8", "replace").rstrip("\r\n\x00")
-    if not text.strip():
+    if not text or text.isspace():  # the same test as `not text.strip()`, without a copy
         raise ParseError("empty", "empty message")
+    if text.isprintable() and "\ufffd" not in text:
+        return text  # no control character, no replacement: nothing to count (the usual case)
     bad = len(_NOT_TEXT.findall(text))
     if bad * 10 > len(text) * 3:
         raise ParseError(
@@ -95,6 +114,11 @@ def parse_syslog(
 ) -> Record:
     """One syslog message (a datagram or a frame) as a Record; raises only `ParseError`."""
     text = decode_text(data)
+    fast = _FAST_3164.match(text)
+    if fast is not None:
+        record = _fast_3164(fast, text, data, received_at, sender, receiver)
+        if record is not None:
+            return with_alarm(record, scheme) if "<" in record.text else record
     facility: int | None = None
     severity_num: int | None = None
     rest = text
@@ -109,12 +133,12 @@ def parse_syslog(
     if header is None:
         header = _rfc3164(rest, received_at)
     host, source, message, device_time, extras = header
-    record = Record(
-        kind=Kind.LOG,
-        received_at=received_at,
-        sender=sender,
-        receiver=receiver,
-        raw=data,
+    record = new_record(
+        Kind.LOG,
+        received_at,
+        sender,
+        receiver,
+        data,
         text=message,
         device=host or host_of(sender),
         source=source,
@@ -125,6 +149,56 @@ def parse_syslog(
         extras=frozen_extras(extras),
     )
     return with_alarm(record, scheme)
+
+
+def _fast_3164(
+    m: re.Match[str], text: str, data: bytes, received_at: float, sender: str, receiver: str
+) -> Record | None:
+    """The Record of a `_FAST_3164` match, or None to let the lenient path decide."""
+    pri, stamp, host, tag, procid = m.groups()
+    by_pri = _BY_PRI.get(pri)  # None for "<013>" or "<192>": the lenient path decides
+    if by_pri is None:
+        return None
+    device_time = _DATES.of_stamp(stamp, received_at)
+    if device_time is None:
+        return None
+    facility, severity, severity_raw = by_pri
+    return new_record(
+        Kind.LOG,
+        received_at,
+        sender,
+        receiver,
+        data,
+        text=text[m.end() :],
+        device=host,
+        source=tag,
+        facility=facility,
+        severity=severity,
+        severity_raw=severity_raw,
+        device_time=device_time,
+        extras=_procid_extras(procid) if procid else _NO_EXTRAS,
+    )
+
+
+def _procid_extras(procid: str) -> Mapping[str, str]:
+    """``{"procid": procid}``, one immutable mapping shared by every record of that process:
+    a device logs from a few processes, and fewer objects per record is less work for the
+    garbage collector."""
+    extras = _PROCID_EXTRAS.get(procid)
+    if extras is None:
+        if len(_PROCID_EXTRAS) >= _MAX_PROCIDS:
+            _PROCID_EXTRAS.clear()
+        extras = _PROCID_EXTRAS[procid] = MappingProxyType({"procid": procid})
+    return extras
+
+
+_PROCID_EXTRAS: dict[str, Mapping[str, str]] = {}
+_MAX_PROCIDS = 1024
+
+
+# PRI as written → (facility, severity, severity as written)
+_BY_PRI = {str(v): (v >> 3, SYSLOG_SEVERITY[v & 7], str(v & 7)) for v in range(192)}
+_NO_EXTRAS = frozen_extras({})
 
 
 _Header = tuple[str, str, str, float | None, dict[str, str]]  # host, source, text, time, extras
@@ -168,23 +242,112 @@ def _time_3164(m: re.Match[str], received_at: float) -> float | None:
     frac = float(m.group("frac") or 0.0)
     day, hh, mm, ss = (int(m.group(g)) for g in ("day", "hh", "mm", "ss"))
     given = m.group("year1") or m.group("year2")
-    if given:
-        years = [int(given)]
-    else:
+    return _DATES.stamp(int(given) if given else None, month, day, hh, mm, ss, received_at, frac)
+
+
+class _Dates:
+    """RFC 3164 times as unix seconds, with the slow calendar work cached.
+
+    The same value `datetime(year, month, day, hh, mm, ss, tzinfo=UTC).timestamp() + frac`
+    gives, for the year asked or, without one, the year around `received_at` that puts the
+    time nearest to it (this year, last year, next year: the first of equals wins). What is
+    cached: the UTC year `received_at` falls in, and the unix time of each date's midnight.
+    """
+
+    _MAX_DATES = 4096
+    # A time this near `received_at` is the nearest of its candidates: the others are a year
+    # (365 days or more) away from it, so more than 185 days from `received_at`.
+    _NEAR_S = 180 * 86400.0
+
+    def __init__(self) -> None:
+        # [start, end) in unix seconds away from whose ends the year of a time is `year`
+        self._span = (1.0, 0.0, 1970)
+        self._midnights: dict[tuple[int, int, int], float | None] = {}
+        self._stamps: dict[str, float] = {}  # "Mar 10 11:59:58" -> the time last found for it
+
+    def of_stamp(self, stamp: str, received_at: float) -> float | None:
+        """`stamp` in the `_FAST_STAMP` shape as unix seconds: `stamp` without a year.
+
+        The same timestamp text arrives many times a second at high rates: the time found
+        for it is kept while it stays near enough to `received_at` to be the answer again.
+        """
+        known = self._stamps.get(stamp)
+        near = self._NEAR_S
+        if known is not None and -near < known - received_at < near:
+            return known
+        m = _FAST_STAMP.fullmatch(stamp)
+        month = None if m is None else _MONTHS.get(m.group(1).lower())
+        if m is None or month is None:
+            return None
+        day, hh, mm, ss = (int(g) for g in m.group(2, 3, 4, 5))
+        found = self.stamp(None, month, day, hh, mm, ss, received_at)
+        if found is not None:
+            if len(self._stamps) >= self._MAX_DATES:
+                self._stamps.clear()
+            self._stamps[stamp] = found
+        return found
+
+    def stamp(
+        self,
+        year: int | None,
+        month: int,
+        day: int,
+        hh: int,
+        mm: int,
+        ss: int,
+        received_at: float,
+        frac: float = 0.0,
+    ) -> float | None:
+        """None when no candidate year has that date and time (Feb 30, 25:00:00)."""
+        if hh > 23 or mm > 59 or ss > 59:
+            return None
+        seconds = hh * 3600 + mm * 60 + ss
+        if year is not None:
+            midnight = self._midnight(year, month, day)
+            return None if midnight is None else midnight + seconds + frac
+        this = self._year_of(received_at)
+        best: float | None = None
+        for candidate in (this, this - 1, this + 1):
+            midnight = self._midnight(candidate, month, day)
+            if midnight is None:
+                continue
+            stamp = midnight + seconds + frac
+            if best is None or abs(stamp - received_at) < abs(best - received_at):
+                best = stamp
+        return best
+
+    def _year_of(self, t: float) -> int:
+        start, end, year = self._span
+        # A second's margin: near New Year, `fromtimestamp` rounding decides, as it did.
+        if start + 1.0 <= t < end - 1.0:
+            return year
         try:
-            this = dt.datetime.fromtimestamp(received_at, dt.UTC).year
+            year = dt.datetime.fromtimestamp(t, dt.UTC).year
         except (ValueError, OverflowError, OSError):
-            this = 1970
-        years = [this, this - 1, this + 1]
-    best: float | None = None
-    for year in years:
+            return 1970
+        first = self._midnight(year, 1, 1)
+        after = self._midnight(year + 1, 1, 1)
+        if first is not None and after is not None:
+            self._span = (first, after, year)
+        return year
+
+    def _midnight(self, year: int, month: int, day: int) -> float | None:
+        key = (year, month, day)
         try:
-            stamp = dt.datetime(year, month, day, hh, mm, ss, tzinfo=dt.UTC).timestamp() + frac
+            return self._midnights[key]
+        except KeyError:
+            pass
+        try:
+            midnight: float | None = dt.datetime(year, month, day, tzinfo=dt.UTC).timestamp()
         except (ValueError, OverflowError):
-            continue
-        if best is None or abs(stamp - received_at) < abs(best - received_at):
-            best = stamp
-    return best
+            midnight = None
+        if len(self._midnights) >= self._MAX_DATES:
+            self._midnights.clear()
+        self._midnights[key] = midnight
+        return midnight
+
+
+_DATES = _Dates()
 
 
 def _iso_time(value: str) -> float | None:

@@ -1,0 +1,169 @@
+"""The RFC 6587 frame decoder as it was before the bulk line path (commit 0949966): a test oracle.
+
+`tests/parse/test_framing_fast.py` checks that the optimised `FrameDecoder` gives the same frames
+and errors as this one for generated streams cut into generated chunks. Do not optimise this file.
+"""
+
+from __future__ import annotations
+
+import re
+
+from notifier.records import ParseError
+
+_DELIMITER = re.compile(rb"[\n\x00]")
+_BLANK = b"\r\n\x00"
+_DIGITS = frozenset(b"0123456789")
+# A longer run of digits cannot be a sane octet count: read it as the start of a text line.
+_MAX_COUNT_DIGITS = 20
+# Counts with more digits than this are nonsense (RFC 5425 frames stay far below 1 GB).
+_MAX_COUNT_LEN = 9
+
+
+class FrameDecoder:
+    """Split a byte stream into frames; feed it what arrives, in any chunking.
+
+    `feed` and `close` return complete frames (without their trailer) and, in stream order, a
+    `ParseError` for each frame that had to be refused: ``frame_too_large``,
+    ``bad_octet_count`` or ``truncated_frame`` (only at `close`). With ``octet_counting=False``
+    every frame is a line (the raw TCP log type), so a line starting ``12 `` stays text.
+    """
+
+    def __init__(self, max_frame_bytes: int = 65536, *, octet_counting: bool = True) -> None:
+        if max_frame_bytes < 1:
+            raise ValueError(f"max_frame_bytes must be at least 1, not {max_frame_bytes}")
+        self._max = max_frame_bytes
+        self._octet_counting = octet_counting
+        self._buf = bytearray()
+        self._scanned = 0  # bytes of the pending line already searched for a delimiter
+        self._skip_bytes = 0  # rest of an oversized counted frame still to discard
+        self._skip_line = False  # discarding up to the next delimiter
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held while waiting for the rest of a frame (at most about one frame)."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[bytes | ParseError]:
+        self._buf += data
+        return self._drain(eof=False)
+
+    def close(self) -> list[bytes | ParseError]:
+        """End of stream: a final unterminated line is a frame, a cut counted frame an error."""
+        out = self._drain(eof=True)
+        self._buf.clear()
+        self._scanned = 0
+        self._skip_bytes = 0
+        self._skip_line = False
+        return out
+
+    def _drain(self, *, eof: bool) -> list[bytes | ParseError]:
+        out: list[bytes | ParseError] = []
+        buf = self._buf
+        pos = 0
+        end = len(buf)
+        while pos < end:
+            if self._skip_bytes:
+                n = min(self._skip_bytes, end - pos)
+                pos += n
+                self._skip_bytes -= n
+                continue
+            if self._skip_line:
+                found = _DELIMITER.search(buf, pos)
+                if found is None:
+                    pos = end
+                    break
+                pos = found.end()
+                self._skip_line = False
+                continue
+            if buf[pos] in _BLANK:  # empty lines and stray trailers between frames
+                pos += 1
+                continue
+            if self._octet_counting and buf[pos] in _DIGITS:
+                step = self._counted(buf, pos, end, out, eof=eof)
+                if step is None:  # not octet-counted after all: a text line
+                    step = self._line(buf, pos, end, out, eof=eof)
+            else:
+                step = self._line(buf, pos, end, out, eof=eof)
+            if step < 0:  # frame incomplete: wait for more input
+                break
+            pos = step
+        del buf[:pos]
+        return out
+
+    def _counted(
+        self, buf: bytearray, pos: int, end: int, out: list[bytes | ParseError], *, eof: bool
+    ) -> int | None:
+        """Next position after an octet-counted frame, -1 to wait, None when it is a line."""
+        digits_end = pos
+        while digits_end < end and buf[digits_end] in _DIGITS:
+            digits_end += 1
+            if digits_end - pos > _MAX_COUNT_DIGITS:
+                return None
+        if digits_end == end:
+            return None if eof else -1
+        if buf[digits_end] != 0x20:
+            return None
+        digits = bytes(buf[pos:digits_end])
+        count = int(digits)
+        body = digits_end + 1
+        if len(digits) > _MAX_COUNT_LEN or count == 0:
+            out.append(
+                ParseError("bad_octet_count", f"octet count {digits[:24].decode()!r} is not usable")
+            )
+            self._skip_line = True
+            return body
+        if count > self._max:
+            out.append(
+                ParseError(
+                    "frame_too_large",
+                    f"octet-counted frame of {count} bytes is over the {self._max}-byte limit",
+                )
+            )
+            self._skip_bytes = count
+            return body
+        if end - body < count:
+            if eof:
+                out.append(
+                    ParseError(
+                        "truncated_frame",
+                        f"connection closed {end - body} bytes into a frame of {count} bytes",
+                    )
+                )
+                return end
+            return -1
+        out.append(bytes(buf[body : body + count]))
+        return body + count
+
+    def _line(
+        self, buf: bytearray, pos: int, end: int, out: list[bytes | ParseError], *, eof: bool
+    ) -> int:
+        """Next position after a delimited line, or -1 to wait for its end."""
+        found = _DELIMITER.search(buf, pos + self._scanned)
+        if found is None:
+            pending = end - pos
+            if eof:
+                self._scanned = 0
+                self._emit_line(bytes(buf[pos:end]), out)
+                return end
+            # One byte of slack: a line of exactly max bytes may still end in CR LF.
+            if pending > self._max + 1:
+                self._scanned = 0
+                out.append(self._too_long())
+                self._skip_line = True
+                return end
+            self._scanned = pending
+            return -1
+        self._scanned = 0
+        self._emit_line(bytes(buf[pos : found.start()]), out)
+        return found.end()
+
+    def _emit_line(self, line: bytes, out: list[bytes | ParseError]) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if len(line) > self._max:
+            out.append(self._too_long())
+        elif line:
+            out.append(line)
+
+    def _too_long(self) -> ParseError:
+        return ParseError("frame_too_large", f"line is over the {self._max}-byte limit")

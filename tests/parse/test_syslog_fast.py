@@ -1,0 +1,182 @@
+"""The fast syslog parser reads every message exactly as the original, straightforward one did.
+
+`syslog_reference` is the parser before it was optimised. For generated messages, mostly of
+the RFC 3164 shape the fast path takes, with the near misses that must not take it (a host
+that looks like a year, a tag too long, a date that does not exist), both give the same Record
+field for field (all but the id, which is new for every Record).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from notifier.ingest.parse.line import parse_line
+from notifier.ingest.parse.syslog import decode_text, parse_syslog
+from notifier.records import ParseError, Record
+from tests.parse import syslog_reference as reference
+
+NOW = dt.datetime(2026, 3, 10, 12, 0, 0, tzinfo=dt.UTC).timestamp()
+FIELDS = [f.name for f in dataclasses.fields(Record) if f.name != "id"]
+
+
+def fields(record: Record) -> dict[str, object]:
+    return {name: getattr(record, name) for name in FIELDS}
+
+
+def outcome(parse: object, data: bytes, received_at: float) -> object:
+    """The Record's fields, or the ParseError's (reason, detail)."""
+    try:
+        r = parse(data, received_at=received_at, sender="192.0.2.7:514", receiver="t")  # type: ignore[operator]
+    except ParseError as e:
+        return (e.reason, str(e))
+    return fields(r)
+
+
+def same_as_reference(data: bytes, received_at: float = NOW) -> None:
+    assert outcome(parse_syslog, data, received_at) == outcome(
+        reference.parse_syslog, data, received_at
+    ), data
+
+
+def utc(year: int, month: int, day: int, hh: int = 0, mm: int = 0, ss: int = 0) -> float:
+    return dt.datetime(year, month, day, hh, mm, ss, tzinfo=dt.UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"<134>Mar 10 11:59:58 gw01 SIP[1000]: seq=1 REGISTER",
+        b"<134>Mar  1 11:59:58 gw01 SIP: two spaces before a one-digit day",
+        b"<13>mar 10 11:59:58 gw01 tag: month in lower case",
+        b"<13>Mar 10 11:59:58 2025 tag: a host that is a year is a year",
+        b"<13>Mar 10 11:59:58 UTC host tag: a zone, not a host",
+        b"<13>Mar 10 11:59:58 tag: no host",
+        b"<13>Mar 10 11:59:58 host: tag",
+        b"<13>Mar 10 11:59:58 host: tag: a tag where a host would be",
+        b"<13>Feb 30 11:59:58 host tag: no such date",
+        b"<13>Mar 10 24:00:00 host tag: no such time",
+        b"<13>Foo 10 11:59:58 host tag: no such month",
+        b"<192>Mar 10 11:59:58 host tag: PRI out of range",
+        b"<13>Mar 10 11:59:58 host tag[]: empty pid",
+        b"<13>Mar 10 11:59:58 host tag[1 2]: space in pid",
+        b"<13>Mar 10 11:59:58 host " + b"t" * 65 + b": tag too long",
+        b"<13>Mar 10 11:59:58 host tag:",
+        b"<13>Mar 10 11:59:58 host tag:\tafter a tab",
+        b"<13>Mar 10 11:59:58 host tag:no space",
+        b"<13>Mar 10 11:59:58 h\xc3\xb4st t\xc3\xa4g: unicode host and tag",
+        b"<13>Mar 10 11:59:58 host tag: M\xfcller",
+        b'<13>Mar 10 11:59:58 host tag: <alarm type="alarm" code="0x1" severity="major"/>',
+        b"<13>Mar 10 11:59:58 host tag: <broken",
+        b"<13>Mar 10 11:59:58 1234:5 tag: host with a colon after four digits",
+    ],
+)
+def test_edge_cases_read_as_before(data: bytes) -> None:
+    same_as_reference(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "received_at"),
+    [
+        (b"<13>Dec 31 23:59:59 gw01 tag: x", utc(2027, 1, 1, 0, 0, 5)),
+        (b"<13>Jan  1 00:00:01 gw01 tag: x", utc(2026, 12, 31, 23, 59, 50)),
+        (b"<13>Feb 29 12:00:00 gw01 tag: leap day", utc(2025, 3, 1)),
+        (b"<13>Feb 29 12:00:00 gw01 tag: leap day", utc(2028, 3, 1)),
+        (b"<13>Jul  2 12:00:00 gw01 tag: half a year away", utc(2026, 1, 1)),
+        (b"<13>Jan  1 00:00:00 gw01 tag: x", utc(1, 1, 1)),
+        (b"<13>Dec 31 23:59:59 gw01 tag: x", utc(9999, 12, 31)),
+        (b"<13>Mar 10 11:59:58 gw01 tag: x", float("nan")),
+        (b"<13>Mar 10 11:59:58 gw01 tag: x", 1e300),
+    ],
+)
+def test_year_choice_reads_as_before(data: bytes, received_at: float) -> None:
+    same_as_reference(data, received_at)
+
+
+@pytest.mark.parametrize(
+    "stamp", [b"Jan  1 00:00:00", b"Jul  2 12:00:00", b"Dec 31 23:59:59", b"Feb 29 06:00:00"]
+)
+def test_the_same_stamp_over_three_years_of_arrivals_reads_as_before(stamp: bytes) -> None:
+    """A timestamp seen before is remembered; arriving months later it must not be stale."""
+    data = b"<13>" + stamp + b" gw01 tag: x"
+    start = utc(2025, 1, 1)
+    for step in range(3 * 365 * 4):  # every 6 hours, forwards and then backwards
+        same_as_reference(data, start + step * 6 * 3600 + 0.25)
+    for step in reversed(range(0, 3 * 365 * 4, 7)):
+        same_as_reference(data, start + step * 6 * 3600 - 0.25)
+
+
+def mostly(usual: str, *others: str) -> st.SearchStrategy[str]:
+    """`usual` six times in seven: most lines are the fast shape, with one or two near misses."""
+    return st.sampled_from([usual] * 6 * len(others) + list(others))
+
+
+_parts = [
+    mostly("<134>", "<13>", "<0>", "<191>", "<192>", "<999>", "<013>", "", "<1>1 "),
+    mostly("Mar", "Feb", "Jun", "Jul", "Dec", "dec", "FEB", "Foo", "Ma"),
+    mostly(" ", "  ", "\t", "   "),
+    st.integers(0, 39).map(str),
+    mostly(" ", "  ", " 2025 ", "\t"),
+    st.integers(0, 29).map("{:02d}".format),
+    st.just(":"),
+    st.integers(0, 69).map("{:02d}".format),
+    st.just(":"),
+    st.integers(0, 69).map("{:02d}".format),
+    mostly("", ".5", ":", " 2025", " UTC"),
+    mostly(" ", "  ", "\t", ": "),
+    mostly("gw01", "192.0.2.7", "2025", "20255", "UTC", "GMT", "host:", "a:b", "h%1", "hôst", "-"),
+    mostly(" ", "  ", "\t", ""),
+    mostly("SIP", "tag", "x" * 64, "x" * 65, "%SYS-5-CONFIG_I", "t[1", "a]b", "[1]", "", "a b"),
+    mostly("[1000]", "", "[]", "[1 2]", "[" + "9" * 33 + "]", "[x]"),
+    mostly(": ", ":", ":\t", " ", "::", ": <x>", ': <alarm type="clear" code="1"/>'),
+]
+
+
+@st.composite
+def rfc3164_lines(draw: st.DrawFn) -> bytes:
+    head = "".join(draw(part) for part in _parts)
+    return head.encode() + draw(st.binary(max_size=40))
+
+
+_received = st.one_of(
+    st.just(NOW),
+    st.floats(min_value=0, max_value=4e9),
+    st.sampled_from([utc(2026, 1, 1), utc(2026, 1, 1) - 1e-6, utc(2026, 7, 2, 12)]),
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(data=rfc3164_lines(), received_at=_received)
+def test_generated_rfc3164_lines_read_as_before(data: bytes, received_at: float) -> None:
+    same_as_reference(data, received_at)
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=st.binary(max_size=120))
+def test_any_bytes_read_as_before(data: bytes) -> None:
+    same_as_reference(data)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.text(max_size=60))
+def test_decode_text_refuses_and_keeps_what_it_did(text: str) -> None:
+    data = text.encode("utf-8", "surrogatepass")
+    assert decoded(decode_text, data) == decoded(reference.decode_text, data)
+
+
+def decoded(decode: Callable[[bytes], str], data: bytes) -> object:
+    try:
+        return decode(data)
+    except ParseError as e:
+        return (e.reason, str(e))
+
+
+def test_raw_tcp_line_with_pri_takes_the_same_fast_path() -> None:
+    data = b"<134>Mar 10 11:59:58 gw01 SIP[7]: up"
+    line = parse_line(data, received_at=NOW, sender="192.0.2.7:514", receiver="t")
+    assert fields(line) == outcome(reference.parse_syslog, data, NOW)
