@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import ssl
 import sys
@@ -265,6 +266,10 @@ async def serve(settings: Settings, ready: Callable[[Service], None] | None = No
     except BaseException:
         await service.stop()
         raise
+    # Everything built at start lives until exit: keep it out of the collector's full passes,
+    # which otherwise stall the loop for tens of milliseconds under load (measured: UDP loss).
+    gc.collect()
+    gc.freeze()
     if ready:
         ready(service)
     await stop.wait()
