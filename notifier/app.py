@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from notifier import __version__
 from notifier.config import Settings, parse_listen
@@ -32,10 +32,6 @@ if TYPE_CHECKING:
     from notifier.oauth2.runtime import OAuth2Runtime
 
 log = get_logger("notifier.app")
-
-
-class Closable(Protocol):
-    async def close(self) -> None: ...
 
 
 @dataclass
