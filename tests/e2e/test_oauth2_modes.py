@@ -27,6 +27,7 @@ from tests.oauth2.harness import (
     USER,
     cli_authorize,
     make_keys,
+    notifier_cli,
     oauth2_config,
     post_alarm,
     read_until,
@@ -58,6 +59,14 @@ def _deliver_alarm_and_check(
     assert mail.tls
     assert mail.auth_mechanism == mechanism
     assert mail.auth_identity == USER
+    # The operator's check works for every mode too: `notifier test-mail` in its own process,
+    # with the tokens the service keeps in the store.
+    out = notifier_cli(proc, "test-mail", "--to", RECIPIENT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"auth used: {mechanism}" in out.stdout
+    test_mail = wait_for(lambda: smtp.received[1:], what="the test mail")[0]
+    assert str(test_mail.message["Subject"]).startswith("[TEST]")
+    assert test_mail.auth_mechanism == mechanism and test_mail.auth_identity == USER
     assert "0x00010002" in str(mail.message["Subject"])
     assert all(a.success for a in smtp.auth_attempts), "the SMTP server refused a token"
 
