@@ -354,6 +354,17 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"routes.{i}.account: no account named {route.account!r} (have {names})"
                 )
+        # Route names key the spool and the alarm state: two routes of one name would take each
+        # other's records. Unnamed routes are called route<index>.
+        seen: dict[str, int] = {}
+        for i, route in enumerate(self.routes):
+            name = (route.name or f"route{i}").lower()
+            if name in seen:
+                raise ValueError(
+                    f"routes.{i}.name: {name!r} is also the name of routes.{seen[name]}: "
+                    "give each route its own name"
+                )
+            seen[name] = i
         return self
 
     def account(self, name: str) -> AccountSettings:
@@ -391,10 +402,14 @@ class Settings(BaseSettings):
 
 
 def _parse_env_value(text: str) -> Any:
+    """A list or table when the value is JSON for one, else the string itself (validation turns
+    "8080" or "true" into numbers and booleans where the key wants them, and a password of
+    digits stays a string)."""
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except ValueError:
         return text
+    return value if isinstance(value, list | dict) else text
 
 
 def _set_path(tree: dict[str, Any], path: list[str], value: Any, origin: str) -> None:
@@ -511,9 +526,10 @@ def _format_errors(err: ValidationError, raw: Mapping[str, Any]) -> list[str]:
         msg = e["msg"].removeprefix("Value error, ")
         value = e.get("input")
         shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
-        if (loc and loc[-1] in Settings.SECRET_KEYS) or repr(value) in msg:
+        if any(part in Settings.SECRET_KEYS for part in loc) or repr(value) in msg:
             shown = ""
-        problems.append(f"{key}: {msg}{shown}")
+        # Checks across keys name their keys in the message themselves.
+        problems.append(f"{key}: {msg}{shown}" if loc else msg)
     return problems
 
 

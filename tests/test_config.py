@@ -151,3 +151,33 @@ def test_unusable_mail_addresses_are_config_errors_naming_the_key(tmp_path: Path
     assert len(lines) == 2
     assert lines[0].startswith("notifier: config: accounts.ops.sender_address: not one valid")
     assert lines[1].startswith("notifier: config: routes.0.to: not one valid mail address")
+
+
+def test_two_routes_of_one_name_are_refused() -> None:
+    with pytest.raises(ConfigError) as e:
+        load_settings(
+            environ={
+                "NOTIFIER_ROUTES": '[{"name": "route1", "to": ["a@example.com"]},'
+                ' {"to": ["b@example.com"]}]'
+            }
+        )
+    assert e.value.problems == [
+        "routes.1.name: 'route1' is also the name of routes.0: give each route its own name"
+    ]
+
+
+def test_secrets_from_the_environment_stay_strings_and_are_never_echoed() -> None:
+    s = load_settings(
+        environ={
+            "NOTIFIER_ACCOUNTS__OPS__PASSWORD": "918273",
+            "NOTIFIER_WEB__ADMIN_PASSWORD": "true",
+            "NOTIFIER_HTTP__MAX_BODY_BYTES": "4096",
+            "NOTIFIER_HTTP__CATCH_ALL": "false",
+        }
+    )
+    assert s.accounts[0].password.get_secret_value() == "918273"
+    assert s.web.admin_password.get_secret_value() == "true"
+    assert s.http.max_body_bytes == 4096 and s.http.catch_all is False
+    with pytest.raises(ConfigError) as e:
+        load_settings(environ={"NOTIFIER_HTTP__USERS": '{"gw01": ["s3cret-list"]}'})
+    assert "s3cret-list" not in str(e.value)
