@@ -23,6 +23,7 @@ class Reason(enum.StrEnum):
     CLEAR_UNKNOWN = "clear_unknown"  # clear for an alarm never seen (or forgotten): mail
     CLEAR_DUPLICATE = "clear_duplicate"  # clear repeated after the alarm was already cleared
     LATE_SET = "late_set"  # a set older than the clear we already have: the device's queue
+    STALE_CLEAR = "stale_clear"  # a clear older than a set seen since: the alarm is active again
     EVENT = "event"  # one-shot event: mail
     LOG = "log"  # log line on a route that mails logs: mail
 
@@ -31,7 +32,9 @@ class Reason(enum.StrEnum):
         return self not in _SILENT
 
 
-_SILENT = frozenset({Reason.REPEAT_SUPPRESSED, Reason.CLEAR_DUPLICATE, Reason.LATE_SET})
+_SILENT = frozenset(
+    {Reason.REPEAT_SUPPRESSED, Reason.CLEAR_DUPLICATE, Reason.LATE_SET, Reason.STALE_CLEAR}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,5 +105,9 @@ def decide(
         return Decision(Reason.CLEAR_UNKNOWN, state)
     if not prev.active:
         return Decision(Reason.CLEAR_DUPLICATE, replace(prev, last_seen=max(prev.last_seen, at)))
+    if at < prev.last_seen:
+        # A clear from before the latest set (retried after a failed mail, or queued on the
+        # device): the alarm came back since, so it stays active.
+        return Decision(Reason.STALE_CLEAR, prev, active_since=prev.first_set)
     state = replace(prev, active=False, last_seen=at, cleared_at=at, last_notified=now)
     return Decision(Reason.CLEARED, state, active_since=prev.first_set, repeat_count=prev.count)

@@ -119,7 +119,7 @@ class Dispatcher:
     async def close_transports(self) -> None:
         for t in self.transports.values():
             await t.close()
-        self.store.close()
+        await self.store.close()
 
     def status(self) -> list[dict[str, Any]]:
         return [w.status() for w in self.workers]
@@ -164,7 +164,7 @@ def build_dispatcher(
         try:
             own = compile_match(route.match, f"routes.{i}.match")
         except RuleError as e:
-            store.close()
+            store.close_now()
             raise ValueError(str(e)) from None
         matcher = FirstMatch(own, tuple(taken_before))
         if not route.continue_matching:

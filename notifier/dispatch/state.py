@@ -77,5 +77,11 @@ class AlarmStore:
                 (route, forget_before),
             )
 
-    def close(self) -> None:
+    def close_now(self) -> None:
+        """Close at once; only before any write was started."""
         self._db.close()
+
+    async def close(self) -> None:
+        """Close after any write in flight (a worker cancelled at shutdown may have left one)."""
+        async with self._lock:
+            await asyncio.to_thread(self._db.close)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ from notifier.dispatch.state import AlarmStore, Key
 from notifier.log import get_logger
 from notifier.mail.compose import Envelope, MailItem, compose
 from notifier.mail.compose import Reason as MailReason
-from notifier.mail.transport import DeliveryError, MailTransport
+from notifier.mail.transport import DeliveryError, MailTransport, Outcome
 from notifier.metrics import Metrics
 from notifier.records import Kind, Record
 from notifier.spool.backoff import Backoff
@@ -42,6 +42,9 @@ _MAIL_REASON = {
 
 # Order of records inside a digest: what needs action first.
 _KIND_ORDER = {Kind.ALARM: 0, Kind.CLEAR: 1, Kind.EVENT: 2, Kind.LOG: 3}
+
+# A group whose composing or sending raised this often is dead-lettered (a bug, not an outage).
+UNEXPECTED_FAILURES_BEFORE_DEAD = 8
 
 # Longest wait between retries while an account cannot send.
 ACCOUNT_RETRY_MAX_S = 60.0
@@ -265,17 +268,30 @@ class RouteWorker:
             group.items,
             key=lambda i: (_KIND_ORDER[i.record.kind], -i.record.severity.rank, i.record.time),
         )
-        message = compose(
-            items,
-            self._target.envelope,
-            max_shown=self.route.max_records_per_mail,
-            dropped=self._pending_drops.counts if self._pending_drops else None,
-            instance=self._instance,
-        )
         self._bucket.take()
         self._last_mail_at = time.monotonic()
-        async with self._target.lock:
-            (result,) = await self._target.transport.send([message])
+        step = "compose"
+        try:
+            message = compose(
+                items,
+                self._target.envelope,
+                max_shown=self.route.max_records_per_mail,
+                dropped=self._pending_drops.counts if self._pending_drops else None,
+                instance=self._instance,
+            )
+            step = "send"
+            async with self._target.lock:
+                (result,) = await self._target.transport.send([message])
+        except Exception as e:
+            # A bug, not the server: the records go back through the spool (never half-decided),
+            # and a group that fails this way again and again is dead-lettered, not retried forever.
+            log.exception("composing or sending failed", route=self.route.name, error=str(e))
+            poisoned = group.attempts >= UNEXPECTED_FAILURES_BEFORE_DEAD
+            result = DeliveryError(
+                f"{type(e).__name__}: {e}",
+                outcome=Outcome.PERMANENT if poisoned else Outcome.TEMPORARY,
+                step=step,
+            )
         if isinstance(result, DeliveryError):
             await self._failed(group, result)
             return
@@ -291,7 +307,25 @@ class RouteWorker:
             subject=str(message["Subject"]),
             reply=result.reply,
         )
+        if result.refused:
+            self._refused(result.refused)
         await self._commit(group.items, group.silent)
+
+    def _refused(self, refused: Mapping[str, tuple[int, str]]) -> None:
+        """Some recipients were refused while others got the mail: say so loudly. The mail is
+        not sent again (the others would get it twice); the status page shows the refusal."""
+        detail = "; ".join(f"{addr}: {code} {reply}" for addr, (code, reply) in refused.items())
+        self.last_error = f"recipients refused: {detail}"
+        self._metrics.mail_failures.labels(self._target.account, "recipient_refused").inc(
+            len(refused)
+        )
+        log.warning(
+            "mail sent, but some recipients were refused",
+            route=self.route.name,
+            account=self._target.account,
+            refused=detail,
+            hint="check the addresses in the route's to/cc/bcc",
+        )
 
     async def _commit(self, items: list[MailItem], silent: list[str]) -> None:
         """Store the overlay, then ack: the order that makes a crash redeliver, not lose."""

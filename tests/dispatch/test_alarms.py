@@ -88,3 +88,12 @@ def test_set_after_clear_is_a_new_alarm() -> None:
 def test_events_and_logs_are_mailed_without_alarm_state() -> None:
     assert decide(None, rec(Kind.EVENT, 1), now=1, repeat_interval_s=HOUR).reason is Reason.EVENT
     assert decide(None, rec(Kind.LOG, 1), now=1, repeat_interval_s=HOUR).reason is Reason.LOG
+
+
+def test_clear_older_than_a_set_seen_since_leaves_the_alarm_active() -> None:
+    first = decide(None, rec(Kind.ALARM, 0), now=0, repeat_interval_s=HOUR)
+    again = decide(first.state, rec(Kind.ALARM, 30), now=30, repeat_interval_s=HOUR)
+    # The clear from t=20 is retried only now (its mail had failed): it is history.
+    stale = decide(again.state, rec(Kind.CLEAR, 20), now=40, repeat_interval_s=HOUR)
+    assert stale.reason is Reason.STALE_CLEAR and not stale.notify
+    assert stale.state is not None and stale.state.active
