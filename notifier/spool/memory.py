@@ -189,19 +189,26 @@ class MemorySpool:
     async def nack(
         self, consumer: str, record_ids: Sequence[str], *, error: str, retry_in_s: float | None
     ) -> None:
-        deliveries = self._consumers[consumer].deliveries
+        c = self._consumers[consumer]
         now = time.monotonic()
+        if retry_in_s is None:
+            # A dead letter in memory could never be retried (`notifier spool` reaches the disk
+            # tier only) and would hold a queue slot until a restart: count it and let it go.
+            kinds: Counter[Kind] = Counter(
+                c.deliveries[rid].record.kind for rid in record_ids if rid in c.deliveries
+            )
+            for rid in record_ids:
+                self._settle(c, rid)
+            if kinds:
+                self._drops.dropped("dead_letter", kinds, {})
+            return
         for rid in record_ids:
-            if (d := deliveries.get(rid)) is None:
+            if (d := c.deliveries.get(rid)) is None:
                 continue
             d.last_error = error
             d.leased = False
-            if retry_in_s is None:
-                d.dead = True
-            else:
-                d.ready_at = now + retry_in_s
-        if retry_in_s is not None:
-            self._waker.due_in(consumer, retry_in_s)
+            d.ready_at = now + retry_in_s
+        self._waker.due_in(consumer, retry_in_s)
 
     async def retry_now(self, consumer: str) -> int:
         """What waits for a later retry for `consumer` is ready now; returns how many."""
