@@ -106,6 +106,7 @@ class Service:
             from notifier.ingest.http import build_ingest_app
             from notifier.ingest.httpauth import HttpAuth
             from notifier.ingest.httpserver import HttpServer
+            from notifier.web.guard import AdminGuard
             from notifier.web.pages import page_routes
 
             auth = None
@@ -122,6 +123,11 @@ class Service:
                 scheme=scheme,
                 health=self.health,
                 extra_routes=page_routes(self),
+                # The history shows what devices sent: without sender auth, only the admin
+                # (password, or loopback) may read it, as on the status page.
+                history_guard=None
+                if auth
+                else AdminGuard(s.web.admin_password.get_secret_value()).check,
             )
             server = HttpServer(
                 app,

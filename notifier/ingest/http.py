@@ -117,7 +117,9 @@ class _IngestEndpoints:
         body_timeout_s: float,
         max_records: int,
         health: Callable[[], Mapping[str, Any]] | None,
+        history_guard: Callable[[Request], Response | None] | None = None,
     ) -> None:
+        self.history_guard = history_guard
         self.spool = spool
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
@@ -164,6 +166,8 @@ class _IngestEndpoints:
             return await self._post_records(request)
         if request.method != "GET":
             return _method_not_allowed("GET, POST")
+        if self.history_guard is not None and (refused := self.history_guard(request)):
+            return refused
         try:
             self._authenticate(request)
             limit = history_limit(request.query_params.get("limit"))
@@ -336,11 +340,13 @@ def build_ingest_app(
     health: Callable[[], Mapping[str, Any]] | None = None,
     body_timeout_s: float = 30.0,
     max_records: int = 10_000,
+    history_guard: Callable[[Request], Response | None] | None = None,
 ) -> Starlette:
     """The Starlette app of the HTTP receiver (see the module docstring for the routes).
 
     `extra_routes` (web pages) take precedence over the catch-all; `health()` adds fields to
-    ``/healthz`` (a "status" other than "ok" answers 503).
+    ``/healthz`` (a "status" other than "ok" answers 503). `history_guard` may refuse a
+    ``GET /api/v1/records`` (returns the refusal, or None to let it through).
     """
     endpoints = _IngestEndpoints(
         spool=spool,
@@ -351,6 +357,7 @@ def build_ingest_app(
         body_timeout_s=body_timeout_s,
         max_records=max_records,
         health=health,
+        history_guard=history_guard,
     )
     service: list[BaseRoute] = [
         Route("/healthz", endpoints.healthz, methods=["GET"]),

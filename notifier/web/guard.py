@@ -60,6 +60,10 @@ class AdminGuard:
             headers={"WWW-Authenticate": 'Basic realm="notifier admin", charset="UTF-8"'},
         )
 
+    def check(self, request: Request) -> Response | None:
+        """The refusal for `request`, or None when it may pass."""
+        return None if self.allows(request) else self.refusal()
+
     def __call__(self, handler: Handler) -> Handler:
         async def guarded(request: Request) -> Response:
             if not self.allows(request):

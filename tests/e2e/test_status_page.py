@@ -57,6 +57,10 @@ def test_status_page_wants_the_admin_password_when_one_is_set(tmp_path: Path) ->
         assert wrong.status_code == 401
         ok = httpx.get(f"{proc.url}/", auth=("admin", "correct horse"), timeout=5)
         assert ok.status_code == 200
+        # What devices sent is the admin's to read too (no sender auth is configured here).
+        history = f"{proc.url}/api/v1/records?limit=5"
+        assert httpx.get(history, timeout=5).status_code == 401
+        assert httpx.get(history, auth=("admin", "correct horse"), timeout=5).status_code == 200
         # Devices and monitoring never need the admin password.
         assert httpx.get(f"{proc.url}/healthz", timeout=5).status_code == 200
         assert httpx.get(f"{proc.url}/metrics", timeout=5).status_code == 200
