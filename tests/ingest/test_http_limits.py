@@ -118,3 +118,17 @@ async def test_https_with_the_configured_certificate(pki: certs.TestPKI) -> None
         response = await client.get(f"{rx.url}/log", params={"from": "gw", "msg": "over tls"})
         assert response.status_code == 200
         assert rx.spool.history(1)[0].text == "over tls"
+
+
+async def test_a_whole_oversized_head_in_one_write_is_refused() -> None:
+    async with running_receiver(server_options={"max_header_bytes": 4096}) as rx:
+        reader, writer = await asyncio.open_connection("127.0.0.1", rx.server.port)
+        head = (
+            b"GET /log?msg=x HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"y" * 10_000 + b"\r\n\r\n"
+        )
+        writer.write(head)
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), timeout=10)
+        writer.close()
+        assert status_line.startswith(b"HTTP/1.1 400")
+        assert rx.spool.history(10) == []
