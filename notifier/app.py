@@ -102,46 +102,6 @@ class Service:
         # Receivers close before dispatchers and the spool: insert at the front, in reverse.
         front: list[Callable[[], Awaitable[None]]] = []
 
-        if (listen := parse_listen(s.http.listen)) is not None:
-            from notifier.ingest.http import build_ingest_app
-            from notifier.ingest.httpauth import HttpAuth
-            from notifier.ingest.httpserver import HttpServer
-            from notifier.web.guard import AdminGuard
-            from notifier.web.pages import page_routes
-
-            auth = None
-            if s.http.auth != "none":
-                users = {k: v.get_secret_value() for k, v in s.http.users.items()}
-                auth = HttpAuth(s.http.auth, users)
-            app = build_ingest_app(
-                spool=spool,
-                metrics=metrics,
-                paths=s.http.paths,
-                catch_all=s.http.catch_all,
-                max_body_bytes=s.http.max_body_bytes,
-                auth=auth,
-                scheme=scheme,
-                health=self.health,
-                extra_routes=page_routes(self),
-                # The history shows what devices sent: without sender auth, only the admin
-                # (password, or loopback) may read it, as on the status page.
-                history_guard=None
-                if auth
-                else AdminGuard(s.web.admin_password.get_secret_value()).check,
-            )
-            server = HttpServer(
-                app,
-                listen.host,
-                listen.port,
-                ssl_certfile=s.http.tls_cert_file,
-                ssl_keyfile=s.http.tls_key_file,
-                limit_concurrency=s.http.max_connections,
-                timeout_keep_alive=int(s.http.keep_alive_s),
-            )
-            await server.start()
-            self.listening["http"] = f"{_fmt(listen.host, server.port)}"
-            front.append(server.stop)
-
         if (listen := parse_listen(s.syslog.udp)) is not None:
             udp = await start_udp(
                 listen.host,
@@ -217,6 +177,47 @@ class Service:
             )
             self.listening[receiver] = _fmt(*server_.addresses[0])
             front.append(server_.close)
+        # HTTP last: /healthz answering means every receiver listens.
+        if (listen := parse_listen(s.http.listen)) is not None:
+            from notifier.ingest.http import build_ingest_app
+            from notifier.ingest.httpauth import HttpAuth
+            from notifier.ingest.httpserver import HttpServer
+            from notifier.web.guard import AdminGuard
+            from notifier.web.pages import page_routes
+
+            auth = None
+            if s.http.auth != "none":
+                users = {k: v.get_secret_value() for k, v in s.http.users.items()}
+                auth = HttpAuth(s.http.auth, users)
+            app = build_ingest_app(
+                spool=spool,
+                metrics=metrics,
+                paths=s.http.paths,
+                catch_all=s.http.catch_all,
+                max_body_bytes=s.http.max_body_bytes,
+                auth=auth,
+                scheme=scheme,
+                health=self.health,
+                extra_routes=page_routes(self),
+                # The history shows what devices sent: without sender auth, only the admin
+                # (password, or loopback) may read it, as on the status page.
+                history_guard=None
+                if auth
+                else AdminGuard(s.web.admin_password.get_secret_value()).check,
+            )
+            server = HttpServer(
+                app,
+                listen.host,
+                listen.port,
+                ssl_certfile=s.http.tls_cert_file,
+                ssl_keyfile=s.http.tls_key_file,
+                limit_concurrency=s.http.max_connections,
+                timeout_keep_alive=int(s.http.keep_alive_s),
+            )
+            await server.start()
+            self.listening["http"] = f"{_fmt(listen.host, server.port)}"
+            front.append(server.stop)
+
         self._closers[:0] = list(reversed(front))
 
     async def stop(self) -> None:
