@@ -772,6 +772,12 @@ def _handler(server: AuthServer) -> type[BaseHTTPRequestHandler]:
             return None
 
         def _serve(self) -> None:
+            if server._httpd is None:
+                # Stopped ("refuse" outage): a kept-alive connection must not go on being
+                # served; drop it unanswered, as a server that went away would.
+                self.close_connection = True
+                self.connection.close()
+                return
             parts = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
