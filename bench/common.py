@@ -19,11 +19,10 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -31,6 +30,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from notifier.ingest.udp import udp_rcvbuf_errors
+from tests.service import NotifierProcess as TestNotifierProcess
 
 REPO = Path(__file__).resolve().parents[1]
 LOOPBACK = "127.0.0.1"
@@ -157,39 +157,24 @@ def metric_sum(samples: Sequence[Sample], name: str, **labels: str) -> float:
 
 
 @dataclass
-class NotifierProcess:
-    """`notifier run` in a subprocess with its own data dir and free loopback ports.
+class NotifierProcess(TestNotifierProcess):
+    """`notifier run` with the bench config (tests/service.py starts, waits and stops it).
 
     `extra_toml` is pasted into the config after the [spool] table (top-level tables only);
     `env` adds NOTIFIER_* overrides. Use as a context manager, or `start()` / `stop()`.
     """
 
-    workdir: Path
     rcvbuf_bytes: int = 4 << 20
     queue_entries: int = 1_000_000
     extra_toml: str = ""
-    env: Mapping[str, str] = field(default_factory=dict)
-    http_port: int = 0
-    syslog_port: int = 0
-    tcp_port: int = 0
-    proc: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
-        self.http_port = self.http_port or free_port()
-        self.syslog_port = self.syslog_port or free_port()
-        self.tcp_port = self.tcp_port or free_port()
-        self.config_path = self.workdir / "notifier.toml"
-        self.log_path = self.workdir / "notifier.log"
+        super().__post_init__()
         self._http = httpx.Client(timeout=10)
 
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.http_port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None, "notifier is not running"
-        return self.proc.pid
 
     def config_text(self) -> str:
         return BENCH_CONFIG.format(
@@ -201,39 +186,6 @@ class NotifierProcess:
             queue=self.queue_entries,
             extra=self.extra_toml,
         )
-
-    def start(self, timeout_s: float = 30.0) -> None:
-        """Start and wait for /healthz; raises RuntimeError with the process log when it fails."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(self.config_text())
-        env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
-        env.update(self.env)
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "notifier", "run", "--config", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=self.workdir,
-            )
-        if not wait_until(self._healthy, timeout_s):
-            self.stop()
-            raise RuntimeError(
-                f"notifier did not answer {self.url}/healthz within {timeout_s:g} s; "
-                f"its log ({self.log_path}):\n{self.logs()[-3000:]}"
-            )
-
-    def _healthy(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise RuntimeError(
-                f"notifier exited with status {self.proc.returncode}; its log:\n"
-                f"{self.logs()[-3000:]}"
-            )
-        try:
-            return self._http.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
 
     def samples(self) -> list[Sample]:
         response = self._http.get(f"{self.url}/metrics")
@@ -250,31 +202,12 @@ class NotifierProcess:
     def rejected(self, receiver: str) -> float:
         return self.counter("notifier_ingest_rejected_total", receiver=receiver)
 
-    def stop(self, timeout_s: float = 20.0) -> None:
-        """SIGTERM, then SIGKILL after `timeout_s`."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._http.close()
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def __enter__(self) -> NotifierProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, then SIGKILL after `timeout`."""
+        try:
+            return super().stop(timeout)
+        finally:
+            self._http.close()
 
 
 def uvloop_loaded(pid: int) -> bool | None:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,17 @@ from typing import Any
 import httpx
 
 from tests.conftest import free_port
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something true, and return that; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def toml_value(v: Any) -> str:
@@ -61,6 +73,7 @@ class NotifierProcess:
 
     workdir: Path
     overrides: dict[str, Any] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)  # NOTIFIER_* and the like, for the run
     http_port: int = 0
     syslog_port: int = 0
     tcp_port: int = 0
@@ -101,17 +114,28 @@ class NotifierProcess:
                 base[key] = value
         return base
 
+    def config_text(self) -> str:
+        return render_toml(self.config())
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "notifier is not running"
+        return self.proc.pid
+
     def start(self, timeout: float = 30.0) -> None:
-        self.config_path.write_text(render_toml(self.config()))
+        """Start and wait for /healthz; raises RuntimeError with the process log when it fails."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(self.config_text())
         env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "notifier", "run", "--config", str(self.config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=self.workdir,
-        )
+        env.update(self.env)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "notifier", "run", "--config", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.workdir,
+            )
         self.starts += 1
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -123,7 +147,15 @@ class NotifierProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
+        self.stop()
         raise RuntimeError(f"notifier did not become healthy in {timeout}s:\n{self.logs()}")
+
+    def __enter__(self) -> NotifierProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def kill(self) -> None:
         """SIGKILL: no flush, no goodbye — what a crash or power cut looks like to the process."""

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from tests.certs import TestPKI
-from tests.e2e.test_alarm_mail import account, route, wait_for
-from tests.service import NotifierProcess, render_toml
+from tests.e2e.test_alarm_mail import account, route
+from tests.service import NotifierProcess, render_toml, wait_for
 from tests.smtpserver import SmtpTestServer
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
-from tests.e2e.test_alarm_mail import account, post_alarm, route, wait_for
-from tests.service import NotifierProcess
+from tests.e2e.test_alarm_mail import account, post_alarm, route
+from tests.service import NotifierProcess, wait_for
 from tests.smtpserver import ReceivedMail, SmtpTestServer
 
 FAST_RETRY = {"retry_base_s": 0.2, "retry_max_s": 1.0}

@@ -19,8 +19,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.authserver import AuthServer
 from tests.certs import TestPKI
-from tests.oauth2.harness import PASSWORD, RECIPIENT, USER, oauth2_config, smtp_server, wait_for
-from tests.service import NotifierProcess
+from tests.oauth2.harness import PASSWORD, RECIPIENT, USER, oauth2_config, smtp_server
+from tests.service import NotifierProcess, wait_for
 
 SCREENSHOT = Path("/tmp/notifier-oauth2-page.png")
 

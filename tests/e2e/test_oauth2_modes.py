@@ -33,10 +33,9 @@ from tests.oauth2.harness import (
     read_until,
     sign_in_on_page,
     smtp_server,
-    wait_for,
     write_json,
 )
-from tests.service import NotifierProcess, render_toml
+from tests.service import NotifierProcess, render_toml, wait_for
 from tests.smtpserver import SmtpTestServer
 
 CLIENT_ID = "4a1c7e0e-notifier"

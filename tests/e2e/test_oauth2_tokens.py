@@ -35,9 +35,8 @@ from tests.oauth2.harness import (
     row_of,
     sign_in_on_page,
     smtp_server,
-    wait_for,
 )
-from tests.service import NotifierProcess, render_toml
+from tests.service import NotifierProcess, render_toml, wait_for
 
 SECRET = "client secret value"
 

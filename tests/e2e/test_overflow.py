@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import free_port
-from tests.e2e.test_alarm_mail import route, wait_for
+from tests.e2e.test_alarm_mail import route
 from tests.e2e.test_delivery_failures import FAST_RETRY, account_on
-from tests.service import NotifierProcess
+from tests.service import NotifierProcess, wait_for
 from tests.smtpserver import SmtpTestServer
 
 

@@ -29,16 +29,6 @@ PASSWORD = "correct horse"
 RECIPIENT = "ops@example.test"
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def bearer_check(server: AuthServer, apps: Iterable[str] = ()) -> Callable[[str, str], bool]:
     """What the SMTP server accepts: a token the authorization server signed, not expired, for
     this mailbox (or from an app allowed to send as any mailbox: SMTP.SendAsApp)."""
