@@ -83,11 +83,10 @@ class FrameDecoder:
             if buf[pos] in _BLANK:  # empty lines and stray trailers between frames
                 pos += 1
                 continue
+            step: int | None = None
             if self._octet_counting and buf[pos] in _DIGITS:
                 step = self._counted(buf, pos, end, out, eof=eof)
-                if step is None:  # not octet-counted after all: a text line
-                    step = self._line(buf, pos, end, out, eof=eof)
-            else:
+            if step is None:  # lines ("2026 year line" too: not octet-counted after all)
                 step = self._lines(buf, pos, end, out)
                 if step == pos:  # no complete line: wait, or the end of the stream decides
                     step = self._line(buf, pos, end, out, eof=eof)
@@ -162,6 +161,7 @@ class FrameDecoder:
         chunk = bytes(buf[pos:last])
         parts = chunk.split(b"\n") if b"\x00" not in chunk else _DELIMITER.split(chunk)
         counted = self._octet_counting
+        is_counted = _COUNT_PREFIX.match
         limit = self._max
         at = pos
         for part in parts:
@@ -169,7 +169,7 @@ class FrameDecoder:
             line = part.lstrip(b"\r")  # blank bytes between frames
             if not line:
                 continue
-            if counted and line[0] in _DIGITS and _COUNT_PREFIX.match(line):
+            if counted and line[0] in _DIGITS and is_counted(line):
                 # octet-counted: its frame may hold LFs, `_counted` reads it by its count
                 return start + len(part) - len(line)
             if line[-1] == 0x0D:  # CR LF
