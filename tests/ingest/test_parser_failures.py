@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -30,6 +31,7 @@ from notifier.spool import MemorySpool
 from tests.conftest import free_port
 from tests.ingest.conftest import arrived, count
 from tests.ingest.http_fixtures import running_receiver
+from tests.service import NotifierProcess, wait_for
 
 DEEP = 1000
 MESSAGES = 20
@@ -210,3 +212,32 @@ async def test_a_parser_bug_over_syslog_tcp_takes_the_frame_and_the_next_ones(
     assert (failed.kind, failed.device) == (Kind.LOG, "127.0.0.1")
     assert "RecursionError" in failed.extras["parser_error"]
     assert degraded(metrics, "syslog-tcp", "parser_error") == 1
+
+
+# --- through `notifier run` ---
+
+
+def test_deep_alarm_details_reach_the_spool_as_alarms_through_a_running_notifier(
+    tmp_path: Path,
+) -> None:
+    message = deep_alarm().encode()
+    with NotifierProcess(tmp_path) as n:
+        response = httpx.post(
+            f"{n.url}/alarm", content=b"event=syslog&msg=" + quote(message).encode()
+        )
+        assert response.status_code == 200
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"<134>" + message, ("127.0.0.1", n.syslog_port))
+        for port in (n.syslog_port, n.tcp_port):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+                c.sendall(b"<134>" + message + b"\n")
+
+        def stored() -> dict[str, Record]:
+            records = httpx.get(f"{n.url}/api/v1/records", timeout=5).json()
+            return {r["receiver"]: Record.from_dict(r) for r in records}
+
+        receivers = {"http", "syslog-udp", "syslog-tcp", "tcp"}
+        got = wait_for(lambda: (s := stored()).keys() >= receivers and s, what="4 alarms")
+        for receiver in receivers:
+            assert_deep_alarm_kept(got[receiver])
+        assert "Traceback" not in n.logs()
