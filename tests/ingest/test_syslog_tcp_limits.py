@@ -101,16 +101,43 @@ async def test_unknown_severity_in_xml_keeps_the_alarm_and_counts_it(
     assert count(metrics, "ingest_accepted", receiver="syslog-tcp", kind="alarm") == 1
 
 
-async def test_connections_over_the_limit_are_closed_at_once_and_counted(
+def open_connections(metrics: Metrics, receiver: str) -> float:
+    """What the open-connections gauge shows for `receiver`."""
+    value = metrics.registry.get_sample_value("notifier_ingest_connections", {"receiver": receiver})
+    return value or 0.0
+
+
+async def test_at_the_limit_the_connection_silent_longest_is_closed_for_a_new_sender(
     spool: MemorySpool, metrics: Metrics, receivers: list
 ) -> None:
     _, port = await syslog_tcp(spool, metrics, receivers, max_connections=2)
-    open_now = lambda: metrics.registry.get_sample_value(  # noqa: E731
-        "notifier_ingest_connections", {"receiver": "syslog-tcp"}
+    oldest = await asyncio.open_connection("127.0.0.1", port)
+    await eventually(lambda: open_connections(metrics, "syslog-tcp") == 1, "the first one open")
+    younger = await asyncio.open_connection("127.0.0.1", port)
+    younger[1].write(b"<13>still here\n")
+    await arrived(spool)
+
+    await send(port, b"<13>new sender\n")
+    assert await oldest[0].read() == b""  # closed by the server to make room
+    assert [r.text for r in await arrived(spool, 2)] == ["still here", "new sender"]
+    assert (
+        count(metrics, "ingest_rejected", receiver="syslog-tcp", reason="idle_closed_for_room") == 1
     )
-    first = await asyncio.open_connection("127.0.0.1", port)
-    second = await asyncio.open_connection("127.0.0.1", port)
-    await eventually(lambda: open_now() == 2, "two connections open")
+    younger[1].write(b"<13>and served\n")
+    await arrived(spool, 3)
+    younger[1].close()
+
+
+async def test_when_every_connection_is_busy_a_new_one_is_closed_at_once_and_counted(
+    metrics: Metrics, receivers: list
+) -> None:
+    spool = MemorySpool(consumers=["test"], max_entries=1, overflow=Overflow.REJECT)
+    _, port = await syslog_tcp(spool, metrics, receivers, max_connections=1)
+    _, busy = await asyncio.open_connection("127.0.0.1", port)
+    busy.write(b"<13>one\n<13>two waits for room in the spool\n")
+    await eventually(
+        lambda: count(metrics, "ingest_spool_waits", receiver="syslog-tcp") > 0, "a busy sender"
+    )
 
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     assert await reader.read() == b""  # closed by the server without a word
@@ -118,13 +145,7 @@ async def test_connections_over_the_limit_are_closed_at_once_and_counted(
     assert (
         count(metrics, "ingest_rejected", receiver="syslog-tcp", reason="too_many_connections") == 1
     )
-
-    first[1].close()
-    await eventually(lambda: open_now() == 1, "one connection left")
-    await send(port, b"<13>room again\n")
-    [r] = await arrived(spool)
-    assert r.text == "room again"
-    second[1].close()
+    busy.close()
 
 
 async def test_silent_client_is_closed_after_the_idle_timeout(
