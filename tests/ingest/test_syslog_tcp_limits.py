@@ -1,18 +1,21 @@
-"""Bad input, limits and back-pressure on the stream receivers: counted, never fatal, nothing
-accepted is lost."""
+"""Bad input, limits and back-pressure on the stream receivers (syslog TCP and TLS, raw TCP):
+counted, never fatal, nothing accepted is lost."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 import pytest
 
+from notifier.ingest.parse.line import parse_line
 from notifier.ingest.parse.syslog import parse_syslog
 from notifier.ingest.stream import StreamReceiver, start_stream
 from notifier.metrics import Metrics
 from notifier.records import Kind, Severity
 from notifier.spool import MemorySpool
 from notifier.spool.base import Overflow
+from tests import certs
 from tests.conftest import free_port
 from tests.ingest.conftest import arrived, count, eventually
 
@@ -34,9 +37,11 @@ async def syslog_tcp(
     return rx, port
 
 
-async def send(port: int, payload: bytes) -> None:
+async def send(port: int, payload: bytes, tls: ssl.SSLContext | None = None) -> None:
     """One sender: connect, write, close."""
-    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    _, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=tls, server_hostname="localhost" if tls else None
+    )
     writer.write(payload)
     await writer.drain()
     writer.close()
@@ -145,6 +150,11 @@ async def test_when_every_connection_is_busy_a_new_one_is_closed_at_once_and_cou
     assert (
         count(metrics, "ingest_rejected", receiver="syslog-tcp", reason="too_many_connections") == 1
     )
+    await arrived(spool)
+    [first] = await spool.lease("test", limit=1, visibility_s=30)
+    await spool.ack("test", [first.record.id])
+    # The busy sender's second frame was held, not lost, and goes in once there is room.
+    assert [r.text for r in await arrived(spool, 2)] == ["one", "two waits for room in the spool"]
     busy.close()
 
 
@@ -190,3 +200,49 @@ async def test_full_spool_pauses_the_sender_and_loses_nothing(
         if sample.name.endswith("_total")
     ]
     assert refused == []
+
+
+@pytest.mark.parametrize("receiver", ["syslog-tcp", "syslog-tls", "tcp"])
+async def test_a_device_is_served_while_another_address_holds_hundreds_of_connections(
+    receiver: str, pki: certs.TestPKI, spool: MemorySpool, metrics: Metrics, receivers: list
+) -> None:
+    tls = receiver == "syslog-tls"
+    port = free_port()
+    receivers.append(
+        await start_stream(
+            "127.0.0.1",
+            port,
+            spool=spool,
+            metrics=metrics,
+            receiver=receiver,
+            parse=parse_line if receiver == "tcp" else parse_syslog,
+            ssl=pki.server_context() if tls else None,
+            max_connections=100,
+            max_connections_per_peer=64,
+        )
+    )
+    # Linux routes all of 127/8 to lo: the attacker is another address on the same box.
+    held = [
+        await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.2", 0))
+        for _ in range(150)
+    ]
+    try:
+        await eventually(
+            lambda: (
+                count(
+                    metrics,
+                    "ingest_rejected",
+                    receiver=receiver,
+                    reason="too_many_connections_per_peer",
+                )
+                == 150 - 64
+            ),
+            "the connections over the per-peer limit refused",
+        )
+        for n in range(3):
+            await send(port, b"<13>device line %d\n" % n, pki.client_context() if tls else None)
+        assert [r.text for r in await arrived(spool, 3)] == [f"device line {n}" for n in range(3)]
+        await eventually(lambda: open_connections(metrics, receiver) == 64, "the attacker's 64")
+    finally:
+        for _, writer in held:
+            writer.close()
