@@ -23,16 +23,10 @@ from tests.ingest.conftest import arrived, count, eventually
 async def syslog_tcp(
     spool: MemorySpool, metrics: Metrics, receivers: list, **kw: object
 ) -> tuple[StreamReceiver, int]:
+    """A started stream receiver on a free port: syslog TCP unless `kw` says otherwise."""
     port = free_port()
-    rx = await start_stream(
-        "127.0.0.1",
-        port,
-        spool=spool,
-        metrics=metrics,
-        receiver="syslog-tcp",
-        parse=parse_syslog,
-        **kw,  # type: ignore[arg-type]
-    )
+    kw = {"receiver": "syslog-tcp", "parse": parse_syslog, **kw}
+    rx = await start_stream("127.0.0.1", port, spool=spool, metrics=metrics, **kw)  # type: ignore[arg-type]
     receivers.append(rx)
     return rx, port
 
@@ -207,19 +201,15 @@ async def test_a_device_is_served_while_another_address_holds_hundreds_of_connec
     receiver: str, pki: certs.TestPKI, spool: MemorySpool, metrics: Metrics, receivers: list
 ) -> None:
     tls = receiver == "syslog-tls"
-    port = free_port()
-    receivers.append(
-        await start_stream(
-            "127.0.0.1",
-            port,
-            spool=spool,
-            metrics=metrics,
-            receiver=receiver,
-            parse=parse_line if receiver == "tcp" else parse_syslog,
-            ssl=pki.server_context() if tls else None,
-            max_connections=100,
-            max_connections_per_peer=64,
-        )
+    _, port = await syslog_tcp(
+        spool,
+        metrics,
+        receivers,
+        receiver=receiver,
+        parse=parse_line if receiver == "tcp" else parse_syslog,
+        ssl=pki.server_context() if tls else None,
+        max_connections=100,
+        max_connections_per_peer=64,
     )
     # Linux routes all of 127/8 to lo: the attacker is another address on the same box.
     held = [
