@@ -214,6 +214,7 @@ async def test_a_device_is_served_while_another_address_holds_hundreds_of_connec
         ssl=pki.server_context() if tls else None,
         max_connections=100,
         max_connections_per_peer=64,
+        tls_handshake_timeout_s=60,  # the attacker's TLS connections never say hello
     )
     # Linux routes all of 127/8 to lo: the attacker is another address on the same box.
     held = [
