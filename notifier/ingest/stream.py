@@ -247,7 +247,8 @@ class StreamReceiver:
         if self._closing:
             self.intake.reject(connection.sender, "shutdown", "the receiver is stopping")
             return False
-        return self.connections.admit(connection) is None
+        connection.admitted = self.connections.admit(connection) is None
+        return connection.admitted
 
     async def _accept_tls(self, listener: socket.socket) -> None:
         """Accept TLS connections by hand so a failed handshake can be counted with its peer.
@@ -332,18 +333,16 @@ class _Connection(asyncio.Protocol):
         self._ended = False
         self._last = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
-        # Given when admitted at accept, before a TLS handshake; else known once connected.
-        self._admitted = bool(sender)
+        self.admitted = False  # TLS: at accept, before the handshake; TCP: once connected
         self.sender = sender
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
-        if not self._admitted:
+        if not self.admitted:
             self.sender = format_peer(transport.get_extra_info("peername"))
             if not self._rx.admit(self):
                 transport.close()
                 return
-            self._admitted = True
         self._last = time.monotonic()
         self._arm_idle(self._rx.idle_timeout_s)
 
@@ -354,7 +353,7 @@ class _Connection(asyncio.Protocol):
         return self._last
 
     def data_received(self, data: bytes) -> None:
-        if not self._admitted:  # refused for the connection limit; closing
+        if not self.admitted:  # refused for the connection limit; closing
             return
         self._last = time.monotonic()
         frames = self._decoder.feed(data)
