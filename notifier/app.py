@@ -115,7 +115,7 @@ class Service:
             front.append(udp.close)
 
         streams: list[
-            tuple[str, str, Callable[..., Any], ssl.SSLContext | None, int, int, float]
+            tuple[str, str, Callable[..., Any], ssl.SSLContext | None, int, int, int, float]
         ] = []
         if s.syslog.tcp:
             streams.append(
@@ -126,6 +126,7 @@ class Service:
                     None,
                     s.syslog.max_frame_bytes,
                     s.syslog.max_connections,
+                    s.syslog.max_connections_per_peer,
                     s.syslog.idle_timeout_s,
                 )
             )
@@ -141,6 +142,7 @@ class Service:
                     tls_context,
                     s.syslog.max_frame_bytes,
                     s.syslog.max_connections,
+                    s.syslog.max_connections_per_peer,
                     s.syslog.idle_timeout_s,
                 )
             )
@@ -153,10 +155,11 @@ class Service:
                     None,
                     s.tcp.max_line_bytes,
                     s.tcp.max_connections,
+                    s.tcp.max_connections_per_peer,
                     s.tcp.idle_timeout_s,
                 )
             )
-        for receiver, address, parse, ctx, max_frame, max_conn, idle in streams:
+        for receiver, address, parse, ctx, max_frame, max_conn, per_peer, idle in streams:
             listen = parse_listen(address)
             assert listen is not None
             server_ = await start_stream(
@@ -169,6 +172,7 @@ class Service:
                 ssl=ctx,
                 max_frame_bytes=max_frame,
                 max_connections=max_conn,
+                max_connections_per_peer=per_peer,
                 idle_timeout_s=idle,
                 # innovaphone's TCP log type has no documented framing: take octet counting
                 # too, as on the syslog ports (a raw line starting "12 " is the rare loser).
@@ -211,7 +215,9 @@ class Service:
                 listen.port,
                 ssl_certfile=s.http.tls_cert_file,
                 ssl_keyfile=s.http.tls_key_file,
-                limit_concurrency=s.http.max_connections,
+                metrics=metrics,
+                max_connections=s.http.max_connections,
+                max_connections_per_peer=s.http.max_connections_per_peer,
                 timeout_keep_alive=int(s.http.keep_alive_s),
             )
             await server.start()
