@@ -1,5 +1,5 @@
 """The command line: `notifier run | check-config | send-alarm | spool ... | test-mail |
-oauth2 ...`.
+oauth2 ...`, each taking `--config FILE` before or after the command and its action.
 
 Exit status: 0 on success, 2 for usage or config errors, 1 otherwise; errors are one line on
 stderr.
@@ -32,18 +32,12 @@ def _settings(args: argparse.Namespace, *, compile_all: bool = False) -> Setting
     """The validated settings, or one `notifier: config:` line per problem and exit status 2.
 
     `compile_all`: also compile what `run` compiles (rules, TLS files, templates), as `run` and
-    `check-config` do; other commands only need the settings themselves."""
-    from notifier.dispatch.service import address_problems
-    from notifier.oauth2.runtime import validate_accounts
-    from notifier.prepare import config_problems
+    `check-config` do; other commands only need the accounts."""
+    from notifier.prepare import account_problems, config_problems
 
     try:
         settings = load_settings(args.config)
-        problems = (
-            config_problems(settings)
-            if compile_all
-            else address_problems(settings) + validate_accounts(settings)
-        )
+        problems = config_problems(settings) if compile_all else account_problems(settings)
         if problems:
             raise ConfigError(problems)
     except ConfigError as e:
@@ -79,10 +73,11 @@ def cmd_send_alarm(args: argparse.Namespace) -> int:
     if not (args.text or args.code):
         raise CliError("send-alarm: give --text or --code (or both)", EXIT_USAGE)
     # Only what the user gave: a value made up here would reach the mail as the device's word.
+    given = vars(args)
     record: dict[str, Any] = {"type": args.type}
     for name in ("severity", "code", "host", "serial", "source", "text"):
-        if value := getattr(args, name):
-            record[name] = value
+        if given[name]:
+            record[name] = given[name]
     url = args.url
     if not url:
         settings = _settings(args)

@@ -16,16 +16,20 @@ from notifier.config import Settings
 
 def config_problems(settings: Settings) -> list[str]:
     """One line per problem, each naming its key; [] when `run` can start on `settings`."""
-    from notifier.dispatch.service import address_problems
-    from notifier.oauth2.runtime import validate_accounts
-
     return (
-        address_problems(settings)
+        account_problems(settings)
         + route_problems(settings)
-        + validate_accounts(settings)
         + tls_problems(settings)
         + template_problems()
     )
+
+
+def account_problems(settings: Settings) -> list[str]:
+    """Mail addresses and OAuth2 settings: what every command that mails or signs in needs."""
+    from notifier.dispatch.service import address_problems
+    from notifier.oauth2.runtime import validate_accounts
+
+    return address_problems(settings) + validate_accounts(settings)
 
 
 def route_problems(settings: Settings) -> list[str]:
