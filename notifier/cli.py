@@ -15,7 +15,7 @@ from typing import Any
 
 from notifier import __version__
 from notifier.config import ConfigError, Settings, load_settings, masked
-from notifier.datadir import make_files_private
+from notifier.datadir import private_files
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -365,15 +365,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Files this process creates (spool, alarm state, outbox, tokens) are for its user only.
-    make_files_private()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        status: int = args.func(args)
+        # What a command creates (spool, alarm state, outbox, tokens) is for its user only.
+        with private_files():
+            status: int = args.func(args)
     except CliError as e:
         if str(e):
             print(f"notifier: {e}", file=sys.stderr)

@@ -2,23 +2,30 @@
 their -wal / -shm files), the outbox's mails, the OAuth2 token store and its key, the lock files.
 
 One rule keeps all of it private whatever umask the service was started with: the process
-creates files 0600 and directories 0700 (`make_files_private`, called once by the command
+creates files 0600 and directories 0700 (`private_files`, around every command of the command
 line), and `make_data_dir` creates data_dir 0700. SQLite gives a database's -wal, -shm and
 -journal files the mode of the database itself, so they follow.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 PRIVATE_UMASK = 0o077
 
 
-def make_files_private() -> None:
-    """From now on this process creates files 0600 and directories 0700 (or stricter)."""
-    os.umask(PRIVATE_UMASK)
+@contextlib.contextmanager
+def private_files() -> Iterator[None]:
+    """Inside, this process creates files 0600 and directories 0700 (or stricter)."""
+    previous = os.umask(PRIVATE_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(previous)
 
 
 def make_data_dir(path: str | os.PathLike[str]) -> str:
