@@ -125,7 +125,10 @@ def _rfc3164(rest: str, received_at: float) -> _Header:
     extras: dict[str, str] = {}
     m = _HEADER_3164.match(rest)
     if m is None:
-        return "", "", rest, None, extras
+        # No timestamp, so no host either; a leading "tag[pid]: " is still the tag (Cisco ASA
+        # without timestamps, Python's SysLogHandler with a "name: " format).
+        source, pos = _read_tag(rest, 0, extras)
+        return "", source, rest[pos:], None, extras
     device_time = _time_3164(m, received_at)
     if m.group("mon") is not None and device_time is None:
         # "Foo 12 10:00:00" that is no date: not a header after all.
@@ -140,14 +143,19 @@ def _rfc3164(rest: str, received_at: float) -> _Header:
     if h is not None and not h.group(1).endswith(":"):
         host = h.group(1)
         pos = h.end()
-    source = ""
-    t = _TAG.match(rest, pos)
-    if t is not None:
-        source = t.group(1)
-        if t.group(2):
-            extras["procid"] = t.group(2)
-        pos = t.end()
+    source, pos = _read_tag(rest, pos, extras)
     return host, source, rest[pos:], device_time, extras
+
+
+def _read_tag(rest: str, pos: int, extras: dict[str, str]) -> tuple[str, int]:
+    """The ``tag[pid]:`` at `pos` (the pid into `extras`) and where the text starts after it;
+    ``("", pos)`` when there is none: without its colon a word is text, not a tag."""
+    t = _TAG.match(rest, pos)
+    if t is None:
+        return "", pos
+    if t.group(2):
+        extras["procid"] = t.group(2)
+    return t.group(1), t.end()
 
 
 def _time_3164(m: re.Match[str], received_at: float) -> float | None:

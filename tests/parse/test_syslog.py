@@ -54,6 +54,30 @@ def test_rfc3164_without_timestamp_keeps_the_whole_message_and_the_sender_as_dev
     assert (r.facility, r.severity_raw, r.severity) == (16, "6", Severity.INFO)
 
 
+@pytest.mark.parametrize(
+    ("data", "source", "procid", "text"),
+    [
+        (
+            b"<166>%ASA-6-302014: Teardown TCP connection 76118",
+            "%ASA-6-302014",
+            "",
+            "Teardown TCP connection 76118",
+        ),
+        (b"<14>myapp[42]: worker 3 restarted", "myapp", "42", "worker 3 restarted"),
+    ],
+)
+def test_message_without_timestamp_keeps_a_leading_tag_but_names_no_host(
+    data: bytes, source: str, procid: str, text: str
+) -> None:
+    r = syslog(data)
+    assert (r.device, r.source, r.extras.get("procid", ""), r.text) == (
+        "192.0.2.7",
+        source,
+        procid,
+        text,
+    )
+
+
 def test_rfc3164_with_year_and_iso_timestamps() -> None:
     with_year = syslog(b"<14>Mar  1 2025 18:46:11 host1 app: a")
     assert (with_year.device_time, with_year.device, with_year.text) == (

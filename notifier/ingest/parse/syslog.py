@@ -9,8 +9,9 @@ the Records must know:
 - RFC 3164 timestamps carry no year and no zone: the year that puts the time nearest to
   `received_at` is taken, and the time is read as UTC (devices are told to log in UTC; a device
   on local time shows up as an offset, never as a wrong day).
-- Without a timestamp there is no RFC 3164 header either: the whole message is the text, so
-  ``<134>LOG_HTTP 3 TCP-Up ...`` from an innovaphone box stays intact.
+- Without a timestamp there is no RFC 3164 host either: the whole message is the text, so
+  ``<134>LOG_HTTP 3 TCP-Up ...`` from an innovaphone box stays intact. Only a leading
+  ``tag[pid]: `` (colon and space) is read as the tag: ``<166>%ASA-6-302014: Teardown ...``.
 - Slightly malformed headers keep their host: a space between PRI and timestamp
   (``<167> Mar  7 19:06:53 host tag: ...``), a line that ends right after the host
   (``<14>Aug 30 23:00:05 X4711``), RFC 5424 with structured data that is not quite valid
@@ -216,7 +217,10 @@ def _rfc3164(rest: str, received_at: float) -> _Header:
     extras: dict[str, str] = {}
     m = _HEADER_3164.match(rest)
     if m is None:
-        return "", "", rest, None, extras
+        # No timestamp, so no host either; a leading "tag[pid]: " is still the tag (Cisco ASA
+        # without timestamps, Python's SysLogHandler with a "name: " format).
+        source, pos = _read_tag(rest, 0, extras)
+        return "", source, rest[pos:], None, extras
     device_time = _time_3164(m, received_at)
     if m.group("mon") is not None and device_time is None:
         # "Foo 12 10:00:00" that is no date: not a header after all.
@@ -231,14 +235,19 @@ def _rfc3164(rest: str, received_at: float) -> _Header:
     if h is not None and not h.group(1).endswith(":"):
         host = h.group(1)
         pos = h.end()
-    source = ""
-    t = _TAG.match(rest, pos)
-    if t is not None:
-        source = t.group(1)
-        if t.group(2):
-            extras["procid"] = t.group(2)
-        pos = t.end()
+    source, pos = _read_tag(rest, pos, extras)
     return host, source, rest[pos:], device_time, extras
+
+
+def _read_tag(rest: str, pos: int, extras: dict[str, str]) -> tuple[str, int]:
+    """The ``tag[pid]:`` at `pos` (the pid into `extras`) and where the text starts after it;
+    ``("", pos)`` when there is none: without its colon a word is text, not a tag."""
+    t = _TAG.match(rest, pos)
+    if t is None:
+        return "", pos
+    if t.group(2):
+        extras["procid"] = t.group(2)
+    return t.group(1), t.end()
 
 
 def _time_3164(m: re.Match[str], received_at: float) -> float | None:
