@@ -52,9 +52,13 @@ _PRI = re.compile(r"<(\d{1,3})>")
 _NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
 _MONTHS = {m.lower(): i for i, m in enumerate(calendar.month_abbr) if m}
 
+# tag[pid]: as RFC 3164 has it; possessive, as a tag never ends before a tag character.
+_TAG_RE = r"(?P<tag>[^\s\[\]:]{1,64}+)(?:\[(?P<pid>[^\]\s]{0,32})\])?:(?:\s|$)"
+_TAG = re.compile(_TAG_RE)
 # RFC 3164 as devices send it: a space after the PRI (HP ProCurve), Cisco sequence number and
 # "*" (clock not set), optional year before or after the time, fractional seconds, a trailing
-# ":" after the time (Cisco).
+# ":" after the time (Cisco). Or no timestamp and a tag (`_TAG_RE`): one match decides both,
+# as the usual headerless line (innovaphone's "LOG_HTTP 3 TCP-Up ...") must stay cheap.
 _HEADER_3164 = re.compile(
     r" ?(?:(?P<seq>\d{1,10}):\s+)?(?P<mark>[*.])?"
     r"(?:"
@@ -65,6 +69,7 @@ _HEADER_3164 = re.compile(
     r"(?P<iso>\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:?\d{2})?)"
     r")"
     r":?(?:\s+|$)"
+    r"|" + _TAG_RE
 )
 _HOST = re.compile(r"([\w.%:-]+)(?:\s+|$)")  # a line may end with the host
 # The usual shape in one match: <PRI>Mmm dd hh:mm:ss host tag[pid]: msg. A subset of what the
@@ -76,7 +81,6 @@ _FAST_3164 = re.compile(
     r"([^\s\[\]:]{1,64})(?:\[([^\]\s]{0,32})\])?:(?:\s|$)"
 )
 _FAST_STAMP = re.compile(r"([A-Za-z]{3}) +(\d{1,2}) (\d{1,2}):(\d{2}):(\d{2})")
-_TAG = re.compile(r"([^\s\[\]:]{1,64})(?:\[([^\]\s]{0,32})\])?:(?:\s|$)")
 _ISO = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:?\d{2})?$"
 )
@@ -128,14 +132,16 @@ def parse_syslog(
         record = _fast_3164(fast, text, data, received_at, sender, receiver)
         if record is not None:
             return with_alarm(record, scheme) if "<" in record.text else record
-    facility: int | None = None
-    severity_num: int | None = None
+    facility, severity, severity_raw = None, Severity.INFO, ""
     rest = text
     pri = _PRI.match(text)
-    if pri is not None and int(pri.group(1)) <= 191:
-        value = int(pri.group(1))
-        facility, severity_num = value >> 3, value & 7
-        rest = text[pri.end() :]
+    if pri is not None:
+        digits = pri.group(1)
+        # "<013>" is PRI 13 too; "<192>" and above are no PRI and stay in the text.
+        by_pri = _BY_PRI.get(digits) or _BY_PRI.get(str(int(digits)))
+        if by_pri is not None:
+            facility, severity, severity_raw = by_pri
+            rest = text[pri.end() :]
     header = None
     if rest.startswith("1 "):
         header = _rfc5424(rest)
@@ -152,12 +158,12 @@ def parse_syslog(
         device=host or host_of(sender),
         source=source,
         facility=facility,
-        severity=Severity.INFO if severity_num is None else SYSLOG_SEVERITY[severity_num],
-        severity_raw="" if severity_num is None else str(severity_num),
+        severity=severity,
+        severity_raw=severity_raw,
         device_time=device_time,
         extras=frozen_extras(extras),
     )
-    return with_alarm(record, scheme)
+    return with_alarm(record, scheme) if "<" in message else record
 
 
 def _fast_3164(
@@ -217,10 +223,13 @@ def _rfc3164(rest: str, received_at: float) -> _Header:
     extras: dict[str, str] = {}
     m = _HEADER_3164.match(rest)
     if m is None:
+        return "", "", rest, None, extras
+    if m.group("tag") is not None:
         # No timestamp, so no host either; a leading "tag[pid]: " is still the tag (Cisco ASA
         # without timestamps, Python's SysLogHandler with a "name: " format).
-        source, pos = _read_tag(rest, 0, extras)
-        return "", source, rest[pos:], None, extras
+        if m.group("pid"):
+            extras["procid"] = m.group("pid")
+        return "", m.group("tag"), rest[m.end() :], None, extras
     device_time = _time_3164(m, received_at)
     if m.group("mon") is not None and device_time is None:
         # "Foo 12 10:00:00" that is no date: not a header after all.
@@ -245,9 +254,9 @@ def _read_tag(rest: str, pos: int, extras: dict[str, str]) -> tuple[str, int]:
     t = _TAG.match(rest, pos)
     if t is None:
         return "", pos
-    if t.group(2):
-        extras["procid"] = t.group(2)
-    return t.group(1), t.end()
+    if t.group("pid"):
+        extras["procid"] = t.group("pid")
+    return t.group("tag"), t.end()
 
 
 def _time_3164(m: re.Match[str], received_at: float) -> float | None:
