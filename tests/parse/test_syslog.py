@@ -169,6 +169,7 @@ def test_rfc5424_sd_error_keeps_what_was_read_before_it() -> None:
         ),
         (b'<14>1 - gw01 app - - [a b="c', '[a b="c', "the value of b in [a] is not closed"),
         (b"<14>1 - gw01 app - - [a", "[a", "SD element [a] is not closed by ']'"),
+        (b"<14>1 - gw01 app - - -x", "-x", "structured data is neither '-' nor '[...]'"),
         (b"<14>1 - gw01 app - - [ x]", "[ x]", "an SD element without SD-ID"),
     ],
 )

@@ -167,6 +167,7 @@ _sd_pieces = st.sampled_from(
         "[ x]",
         '[a b="c"]',
         "no-sd",
+        "-x",
         "",
         " ",
         "\ufeff",

@@ -439,7 +439,7 @@ def _structured_data(s: str, pos: int) -> tuple[dict[str, str], int, str | None]
     """SD elements flattened to ``sd.<id>.<param>`` (repeated params joined by ","), the end
     position, and what was wrong: on an error, the position is where the unreadable element
     starts and the params read before it are kept."""
-    if s.startswith(_NIL, pos):
+    if s.startswith(_NIL, pos) and (pos + 1 == len(s) or s[pos + 1] == " "):
         return {}, pos + 1, None
     flat: dict[str, str] = {}
     if not s.startswith("[", pos):
