@@ -94,6 +94,6 @@ def test_the_readme_table_explains_exactly_the_keys_the_corpus_uses() -> None:
         "issue/ends-after-host-rfc3339",
     ],
 )
-def test_the_issue_shapes_keep_the_hostname_rsyslog_reads(compared: Compared, family: str) -> None:
+def test_the_issue_shapes_keep_the_header_rsyslog_reads(compared: Compared, family: str) -> None:
     [(_, ours, theirs)] = [c for c in compared if c[0].family == family]
     assert (ours.hostname, ours.tag, ours.procid) == (theirs.hostname, theirs.tag, theirs.procid)
