@@ -4,6 +4,8 @@
 # Recommended packages stay out (chromium alone would pull in ~100: avahi-daemon, cups, samba,
 # udev, a systemd upgrade); what will be installed, dependencies included, is printed first.
 set -eu
+# Daemons (rsyslogd) live in /usr/sbin, off a user's PATH.
+PATH="$PATH:/usr/sbin:/sbin"
 missing=""
 for pair in "$@"; do
     command -v "${pair%%=*}" >/dev/null 2>&1 || missing="$missing ${pair#*=}"

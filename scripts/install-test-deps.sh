@@ -1,4 +1,7 @@
 #!/bin/sh
-# Debian packages the tests drive as real peers: logger (bsdutils), curl, openssl.
+# Debian packages the tests drive as real peers: logger (bsdutils), curl, openssl, and rsyslog
+# (the oracle tests/parse/test_rsyslog_oracle.py compares notifier's syslog parsing with; the
+# test starts its own rsyslogd on loopback with its own config, whatever the system one does).
 # Installs only what is missing, so a prepared machine pays nothing.
-exec sh "$(dirname "$0")/install-missing.sh" logger=bsdutils curl=curl openssl=openssl
+exec sh "$(dirname "$0")/install-missing.sh" logger=bsdutils curl=curl openssl=openssl \
+    rsyslogd=rsyslog

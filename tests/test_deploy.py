@@ -124,14 +124,16 @@ def test_browser_deps_install_only_what_is_missing_without_recommends_and_say_wh
 
 
 def test_deps_scripts_do_nothing_when_everything_is_there(tmp_path: Path) -> None:
-    env, log = fake_system(tmp_path, ["chromium", "chromedriver", "logger", "curl", "openssl"])
+    env, log = fake_system(
+        tmp_path, ["chromium", "chromedriver", "logger", "curl", "openssl", "rsyslogd"]
+    )
     for script in ("install-browser-deps.sh", "install-test-deps.sh"):
         assert run_script(script, env).stdout == ""
     assert not log.exists()
 
 
 def test_test_deps_name_the_debian_packages_of_the_missing_commands(tmp_path: Path) -> None:
-    env, log = fake_system(tmp_path, ["curl"])
+    env, log = fake_system(tmp_path, ["curl", "rsyslogd"])
     run_script("install-test-deps.sh", env)
     assert "install -y -q --no-install-recommends bsdutils openssl" in log.read_text()
 
