@@ -553,6 +553,28 @@ def _suggest(loc: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The config file as a tree; raises `ConfigError` with one line when it cannot be read."""
+    where = f"config file {str(path)!r}"
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([f"{where} not found"]) from None
+    except OSError as e:
+        raise ConfigError([f"{where}: {e.strerror or e}"]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(
+            [f"{where}: not UTF-8 (byte 0x{data[e.start]:02x} on line {line}): save it as UTF-8"]
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{where}: not valid TOML: {e}"]) from None
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
@@ -565,15 +587,7 @@ def load_settings(
         path = env.get("NOTIFIER_CONFIG") or None
     tree: dict[str, Any] = {}
     if path:
-        try:
-            with open(path, "rb") as f:
-                tree = tomllib.load(f)
-        except FileNotFoundError:
-            raise ConfigError([f"config file {str(path)!r} not found"]) from None
-        except OSError as e:
-            raise ConfigError([f"config file {str(path)!r}: {e.strerror or e}"]) from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError([f"config file {str(path)!r}: not valid TOML: {e}"]) from None
+        tree = read_toml(path)
     for name in sorted(env):
         if not name.startswith(ENV_PREFIX) or name == "NOTIFIER_CONFIG":
             continue

@@ -181,3 +181,15 @@ def test_secrets_from_the_environment_stay_strings_and_are_never_echoed() -> Non
     with pytest.raises(ConfigError) as e:
         load_settings(environ={"NOTIFIER_HTTP__USERS": '{"gw01": ["s3cret-list"]}'})
     assert "s3cret-list" not in str(e.value)
+
+
+def test_config_file_that_is_not_utf8_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    cfg = tmp_path / "n.toml"
+    # "café" saved as Latin-1, as an editor on a Windows box may do.
+    cfg.write_bytes(b'[log]\nlevel = "info"\n[[accounts]]\nsender_name = "caf\xe9"\n')
+    out = notifier("check-config", "--config", str(cfg))
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        f"notifier: config: config file {str(cfg)!r}: not UTF-8 (byte 0xe9 on line 4): "
+        "save it as UTF-8"
+    )
