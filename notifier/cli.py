@@ -28,7 +28,7 @@ class CliError(Exception):
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    from notifier.dispatch.service import address_problems
+    from notifier.mail.accounts import address_problems
     from notifier.oauth2.runtime import validate_accounts
 
     try:

@@ -19,7 +19,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -46,18 +46,23 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+def host_port(host: str, port: int) -> str:
+    """The one way an address is written: ``host:port``, ``[v6]:port``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class Listen(BaseModel):
-    """A parsed "host:port" listen address."""
+    """A parsed "host:port" address (a listen address, or a server's)."""
 
     model_config = ConfigDict(frozen=True)
     host: str
     port: int
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return host_port(self.host, self.port)
 
 
-def parse_listen(value: str) -> Listen | None:
+def parse_listen(value: str, example: str = "127.0.0.1:5514") -> Listen | None:
     """``"127.0.0.1:8080"``, ``"[::1]:5514"``, ``":8080"`` (all addresses); ``""`` disables."""
     value = value.strip()
     if not value:
@@ -69,7 +74,7 @@ def parse_listen(value: str) -> Listen | None:
     else:
         host, sep, port_text = value.rpartition(":")
         if not sep:
-            raise ValueError(f"{value!r}: expected host:port, e.g. 127.0.0.1:5514")
+            raise ValueError(f"{value!r}: expected host:port, e.g. {example}")
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ValueError(f"bad port {port_text!r} in {value!r}: use 1..65535")
     host = host or "0.0.0.0"
@@ -256,13 +261,17 @@ class AccountSettings(Section):
     @classmethod
     def _server(cls, value: str) -> str:
         value = value.strip()
-        if value:
-            host, sep, port = value.rpartition(":")
-            if not sep or not host:
-                raise ValueError(f"{value!r}: expected host:port, e.g. smtp.office365.com:587")
-            if not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"bad port {port!r} in {value!r}: use 1..65535")
+        example = "smtp.office365.com:587"
+        # A listen address may leave the host out (all addresses); a server address may not.
+        if value.startswith(":"):
+            raise ValueError(f"{value!r}: expected host:port, e.g. {example}")
+        parse_listen(value, example)
         return value
+
+    @property
+    def server_address(self) -> Listen | None:
+        """The SMTP server; None for the file outbox."""
+        return parse_listen(self.server)
 
     @property
     def uses_outbox(self) -> bool:
@@ -307,9 +316,6 @@ class OAuth2StoreSettings(Section):
 class WebSettings(Section):
     admin_password: SecretStr = SecretStr("")
     admin_password_file: str = ""
-
-
-Secret = Annotated[SecretStr, Field()]
 
 
 class Settings(BaseSettings):

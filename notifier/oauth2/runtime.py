@@ -4,7 +4,9 @@ the CLI, so a sign-in on the page is what the next mail uses."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -16,6 +18,11 @@ from notifier.oauth2.provider import AccountTokenProvider, provider_for_account
 from notifier.oauth2.store import TokenStore
 
 TOKEN_ENDPOINT_TIMEOUT_S = 30.0
+
+
+def when(t: float | None) -> str:
+    """A local time for tables and pages; '-' for none."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
 
 
 def oauth2_accounts(settings: Settings) -> list[AccountSettings]:
@@ -89,6 +96,19 @@ class OAuth2Runtime:
         if provider is not None and provider.spec.redirect_uri:
             return provider.spec.redirect_uri
         return self.redirect_uri
+
+    def status_rows(self) -> list[dict[str, Any]]:
+        """Each account's `AccountTokenProvider.status()` (never a secret), with the times in
+        words and the redirect URI to register: for `notifier oauth2 status` and the page."""
+        return [
+            {
+                **(status := provider.status()),
+                "expires": when(status["expires_at"]),
+                "refreshed": when(status["last_refresh"]),
+                "redirect_uri": self.redirect_uri_for(name),
+            }
+            for name, provider in self.providers.items()
+        ]
 
     async def close(self) -> None:
         await self.http.aclose()
