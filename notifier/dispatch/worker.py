@@ -206,6 +206,18 @@ class RouteWorker:
             self._extend_task = asyncio.ensure_future(
                 self._spool.extend(self.consumer, self._group.ids, self._visibility)
             )
+            self._extend_task.add_done_callback(self._extend_done)
+
+    def _extend_done(self, task: asyncio.Future[None]) -> None:
+        # Nobody awaits the extension (the attribute only keeps it alive): say when it failed.
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.warning(
+                "lease extension failed",
+                route=self.route.name,
+                error=str(error) or type(error).__name__,
+                hint="the waiting records may be leased again when their lease ends and be "
+                "mailed twice; check the spool's storage",
+            )
 
     async def _take(self, leases: list[Lease]) -> None:
         unmatched: list[str] = []

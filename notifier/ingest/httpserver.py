@@ -15,21 +15,11 @@ from collections.abc import Generator
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from notifier.log import get_logger
 
 log = get_logger(__name__)
-
-
-def _fastest_protocol() -> type[Any]:
-    """httptools (the C parser: two to three times the requests per second of h11, see
-    BENCHMARKS.md) when installed, else h11 (pure Python)."""
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:
-        return H11Protocol
-    return HttpToolsProtocol
 
 
 class _Server(uvicorn.Server):
@@ -58,7 +48,7 @@ class HeadTooLarge(Exception):
 def _protocol(header_timeout_s: float, max_header_bytes: int) -> type[Any]:
     """The HTTP protocol class: httptools when installed (with our own head-size limit, which
     h11 has built in), else h11; both with the header timeout."""
-    base = _fastest_protocol()
+    base = HttpToolsProtocol
 
     class LimitedProtocol(base):  # type: ignore[misc, valid-type]
         """Closes the connection when no request has begun `header_timeout_s` after the last."""

@@ -360,7 +360,6 @@ def provider_for_account(
     http: httpx.AsyncClient,
     *,
     default_redirect_uri: str = "",
-    refresh_margin_s: float = 600.0,
 ) -> AccountTokenProvider | None:
     """The provider for an account with `[accounts.oauth2]`, None for password accounts.
     Raises `ModeError` (one line per problem) when the oauth2 settings are incomplete."""
@@ -372,5 +371,6 @@ def provider_for_account(
         account.name,
         default_redirect_uri,
     )
-    margin = float(getattr(account.oauth2, "refresh_margin_s", refresh_margin_s))
-    return AccountTokenProvider(account.name, spec, store, http, refresh_margin_s=margin)
+    return AccountTokenProvider(
+        account.name, spec, store, http, refresh_margin_s=account.oauth2.refresh_margin_s
+    )
