@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from notifier.backoff import Backoff
 from notifier.config import RouteSettings
 from notifier.dispatch.alarms import AlarmState, Decision, Reason, decide
 from notifier.dispatch.rules import FirstMatch, Matcher
@@ -26,7 +27,6 @@ from notifier.mail.compose import Reason as MailReason
 from notifier.mail.transport import DeliveryError, MailTransport, Outcome
 from notifier.metrics import Metrics
 from notifier.records import Kind, Record
-from notifier.spool.backoff import Backoff
 from notifier.spool.base import DropNotice, Lease, Spool
 
 log = get_logger("notifier.dispatch")

@@ -17,6 +17,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from notifier.config import host_port
 from notifier.log import get_logger
 
 log = get_logger(__name__)
@@ -162,11 +163,12 @@ class HttpServer:
         await asyncio.wait({self._task, listening}, return_when=asyncio.FIRST_COMPLETED)
         if not server.listening.is_set():
             listening.cancel()
+            where = host_port(self.host, self.port)
             try:
                 self._task.result()
             except BaseException as e:  # uvicorn calls sys.exit on startup failures
-                raise OSError(f"HTTP server on {self.host}:{self.port} did not start: {e}") from e
-            raise OSError(f"HTTP server on {self.host}:{self.port} stopped while starting")
+                raise OSError(f"HTTP server on {where} did not start: {e}") from e
+            raise OSError(f"HTTP server on {where} stopped while starting")
         log.info("http_listening", host=self.host, port=self.port, scheme=self.scheme)
 
     def _bind(self) -> socket.socket:
@@ -179,9 +181,8 @@ class HttpServer:
             sock.setblocking(False)
         except OSError as e:
             sock.close()
-            raise OSError(
-                e.errno, f"cannot listen on {self.host}:{self._requested_port}: {e.strerror}"
-            ) from None
+            where = host_port(self.host, self._requested_port)
+            raise OSError(e.errno, f"cannot listen on {where}: {e.strerror}") from None
         return sock
 
     async def stop(self) -> None:

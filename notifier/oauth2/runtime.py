@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from notifier.config import AccountSettings, Settings, parse_listen
+from notifier.config import AccountSettings, Settings, host_port, parse_listen
 from notifier.oauth2.errors import ModeError
 from notifier.oauth2.flows import AuthorizationFlows
 from notifier.oauth2.modes import validate_mode
@@ -38,10 +38,8 @@ def default_redirect_uri(settings: Settings) -> str:
     host = listen.host
     if host in ("0.0.0.0", "::", "127.0.0.1", "::1"):
         host = "localhost"
-    elif ":" in host:
-        host = f"[{host}]"
     scheme = "https" if settings.http.tls_cert_file else "http"
-    return f"{scheme}://{host}:{listen.port}/oauth2/callback"
+    return f"{scheme}://{host_port(host, listen.port)}/oauth2/callback"
 
 
 def validate_accounts(settings: Settings) -> list[str]:
