@@ -107,7 +107,9 @@ def late():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-def test_web_does_not_import_the_app() -> None:
+def test_web_does_not_import_the_app_and_its_oauth2_pages_no_cli_or_dispatcher() -> None:
     graph = import_graph()
     web = {m: targets for m, targets in graph.items() if m.startswith("notifier.web")}
     assert all("notifier.app" not in targets for targets in web.values()), web
+    banned = {"notifier.oauth2.cli", "notifier.dispatch.service"}
+    assert not graph["notifier.web.oauth2"] & banned
