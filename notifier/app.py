@@ -250,8 +250,9 @@ def build_spool(
 
 
 def _install_uvloop() -> None:
-    # The same condition as uvloop's dependency marker in pyproject.toml.
-    if sys.platform != "win32" and platform.python_implementation() == "CPython":
+    # uvloop is a dependency where pyproject.toml's marker says: CPython, not on Windows
+    # (`run_service` skips Windows).
+    if platform.python_implementation() == "CPython":
         import uvloop
 
         uvloop.install()
@@ -284,7 +285,8 @@ async def serve(settings: Settings, ready: Callable[[Service], None] | None = No
 def run_service(settings: Settings) -> int:
     """Blocking entry point of `notifier run`; returns the exit status."""
     configure(settings.log.level, settings.log.format)
-    _install_uvloop()
+    if sys.platform != "win32":
+        _install_uvloop()
     try:
         asyncio.run(serve(settings))
     except OSError as e:
