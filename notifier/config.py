@@ -247,7 +247,7 @@ class OAuth2Settings(Section):
     client_json_file: str = ""
     device_authorization_url: str = ""  # preset per mode when empty (device grant)
     revocation_url: str = ""  # preset per mode when empty (Google); used by `oauth2 revoke`
-    client_auth: Literal["", "post", "basic"] = ""  # generic modes: how a secret is sent
+    client_auth: Literal["", "post", "basic"] = ""  # how client_secret is sent: form or Basic
     signing_alg: Literal["", "RS256", "PS256", "ES256"] = ""  # "": from the key type
     refresh_margin_s: float = Field(default=600.0, ge=0)  # refresh this long before expiry
 

@@ -34,8 +34,10 @@ from starlette.types import Scope
 
 from notifier.config import host_port
 from notifier.ingest.httpauth import HttpAuth
+from notifier.ingest.parse.fallback import unparsed_record
 from notifier.ingest.parse.innovaphone import parse_form
 from notifier.ingest.parse.jsonrec import parse_json_records
+from notifier.ingest.stream import DEGRADED, extra_metrics
 from notifier.log import RateLimiter, get_logger
 from notifier.metrics import Metrics
 from notifier.records import ParseError, Record, SeverityScheme
@@ -156,6 +158,10 @@ class _IngestEndpoints:
                 )
             except ParseError as e:
                 raise _Refusal(400, e.reason, str(e)) from None
+            except Exception as e:  # a parser bug: keep the message and answer 200, never 500
+                record = unparsed_record(
+                    data, e, received_at=received_at, sender=peer, receiver=FORM_RECEIVER
+                )
             await self._store(FORM_RECEIVER, [record])
         except _Refusal as refusal:
             return self._refuse(FORM_RECEIVER, peer, refusal)
@@ -254,6 +260,12 @@ class _IngestEndpoints:
             return parse()
         except ParseError as e:
             raise _Refusal(400, e.reason, str(e)) from None
+        except Exception as e:  # a parser bug: keep the body as one log record, never a 500
+            return [
+                unparsed_record(
+                    body, e, received_at=received_at, sender=peer, receiver=JSON_RECEIVER
+                )
+            ]
 
     async def _store(self, receiver: str, records: Sequence[Record]) -> None:
         try:
@@ -273,23 +285,43 @@ class _IngestEndpoints:
             ) from None
         for record in records:
             self.metrics.accepted.labels(receiver, record.kind.value).inc()
+            # Kept with a problem noted (a parser failure among them): counted as the stream
+            # receivers count it.
+            for key in record.extras.keys() & DEGRADED.keys():
+                extra_metrics(self.metrics).degraded.labels(receiver, DEGRADED[key]).inc()
+                self._warn(
+                    "ingest_degraded", receiver, DEGRADED[key], record.sender, record.extras[key]
+                )
 
     def _refuse(self, receiver: str, peer: str, refusal: _Refusal) -> Response:
         self.metrics.rejected.labels(receiver, refusal.reason).inc()
-        host = peer.rsplit(":", 1)[0]
-        allowed, suppressed = self.limiter.allow(f"{receiver}|{refusal.reason}|{host}")
-        if allowed:
-            emit = log.debug if refusal.reason == "auth_challenge" else log.warning
-            emit(
-                "ingest_rejected",
-                receiver=receiver,
-                reason=refusal.reason,
-                sender=peer,
-                status=refusal.status,
-                detail=refusal.detail,
-                suppressed=suppressed,
-            )
+        self._warn(
+            "ingest_rejected",
+            receiver,
+            refusal.reason,
+            peer,
+            refusal.detail,
+            status=refusal.status,
+        )
         return _error_response(refusal.status, refusal.reason, refusal.detail, refusal.headers)
+
+    def _warn(
+        self, event: str, receiver: str, reason: str, peer: str, detail: str, **more: Any
+    ) -> None:
+        """Log `event` unless this sender had its share of `reason` lines this minute."""
+        host = peer.rsplit(":", 1)[0]
+        allowed, suppressed = self.limiter.allow(f"{receiver}|{reason}|{host}")
+        if allowed:
+            emit = log.debug if reason == "auth_challenge" else log.warning
+            emit(
+                event,
+                receiver=receiver,
+                reason=reason,
+                sender=peer,
+                detail=detail,
+                suppressed=suppressed,
+                **more,
+            )
 
 
 def _method_not_allowed(allow: str) -> Response:

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from notifier.backoff import Backoff
 from notifier.config import host_port
+from notifier.ingest.parse.fallback import unparsed_record
 from notifier.ingest.parse.framing import FrameDecoder
 from notifier.ingest.parse.syslog import host_of
 from notifier.log import RateLimiter, get_logger
@@ -46,7 +47,8 @@ class _Extra:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.degraded = Counter(
             "notifier_ingest_degraded",
-            "Records accepted with a problem noted in extras (bad_xml, unknown_severity)",
+            "Records accepted with a problem noted in extras (bad_xml, unknown_severity, "
+            "deep_details, parser_error)",
             ["receiver", "reason"],
             registry=registry,
         )
@@ -60,8 +62,13 @@ class _Extra:
 
 _extras: weakref.WeakKeyDictionary[CollectorRegistry, _Extra] = weakref.WeakKeyDictionary()
 
-# extras key a parser sets → the degraded reason counted for it
-_DEGRADED = {"xml_error": "bad_xml", "severity_error": "unknown_severity"}
+# extras key a parser sets → the degraded reason counted (and logged, rate-limited) for it
+DEGRADED = {
+    "xml_error": "bad_xml",
+    "severity_error": "unknown_severity",
+    "details_error": "deep_details",
+    "parser_error": "parser_error",
+}
 
 
 def extra_metrics(metrics: Metrics) -> _Extra:
@@ -111,9 +118,10 @@ class Intake:
                 )
             except ParseError as e:
                 self.reject(sender, e.reason, str(e))
-            except Exception as e:  # a parser bug must cost one message, never the receiver
-                _log.exception("parser_failed", receiver=self.receiver, sender=sender)
-                self.reject(sender, "parser_error", f"{type(e).__name__}: {e}")
+            except Exception as e:  # a parser bug: keep the message as it came (see fallback)
+                out.append(
+                    unparsed_record(data, e, received_at=now, sender=sender, receiver=self.receiver)
+                )
         if frames:
             self._received.inc(len(frames))
         return out
@@ -136,10 +144,10 @@ class Intake:
             self._metrics.accepted.labels(self.receiver, kind.value).inc(n)
         for r in records:
             # Most records have no extras; `isdisjoint` builds no set.
-            if r.extras and not _DEGRADED.keys().isdisjoint(r.extras):
-                for key in r.extras.keys() & _DEGRADED.keys():
-                    self._extra.degraded.labels(self.receiver, _DEGRADED[key]).inc()
-                    self._warn(r.sender, _DEGRADED[key], r.extras[key], "ingest_degraded")
+            if r.extras and not DEGRADED.keys().isdisjoint(r.extras):
+                for key in r.extras.keys() & DEGRADED.keys():
+                    self._extra.degraded.labels(self.receiver, DEGRADED[key]).inc()
+                    self._warn(r.sender, DEGRADED[key], r.extras[key], "ingest_degraded")
 
     def reject(self, sender: str, reason: str, detail: str, count: int = 1) -> None:
         self._metrics.rejected.labels(self.receiver, reason).inc(count)

@@ -203,12 +203,16 @@ async def start_udp(
             socks.append(sock)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # No SO_REUSEADDR: on UDP it lets a second process bind the same port and take
+            # its datagrams from the first without a word; a port in use must stop the start.
             granted = _set_rcvbuf(sock, rcvbuf_bytes)
             try:
                 sock.bind(address)
             except OSError as e:
-                raise OSError(e.errno, f"{receiver}: cannot bind UDP {address[:2]}: {e}") from e
+                # Worded like asyncio's TCP bind error, which `run` turns into one line + hint.
+                reason = (e.strerror or str(e)).lower()
+                where = format_peer(address)
+                raise OSError(e.errno, f"{receiver}: cannot bind UDP {where}: {reason}") from e
             sock.setblocking(False)
             log = _log.warning if granted < rcvbuf_bytes else _log.info
             log(

@@ -19,6 +19,7 @@ from cryptography import x509
 from notifier.config import OAuth2Mode, OAuth2Settings
 from notifier.oauth2.client_auth import (
     ClientAuth,
+    ClientSecretBasic,
     ClientSecretPost,
     NoClientAuth,
     PrivateKey,
@@ -115,6 +116,15 @@ def resolve_mode(
     if build is None:
         raise ModeError([f"{r.prefix}mode: choose one of {', '.join(MODES)}"])
     spec = build(r)
+    if (
+        spec is not None
+        and settings.client_auth
+        and not isinstance(spec.client_auth, ClientSecretPost | ClientSecretBasic)
+    ):
+        r.problems.append(
+            f"{r.prefix}client_auth: applies only to a client_secret; this account's client "
+            f"authenticates with {spec.client_auth.method}: remove the key"
+        )
     if r.problems or spec is None:
         raise ModeError(r.problems)
     return spec
@@ -153,6 +163,13 @@ class _Resolver:
             path = self.s.resource_owner_password_file
             value = self.read_text("resource_owner_password_file", path).removesuffix("\n")
         return value
+
+    def secret_auth(self, client_id: str, secret: str) -> ClientAuth:
+        """The client secret sent as `client_auth` says: in the form (the default) or by HTTP
+        Basic (RFC 6749 §2.3.1, what some providers require)."""
+        if self.s.client_auth == "basic":
+            return ClientSecretBasic(client_id, secret)
+        return ClientSecretPost(client_id, secret)
 
     def owner(self, why: str) -> tuple[str, str]:
         """The resource owner and password for the password grant, both required."""
@@ -253,7 +270,7 @@ def _microsoft(r: _Resolver, grant: Grant, scope: str) -> ModeSpec | None:
     if s.private_key_file or s.certificate_file:
         auth = r.key_jwt(client_id, cert_required=True)
     elif secret:
-        auth = ClientSecretPost(client_id, secret)
+        auth = r.secret_auth(client_id, secret)
     elif grant is Grant.PASSWORD:
         # A public client: the app registration must allow public client flows.
         auth = NoClientAuth(client_id)
@@ -334,7 +351,7 @@ def _gmail(r: _Resolver) -> ModeSpec | None:
         ),
         device_authorization_url=r.preset(s.device_authorization_url, GOOGLE_DEVICE),
         scope=r.preset(s.scope, GOOGLE_SCOPE),
-        client_auth=ClientSecretPost(client_id, secret),
+        client_auth=r.secret_auth(client_id, secret),
         redirect_uri=r.redirect_uri or str(json_redirect),
         login_hint=s.resource_owner or r.address,
         # Without offline access Google returns no refresh token.
@@ -401,7 +418,7 @@ def _generic(r: _Resolver, auth: Callable[[str], ClientAuth | None]) -> ModeSpec
 def _client_secret_post(r: _Resolver) -> ModeSpec | None:
     def auth(client_id: str) -> ClientAuth | None:
         secret = r.require("client_secret", r.secret)
-        return ClientSecretPost(client_id, secret) if secret else None
+        return r.secret_auth(client_id, secret) if secret else None
 
     return _generic(r, auth)
 

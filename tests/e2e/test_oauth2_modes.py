@@ -268,6 +268,41 @@ def test_client_secret_post_generic_signed_in_on_the_page(
             proc.stop()
 
 
+def test_client_secret_post_mode_with_client_auth_basic_uses_http_basic(
+    tmp_path: Path, pki: TestPKI, authserver: AuthServer
+) -> None:
+    # A provider that accepts the secret only by HTTP Basic (client_secret_basic): configured
+    # as examples/oauth2/client_secret_post.toml says, with `client_auth = "basic"`.
+    authserver.add_client(
+        "notifier",
+        secret=CLIENT_SECRET,
+        auth_method="client_secret_basic",
+        grant_types=["password", "refresh_token"],
+    )
+    with smtp_server(pki, authserver) as smtp:
+        proc = _run(
+            tmp_path,
+            smtp,
+            pki,
+            {
+                "mode": "client_secret_post",
+                "client_auth": "basic",
+                "grant": "password",
+                "client_id": "notifier",
+                "client_secret": CLIENT_SECRET,
+                "resource_owner": USER,
+                "resource_owner_password": PASSWORD,
+                "token_endpoint": authserver.token_url,
+                "scope": "smtp offline_access",
+            },
+        )
+        try:
+            _deliver_alarm_and_check(proc, smtp)
+            assert authserver.token_requests["password"] == 1
+        finally:
+            proc.stop()
+
+
 def test_private_key_jwt_generic_signed_in_with_the_device_grant(
     tmp_path: Path, pki: TestPKI, authserver: AuthServer
 ) -> None:

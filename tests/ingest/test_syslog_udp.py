@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import socket
+import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from notifier.ingest.udp import start_udp, udp_rcvbuf_errors
@@ -17,6 +19,7 @@ from notifier.spool import MemorySpool
 from notifier.spool.base import Overflow
 from tests.conftest import free_port
 from tests.ingest.conftest import arrived, count, eventually, run
+from tests.service import NotifierProcess, wait_for
 
 HOST = socket.gethostname()
 
@@ -241,3 +244,36 @@ async def test_receive_buffer_drops_are_exported(
         lambda: (metrics.registry.get_sample_value("notifier_udp_rcvbuf_errors") or 0) >= expected,
         "the kernel counter exported",
     )
+
+
+def test_second_instance_on_the_same_udp_port_stops_and_the_first_keeps_receiving(
+    tmp_path: Path,
+) -> None:
+    with NotifierProcess(tmp_path / "first") as first:
+        second = NotifierProcess(
+            tmp_path / "second",
+            syslog_port=first.syslog_port,
+            overrides={"syslog": {"tcp": ""}, "tcp": {"listen": ""}},
+        )
+        try:
+            with pytest.raises(RuntimeError, match="exited with 1"):
+                second.start()
+        finally:
+            second.stop()
+        assert "Traceback" not in second.logs()
+        [failure] = [e for e in second.log_events() if e.get("level") == "error"]
+        assert failure["event"] == "cannot start"
+        assert "address already in use" in failure["error"].lower()
+        assert str(first.syslog_port) in failure["error"]
+        assert failure["hint"].startswith("another process uses that port")
+
+        port = str(first.syslog_port)
+        subprocess.run(
+            ["logger", "-n", "127.0.0.1", "-P", port, "-d", "--rfc3164", "still here"], check=True
+        )
+
+        def texts() -> list[str]:
+            records = httpx.get(f"{first.url}/api/v1/records", timeout=5).json()
+            return [r["text"] for r in records]
+
+        wait_for(lambda: "still here" in texts(), what="the first instance got the datagram")

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+from pathlib import Path
+
+import httpx
 
 from notifier.ingest.parse.line import parse_line
 from notifier.ingest.stream import start_stream
@@ -11,6 +15,7 @@ from notifier.records import Kind
 from notifier.spool import MemorySpool
 from tests.conftest import free_port
 from tests.ingest.conftest import arrived, count, eventually
+from tests.service import NotifierProcess, wait_for
 
 
 async def test_lf_crlf_and_pri_lines_become_records(
@@ -76,3 +81,45 @@ async def test_line_over_the_limit_is_refused_and_the_connection_keeps_working(
     )
     writer.close()
     await writer.wait_closed()
+
+
+_NUMBERED = (
+    b"2026 year line\n"
+    b"70000 calls dropped\r\n"
+    b"<134>Mar 10 11:00:00 gw01 SIP: after the numbers\n"
+    b"5 apples, 3 pears\n"
+    b"last line\n"
+)
+_NUMBERED_TEXTS = [
+    "2026 year line",
+    "70000 calls dropped",
+    "after the numbers",
+    "5 apples, 3 pears",
+    "last line",
+]
+
+
+def test_lines_starting_with_a_number_swallow_nothing_on_the_raw_and_syslog_tcp_ports(
+    tmp_path: Path,
+) -> None:
+    """The ports as `notifier run` opens them: a count is a count only when "<" follows it."""
+    with NotifierProcess(tmp_path) as n:
+        for port in (n.tcp_port, n.syslog_port):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(_NUMBERED)
+
+        def by_receiver() -> dict[str, list[str]]:
+            records = httpx.get(f"{n.url}/api/v1/records", timeout=5).json()
+            got: dict[str, list[str]] = {}
+            for r in reversed(records):  # newest first: put them in arrival order
+                got.setdefault(r["receiver"], []).append(r["text"])
+            return got
+
+        wait_for(
+            lambda: (
+                len(by_receiver().get("tcp", [])) >= 5
+                and len(by_receiver().get("syslog-tcp", [])) >= 5
+            ),
+            what="5 records on each port",
+        )
+        assert by_receiver() == {"tcp": _NUMBERED_TEXTS, "syslog-tcp": _NUMBERED_TEXTS}

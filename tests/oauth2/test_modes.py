@@ -11,7 +11,12 @@ import pytest
 from pydantic import SecretStr
 
 from notifier.config import OAuth2Settings
-from notifier.oauth2.client_auth import ClientSecretPost, NoClientAuth, PrivateKeyJwt
+from notifier.oauth2.client_auth import (
+    ClientSecretBasic,
+    ClientSecretPost,
+    NoClientAuth,
+    PrivateKeyJwt,
+)
 from notifier.oauth2.errors import ModeError
 from notifier.oauth2.grants import Grant
 from notifier.oauth2.modes import resolve_mode, validate_mode
@@ -177,6 +182,39 @@ def test_generic_modes(rsa_keys: KeyPair) -> None:
     )
     assert isinstance(key.client_auth, PrivateKeyJwt) and key.client_auth.kid == "k1"
     assert key.grant is Grant.CLIENT_CREDENTIALS and key.client_auth.certificate is None
+
+
+def test_client_auth_basic_sends_the_secret_by_http_basic_in_every_mode_with_a_secret() -> None:
+    generic = {"client_id": "c", "token_endpoint": "https://idp/token", "grant": "password"}
+    owner = {"resource_owner": BOX, "resource_owner_password": "pw"}
+    for extra in (
+        {"mode": "client_secret_post", **generic, **owner},
+        {"mode": "exchange", "tenant": "t", "client_id": "c"},
+        {"mode": "gmail", "client_id": "c"},
+    ):
+        spec = resolve_mode(settings(client_secret="s", client_auth="basic", **extra), BOX)
+        assert spec.client_auth == ClientSecretBasic("c", "s"), extra["mode"]
+        spec = resolve_mode(settings(client_secret="s", client_auth="post", **extra), BOX)
+        assert spec.client_auth == ClientSecretPost("c", "s"), extra["mode"]
+
+
+def test_client_auth_without_a_client_secret_is_a_config_error(rsa_keys: KeyPair) -> None:
+    problems = validate_mode(
+        settings(
+            mode="private_key_jwt",
+            client_id="c",
+            token_endpoint="https://idp/token",
+            grant="client_credentials",
+            private_key_file=str(rsa_keys.private_file),
+            client_auth="basic",
+        ),
+        "ops",
+        BOX,
+    )
+    assert problems == [
+        "accounts.ops.oauth2.client_auth: applies only to a client_secret; this account's "
+        "client authenticates with private_key_jwt: remove the key"
+    ]
 
 
 def test_missing_settings_are_named_one_line_each() -> None:

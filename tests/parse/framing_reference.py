@@ -2,6 +2,7 @@
 
 `tests/parse/test_framing_fast.py` checks that the optimised `FrameDecoder` gives the same frames
 and errors as this one for generated streams cut into generated chunks. Do not optimise this file.
+Changes of behaviour go into both (issue #8: a count is a count only when "<" follows its space).
 """
 
 from __future__ import annotations
@@ -103,9 +104,15 @@ class FrameDecoder:
             return None if eof else -1
         if buf[digits_end] != 0x20:
             return None
+        body = digits_end + 1
+        # RFC 6587 frames carry syslog messages, which start with "<PRI>": without the "<" this
+        # is a text line that happens to start with a number ("2026 year line").
+        if body == end:
+            return None if eof else -1
+        if buf[body] != 0x3C:
+            return None
         digits = bytes(buf[pos:digits_end])
         count = int(digits)
-        body = digits_end + 1
         if len(digits) > _MAX_COUNT_LEN or count == 0:
             out.append(
                 ParseError("bad_octet_count", f"octet count {digits[:24].decode()!r} is not usable")

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
+import contextlib
+from urllib.parse import quote
 
-from notifier.ingest.parse.alarmxml import AlarmFields, parse_alarm_xml
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from notifier.ingest.parse.alarmxml import MAX_DETAILS_DEPTH, AlarmFields, parse_alarm_xml
+from notifier.ingest.parse.innovaphone import parse_form
+from notifier.ingest.parse.line import parse_line
 from notifier.ingest.parse.syslog import parse_syslog
-from notifier.records import Kind, Severity, SeverityScheme
+from notifier.records import Kind, ParseError, Severity, SeverityScheme
 
 NOW = 1_773_144_000.0
 
@@ -111,3 +118,91 @@ def test_fields_read_case_insensitively_from_a_nested_record() -> None:
     assert parse_alarm_xml('<log><Alarm Type="alarm" CODE="0x2" Host="h"/></log>') == AlarmFields(
         type="alarm", code="0x2", host="h"
     )
+
+
+def deep_details(levels: int, tag: str = "a") -> str:
+    """An alarm whose <details> nests `levels` elements, "leaf" in the innermost."""
+    nested = f"<{tag}>" * levels + "leaf" + f"</{tag}>" * levels
+    return (
+        '<alarm type="alarm" severity="Major" code="0x00010002" source="RELAY/RECH" '
+        f'text="Registration down"><details>{nested}</details></alarm>'
+    )
+
+
+def test_details_nested_1000_deep_keep_the_alarm_with_its_details_as_text() -> None:
+    r = syslog(deep_details(1000))
+    assert (r.kind, r.severity, r.code, r.text) == (
+        Kind.ALARM,
+        Severity.MAJOR,
+        "0x00010002",
+        "Registration down",
+    )
+    assert r.details == "leaf"
+    assert "more than 64 elements deep" in r.extras["details_error"]
+
+
+def test_details_at_the_depth_limit_stay_xml() -> None:
+    r = syslog(deep_details(MAX_DETAILS_DEPTH))
+    assert r.details == "<a>" * MAX_DETAILS_DEPTH + "leaf" + "</a>" * MAX_DETAILS_DEPTH
+    assert "details_error" not in r.extras
+    assert "details_error" in syslog(deep_details(MAX_DETAILS_DEPTH + 1)).extras
+
+
+def test_deep_details_in_an_http_msg_field_keep_the_alarm() -> None:
+    form = f"event=syslog&from=gw&msg={quote(deep_details(3000))}"
+    r = parse_form(form, received_at=NOW, sender="192.0.2.7:80", receiver="http")
+    assert (r.kind, r.code, r.details) == (Kind.ALARM, "0x00010002", "leaf")
+    assert "details_error" in r.extras
+
+
+_tags = st.sampled_from(["a", "details", "alarm", "text", "code", "x:y"])
+_attrs = st.sampled_from(["", ' type="alarm"', ' code="0x1"', ' type="clear" code="2"', ' k="v"'])
+# Where the deep chain goes: (opening tags around it, closing tags after it).
+_places = st.sampled_from(
+    [
+        ('<alarm type="alarm" code="1"><details>', "</details></alarm>"),
+        ('<alarm type="alarm" code="1"><details><p/>', "<p/></details></alarm>"),
+        ('<event><type>alarm</type><code>2</code><details x="1">', "</details></event>"),
+        ('<alarm type="alarm" code="1"><text>', "</text></alarm>"),
+        ('<log><alarm code="3"><details>', "</details></alarm></log>"),
+        ("", ""),
+    ]
+)
+
+
+@st.composite
+def deep_trees(draw: st.DrawFn) -> str:
+    """Alarm-like XML with a chain of up to 9,000 nested elements in it, whole or cut off:
+    in <details>, in other fields, around the record, among random elements."""
+    before, after = draw(_places)
+    outer = draw(st.lists(st.tuples(_tags, _attrs), max_size=3))
+    levels = draw(st.integers(min_value=0, max_value=9000))
+    tag = draw(_tags)
+    leaf = draw(st.sampled_from(["", "leaf", "<b/>", "&amp;", "<alarm type='alarm' code='9'/>"]))
+    text = (
+        before
+        + "".join(f"<{t}{a}>" for t, a in outer)
+        + f"<{tag}>" * levels
+        + leaf
+        + f"</{tag}>" * levels
+        + "".join(f"</{t}>" for t, _ in reversed(outer))
+        + after
+    )
+    cut = draw(st.one_of(st.none(), st.integers(min_value=0, max_value=len(text))))
+    return text if cut is None else text[:cut]
+
+
+@settings(max_examples=200, deadline=None)
+@given(xml=deep_trees())
+def test_deep_trees_give_a_record_or_a_parse_error_in_every_parser(xml: str) -> None:
+    form = b"event=syslog&msg=" + quote(xml).encode()
+    for parse in (
+        lambda: parse_alarm_xml(xml),
+        lambda: syslog(xml),
+        lambda: parse_line(xml.encode(), received_at=NOW, sender="192.0.2.7:1", receiver="tcp"),
+        lambda: parse_form(form, received_at=NOW, sender="192.0.2.7:80", receiver="http"),
+    ):
+        with contextlib.suppress(ParseError):
+            parse()
+    # Any depth, whole or cut off: the message is kept, as an alarm or as a log line.
+    assert syslog("x " + xml).raw == b"<134>x " + xml.encode()

@@ -20,13 +20,13 @@ def decode(data: bytes, max_frame_bytes: int = 65536, **kw: bool) -> list[bytes 
 
 
 def test_octet_counted_and_delimited_frames_mix_in_one_stream() -> None:
-    stream = b"5 hello<13>lf line\n<13>crlf line\r\n<13>nul line\x0011 octet\ncount"
+    stream = b"9 <13>hello<13>lf line\n<13>crlf line\r\n<13>nul line\x0015 <13>octet\ncount"
     assert decode(stream) == [
-        b"hello",
+        b"<13>hello",
         b"<13>lf line",
         b"<13>crlf line",
         b"<13>nul line",
-        b"octet\ncount",
+        b"<13>octet\ncount",
     ]
 
 
@@ -63,10 +63,10 @@ def test_oversized_line_is_refused_once_and_the_next_frame_still_arrives() -> No
 
 def test_oversized_octet_counted_frame_is_skipped_by_its_count() -> None:
     body = b"<13>" + b"y\n" * 40  # holds LFs that must not be read as frame ends
-    out = decode(b"%d " % len(body) + body + b"4 next", max_frame_bytes=50)
+    out = decode(b"%d " % len(body) + body + b"8 <13>next", max_frame_bytes=50)
     assert out == [
         ("frame_too_large", "octet-counted frame of 84 bytes is over the 50-byte limit"),
-        b"next",
+        b"<13>next",
     ]
 
 
@@ -81,7 +81,7 @@ def test_endless_line_never_buffers_more_than_a_frame() -> None:
 
 
 def test_bad_octet_count_resyncs_at_the_next_line() -> None:
-    assert decode(b"99999999999 x y z\n<13>good\n") == [
+    assert decode(b"99999999999 <13>x y z\n<13>good\n") == [
         ("bad_octet_count", "octet count '99999999999' is not usable"),
         b"<13>good",
     ]
@@ -89,6 +89,30 @@ def test_bad_octet_count_resyncs_at_the_next_line() -> None:
 
 def test_digits_without_space_are_a_plain_line() -> None:
     assert decode(b"123abc\n") == [b"123abc"]
+
+
+def test_a_line_starting_with_a_number_is_a_line_and_swallows_nothing() -> None:
+    """A count is a count only when the "<" of a syslog PRI follows its space."""
+    stream = b"2026 year line\n<13>next\n70000 calls dropped\r\nthird\n12 \n0 x\n4 <13>"
+    assert decode(stream) == [
+        b"2026 year line",
+        b"<13>next",
+        b"70000 calls dropped",
+        b"third",
+        b"12 ",
+        b"0 x",
+        b"<13>",
+    ]
+
+
+def test_a_number_and_space_at_the_end_of_a_read_waits_for_the_next_byte() -> None:
+    d = FrameDecoder()
+    assert d.feed(b"2026 ") == []
+    assert d.feed(b"year line\n") == [b"2026 year line"]
+    assert d.feed(b"7 ") == []
+    assert d.feed(b"<13>a\nb") == [b"<13>a\nb"]
+    assert d.feed(b"2026 ") == []
+    assert d.close() == [b"2026 "]
 
 
 def test_line_mode_keeps_a_leading_number_as_text() -> None:
@@ -104,7 +128,7 @@ def test_line_of_exactly_the_limit_with_crlf_is_accepted_in_any_chunking() -> No
 
 
 _pieces = st.sampled_from(
-    [b"\n", b"\r\n", b"\x00", b" ", b"5 ", b"12 ", b"0 ", b"99999999999 ", b"<13>", b"abc", b"7"]
+    [b"\n", b"\r\n", b"\x00", b" ", b"5 ", b"12 <", b"0 ", b"99999999999 ", b"<13>", b"abc", b"7"]
 )
 _streams = st.lists(st.one_of(_pieces, st.binary(max_size=40)), max_size=30).map(b"".join)
 

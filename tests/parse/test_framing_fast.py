@@ -52,6 +52,8 @@ _pieces = st.sampled_from(
         b" ",
         b"5 ",
         b"12 ",
+        b"3 <",
+        b"2026 year line",
         b"0 ",
         b"99999999999 ",
         b"<13>",

@@ -34,6 +34,9 @@ _LOOKS_LIKE_ALARM = re.compile(r"<\s*[\w:.-]+[^<>]*\b(?:type|code)\s*=|<\s*(?:ty
 _FIRST_TAG = re.compile(r"<[A-Za-z_]")
 _MAX_XML_CHARS = 65536
 _FALSE = frozenset({"false", "0", "no", "off", "inactive"})
+# innovaphone details nest a few levels. ElementTree serialises with one Python call per level,
+# so details nested near the recursion limit (1,000) would fail: deeper ones are kept as text.
+MAX_DETAILS_DEPTH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,7 @@ class AlarmFields:
     text: str = ""
     xsl: str = ""
     details: str = ""  # the inner XML of the details element, as text
+    details_error: str = ""  # why `details` holds only the text of the element, "" when whole
 
 
 def alarm_kind(type_: str, active: str = "") -> Kind:
@@ -99,7 +103,7 @@ def _fields(element: ET.Element) -> AlarmFields:
     for child in element:
         key = _local(child.tag).lower() if isinstance(child.tag, str) else ""
         if key == "details":
-            found["details"] = _inner_xml(child)
+            found["details"], found["details_error"] = _inner_xml(child)
         elif key in FIELDS and key not in found:
             found[key] = "".join(child.itertext()).strip()
     return AlarmFields(**found)
@@ -110,18 +114,38 @@ def _local(name: str) -> str:
     return name.rsplit("}", 1)[-1]
 
 
-def _inner_xml(element: ET.Element) -> str:
+def _inner_xml(element: ET.Element) -> tuple[str, str]:
+    """The inner XML of `element` and ""; or, nested deeper than `MAX_DETAILS_DEPTH`, only its
+    text content and the reason (the alarm matters more than the shape of its details)."""
+    depth = _depth(element, MAX_DETAILS_DEPTH)
+    if depth > MAX_DETAILS_DEPTH:
+        text = "".join(element.itertext()).strip()  # iterative: safe at any depth
+        reason = f"details nest more than {MAX_DETAILS_DEPTH} elements deep: kept as text only"
+        return text, reason
     parts = [element.text or ""]
     for child in element:
         # tostring includes the child's tail text, which is what inner XML means.
         parts.append(ET.tostring(child, encoding="unicode"))
-    return "".join(parts).strip()
+    return "".join(parts).strip(), ""
+
+
+def _depth(element: ET.Element, limit: int) -> int:
+    """How many levels of elements `element` holds, counted without recursion; stops counting
+    past `limit`."""
+    deepest = 0
+    level = [element]
+    while level and deepest <= limit:
+        level = [child for node in level for child in node]
+        if level:
+            deepest += 1
+    return deepest
 
 
 def with_alarm(record: Record, scheme: SeverityScheme = SeverityScheme.EVENTS_API) -> Record:
     """`record` (a log line) as the alarm / clear / event its text carries, if it carries one.
 
-    Never fails: XML that does not parse leaves a log record with ``extras["xml_error"]``.
+    Never fails: XML that does not parse leaves a log record with ``extras["xml_error"]``;
+    details nested too deep are kept as their text, with ``extras["details_error"]``.
     """
     if "<" not in record.text:
         return record
@@ -147,6 +171,8 @@ def alarm_record(
     for name, value in (("type", fields.type), ("active", fields.active), ("xsl", fields.xsl)):
         if value:
             extras[name] = value
+    if fields.details_error:
+        extras["details_error"] = fields.details_error
     if fields.source and base.source:
         extras["tag"] = base.source
     if fields.severity:

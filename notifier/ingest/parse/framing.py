@@ -1,9 +1,10 @@
 """RFC 6587 stream framing: an incremental decoder, one per connection.
 
-Framing is decided per frame, as rsyslog does: a frame that starts with digits and a space is
-octet-counted (RFC 6587 3.4.1), anything else runs to the next LF, CRLF or NUL (3.4.2). The
-decoder never holds more than about one frame (`max_frame_bytes`) of input: an oversized frame
-is reported once and skipped, whichever way it is framed.
+Framing is decided per frame, as rsyslog does: a frame that starts with digits, a space and
+the "<" of a syslog PRI is octet-counted (RFC 6587 3.4.1); anything else, "2026 year line" too,
+runs to the next LF, CRLF or NUL (3.4.2). The decoder never holds more than about one frame
+(`max_frame_bytes`) of input: an oversized frame is reported once and skipped, whichever way it
+is framed (a counted one by its count, never buffered).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ _DIGITS = frozenset(b"0123456789")
 _MAX_COUNT_DIGITS = 20
 # Counts with more digits than this are nonsense (RFC 5425 frames stay far below 1 GB).
 _MAX_COUNT_LEN = 9
+# What starts an octet-counted frame, as `FrameDecoder._counted` reads it: COUNT SP "<".
+_COUNT_PREFIX = re.compile(rb"[0-9]{1,%d} <" % _MAX_COUNT_DIGITS)
 
 
 class FrameDecoder:
@@ -80,11 +83,10 @@ class FrameDecoder:
             if buf[pos] in _BLANK:  # empty lines and stray trailers between frames
                 pos += 1
                 continue
+            step: int | None = None
             if self._octet_counting and buf[pos] in _DIGITS:
                 step = self._counted(buf, pos, end, out, eof=eof)
-                if step is None:  # not octet-counted after all: a text line
-                    step = self._line(buf, pos, end, out, eof=eof)
-            else:
+            if step is None:  # lines ("2026 year line" too: not octet-counted after all)
                 step = self._lines(buf, pos, end, out)
                 if step == pos:  # no complete line: wait, or the end of the stream decides
                     step = self._line(buf, pos, end, out, eof=eof)
@@ -107,9 +109,15 @@ class FrameDecoder:
             return None if eof else -1
         if buf[digits_end] != 0x20:
             return None
+        body = digits_end + 1
+        # RFC 6587 frames carry syslog messages, which start with "<PRI>": without the "<" this
+        # is a text line that happens to start with a number ("2026 year line").
+        if body == end:
+            return None if eof else -1
+        if buf[body] != 0x3C:
+            return None
         digits = bytes(buf[pos:digits_end])
         count = int(digits)
-        body = digits_end + 1
         if len(digits) > _MAX_COUNT_LEN or count == 0:
             out.append(
                 ParseError("bad_octet_count", f"octet count {digits[:24].decode()!r} is not usable")
@@ -153,6 +161,7 @@ class FrameDecoder:
         chunk = bytes(buf[pos:last])
         parts = chunk.split(b"\n") if b"\x00" not in chunk else _DELIMITER.split(chunk)
         counted = self._octet_counting
+        is_counted = _COUNT_PREFIX.match
         limit = self._max
         at = pos
         for part in parts:
@@ -160,7 +169,8 @@ class FrameDecoder:
             line = part.lstrip(b"\r")  # blank bytes between frames
             if not line:
                 continue
-            if counted and line[0] in _DIGITS:  # maybe octet-counted: `_counted` decides
+            if counted and line[0] in _DIGITS and is_counted(line):
+                # octet-counted: its frame may hold LFs, `_counted` reads it by its count
                 return start + len(part) - len(line)
             if line[-1] == 0x0D:  # CR LF
                 line = line[:-1]
