@@ -106,6 +106,7 @@ format = "json"
 [http]
 listen = "127.0.0.1:{http_port}"
 max_connections = 10000
+max_connections_per_peer = 10000  # every bench connection comes from 127.0.0.1
 
 [syslog]
 udp = "127.0.0.1:{syslog_port}"

@@ -128,7 +128,9 @@ class HttpSettings(Section):
     users_file: str = ""
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    # At max_connections the connection idle longest is closed to make room for a new one.
     max_connections: int = Field(default=1000, ge=1)
+    max_connections_per_peer: int = Field(default=64, ge=1)  # more from one address: 503
     keep_alive_s: float = Field(default=30, gt=0)
 
     _listen = field_validator("listen")(_check_listen)
@@ -159,7 +161,9 @@ class SyslogSettings(Section):
     tls_client_ca_file: str = ""
     udp_rcvbuf_bytes: int = Field(default=8 << 20, ge=65536)
     max_frame_bytes: int = Field(default=65536, ge=480)
+    # TCP and TLS each; at max_connections the longest-silent connection is closed for a new one.
     max_connections: int = Field(default=1000, ge=1)
+    max_connections_per_peer: int = Field(default=64, ge=1)  # more from one address: closed
     idle_timeout_s: float = Field(default=300, gt=0)
 
     _listen = field_validator("udp", "tcp", "tls")(_check_listen)
@@ -174,7 +178,9 @@ class SyslogSettings(Section):
 class TcpSettings(Section):
     listen: str = "127.0.0.1:5515"
     max_line_bytes: int = Field(default=65536, ge=480)
+    # At max_connections the longest-silent connection is closed to make room for a new one.
     max_connections: int = Field(default=1000, ge=1)
+    max_connections_per_peer: int = Field(default=64, ge=1)  # more from one address: closed
     idle_timeout_s: float = Field(default=300, gt=0)
 
     _listen = field_validator("listen")(_check_listen)

@@ -25,13 +25,14 @@ class Metrics:
         )
         self.rejected = Counter(
             "notifier_ingest_rejected",
-            "Messages refused, by receiver and reason",
+            "Messages and connections refused (and idle connections closed to make room), "
+            "by receiver and reason",
             ["receiver", "reason"],
             registry=r,
         )
         self.connections = Gauge(
             "notifier_ingest_connections",
-            "Open stream connections, by receiver",
+            "Open connections, by receiver (http: every HTTP connection)",
             ["receiver"],
             registry=r,
         )

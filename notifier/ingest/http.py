@@ -67,7 +67,7 @@ class _Refusal(Exception):
         self.headers = headers
 
 
-def _error_response(
+def error_response(
     status: int, reason: str, detail: str, headers: Sequence[tuple[str, str]] = ()
 ) -> Response:
     response = JSONResponse({"error": reason, "detail": detail}, status_code=status)
@@ -303,7 +303,7 @@ class _IngestEndpoints:
             refusal.detail,
             status=refusal.status,
         )
-        return _error_response(refusal.status, refusal.reason, refusal.detail, refusal.headers)
+        return error_response(refusal.status, refusal.reason, refusal.detail, refusal.headers)
 
     def _warn(
         self, event: str, receiver: str, reason: str, peer: str, detail: str, **more: Any
@@ -325,7 +325,7 @@ class _IngestEndpoints:
 
 
 def _method_not_allowed(allow: str) -> Response:
-    return _error_response(
+    return error_response(
         405, "method_not_allowed", f"use {allow.replace(', ', ' or ')}", [("Allow", allow)]
     )
 
@@ -351,7 +351,7 @@ class _CatchAll(Route):
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     reasons = {404: "not_found", 405: "method_not_allowed"}
-    return _error_response(
+    return error_response(
         exc.status_code,
         reasons.get(exc.status_code, "http_error"),
         f"{exc.detail}: {request.method} {request.url.path[:200]}",

@@ -4,6 +4,16 @@ We own the loop and the signals (app.py drains on SIGTERM), so uvicorn must not 
 handlers. uvicorn has no header-read timeout: a peer that opens a connection and sends its request
 head slowly would hold a slot for ever, so the protocol closes a connection whose next request has
 not started within `header_timeout_s`. Request bodies are limited by the app (see ingest/http.py).
+
+Connections are limited here, not by uvicorn's `limit_concurrency`: that one counts idle
+keep-alive connections too, so a few hundred held open lock every sender out with a bare 503
+that no counter sees. Instead (ingest/connections.py) a peer gets at most
+`max_connections_per_peer`, and at `max_connections` the connection idle longest is closed to
+make room. A refused connection is answered once its request head has arrived: 503 with
+Retry-After, a JSON reason and ``Connection: close``. A device handles that best: it is an
+answer its log can show, and Retry-After says when to come back; a connection closed before any
+answer looks like a network fault, or like a stale keep-alive connection that HTTP clients retry
+at once.
 """
 
 from __future__ import annotations
@@ -11,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import Generator
 from typing import Any
 
@@ -18,9 +29,16 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from notifier.config import host_port
+from notifier.ingest.connections import ConnectionLimits, Refusal
+from notifier.ingest.http import FORM_RECEIVER, error_response
+from notifier.ingest.stream import Refusals, format_peer
 from notifier.log import get_logger
+from notifier.metrics import Metrics
 
 log = get_logger(__name__)
+
+# What a refused connection is told: the peer's connections close within the keep-alive time.
+_RETRY_AFTER_S = 5
 
 
 class _Server(uvicorn.Server):
@@ -46,16 +64,34 @@ class HeadTooLarge(Exception):
     """A request head over `max_header_bytes`: the parser refuses it (400) and closes."""
 
 
-def _protocol(header_timeout_s: float, max_header_bytes: int) -> type[Any]:
-    """The HTTP protocol class: httptools when installed (with our own head-size limit, which
-    h11 has built in), else h11; both with the header timeout."""
+def _refusal_app(refusal: Refusal) -> Any:
+    """The ASGI app that answers every request of a refused connection (and closes it)."""
+    return error_response(
+        503,
+        refusal.reason,
+        refusal.detail,
+        [("Retry-After", str(_RETRY_AFTER_S)), ("Connection", "close")],
+    )
+
+
+def _protocol(
+    header_timeout_s: float, max_header_bytes: int, limits: ConnectionLimits[Any]
+) -> type[Any]:
+    """The HTTP protocol class: httptools (the C parser, with our own head-size limit, which
+    h11 has built in), with the header timeout and the connection limits."""
     base = HttpToolsProtocol
+    # Refused connections waiting for their request head to be answered 503; more than
+    # `max_connections` of them are closed at once (already counted), so they stay bounded.
+    refusing: set[Any] = set()
 
     class LimitedProtocol(base):  # type: ignore[misc, valid-type]
-        """Closes the connection when no request has begun `header_timeout_s` after the last."""
+        """Closes the connection when no request has begun `header_timeout_s` after the last;
+        admits it under the connection limits."""
 
         _header_timer: asyncio.TimerHandle | None = None
         _head_bytes = 0
+        _idle_from: float | None = None
+        sender = ""
 
         # httptools callbacks (h11 never calls these): count the head as it arrives.
         def on_message_begin(self) -> None:
@@ -77,16 +113,43 @@ def _protocol(header_timeout_s: float, max_header_bytes: int) -> type[Any]:
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
+            self.sender = format_peer(transport.get_extra_info("peername"))
+            self._idle_from = time.monotonic()
+            refusal = limits.admit(self)
+            if refusal is not None:
+                if len(refusing) >= limits.max_total:
+                    transport.close()
+                    return
+                refusing.add(self)
+                self.app = _refusal_app(refusal)  # uvicorn runs `self.app` for each request
             self._arm_header_timer()
 
+        def data_received(self, data: bytes) -> None:
+            self._idle_from = None
+            super().data_received(data)
+
         def on_response_complete(self) -> None:
+            self._idle_from = time.monotonic()
             super().on_response_complete()
             self._arm_header_timer()
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self._header_timer is not None:
                 self._header_timer.cancel()
+            limits.release(self)
+            refusing.discard(self)
             super().connection_lost(exc)
+
+        def idle_since(self) -> float | None:
+            """When the last response was sent (or the connection opened) if no request has
+            begun since; None while one is in progress."""
+            if self.cycle is not None and not self.cycle.response_complete:
+                return None
+            return self._idle_from
+
+        def close(self) -> None:
+            if not self.transport.is_closing():
+                self.transport.close()
 
         def _arm_header_timer(self) -> None:
             if self._header_timer is not None:
@@ -115,7 +178,9 @@ class HttpServer:
         *,
         ssl_certfile: str = "",
         ssl_keyfile: str = "",
-        limit_concurrency: int = 1000,
+        metrics: Metrics | None = None,
+        max_connections: int = 1000,
+        max_connections_per_peer: int = 64,
         timeout_keep_alive: int = 30,
         header_timeout_s: float = 30.0,
         max_header_bytes: int = 64 * 1024,
@@ -124,11 +189,18 @@ class HttpServer:
         self.host = host
         self._requested_port = port
         self.port = port
+        metrics = metrics or Metrics()
+        self.connections: ConnectionLimits[Any] = ConnectionLimits(
+            max_total=max_connections,
+            max_per_peer=max_connections_per_peer,
+            gauge=metrics.connections.labels(FORM_RECEIVER),
+            reject=Refusals(FORM_RECEIVER, metrics).reject,
+        )
         self._config = uvicorn.Config(
             app,
             host=host,
             port=port,
-            http=_protocol(header_timeout_s, max_header_bytes),
+            http=_protocol(header_timeout_s, max_header_bytes, self.connections),
             ws="none",
             lifespan="off",  # app.py starts and stops what the app needs
             log_config=None,  # logging is set up by notifier.log
@@ -137,7 +209,7 @@ class HttpServer:
             proxy_headers=False,  # the peer address is the device; no proxy is trusted
             ssl_certfile=ssl_certfile or None,
             ssl_keyfile=ssl_keyfile or None,
-            limit_concurrency=limit_concurrency,
+            limit_concurrency=None,  # see the module docstring: LimitedProtocol limits
             timeout_keep_alive=timeout_keep_alive,
             timeout_graceful_shutdown=timeout_graceful_shutdown,
             # Bounds what h11 buffers of a request head still incomplete (slow or huge heads);

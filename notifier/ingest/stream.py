@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from notifier.backoff import Backoff
 from notifier.config import host_port
+from notifier.ingest.connections import ConnectionLimits
 from notifier.ingest.parse.fallback import unparsed_record
 from notifier.ingest.parse.framing import FrameDecoder
 from notifier.ingest.parse.syslog import host_of
@@ -88,19 +89,44 @@ def format_peer(address: Any) -> str:
     return host_port(host, port)
 
 
-class Intake:
+class Refusals:
+    """Refusals of one receiver (messages and connections): counted by reason, logged
+    rate-limited per sender address."""
+
+    def __init__(self, receiver: str, metrics: Metrics) -> None:
+        self.receiver = receiver
+        self._metrics = metrics
+        self._limiter = RateLimiter()
+
+    def reject(self, sender: str, reason: str, detail: str, count: int = 1) -> None:
+        self._metrics.rejected.labels(self.receiver, reason).inc(count)
+        self._warn(sender, reason, detail, "ingest_rejected", count=count)
+
+    def _warn(self, sender: str, reason: str, detail: str, event: str, **more: Any) -> None:
+        allowed, suppressed = self._limiter.allow(f"{self.receiver} {host_of(sender)}")
+        if allowed:
+            _log.warning(
+                event,
+                receiver=self.receiver,
+                sender=sender,
+                reason=reason,
+                detail=detail[:_DETAIL_CHARS],
+                suppressed=suppressed,
+                **more,
+            )
+
+
+class Intake(Refusals):
     """Parsing, counting and rate-limited rejection logs, the same for every receiver."""
 
     def __init__(
         self, receiver: str, metrics: Metrics, parse: Parse, scheme: SeverityScheme
     ) -> None:
-        self.receiver = receiver
-        self._metrics = metrics
+        super().__init__(receiver, metrics)
         self._parse = parse
         self._scheme = scheme
         self._received = metrics.received.labels(receiver)
         self._extra = extra_metrics(metrics)
-        self._limiter = RateLimiter()
 
     def parse_all(self, frames: Sequence[tuple[bytes, str]], now: float) -> list[Record]:
         """(frame, sender) pairs, each a datagram or frame received at `now`, parsed and
@@ -149,26 +175,9 @@ class Intake:
                     self._extra.degraded.labels(self.receiver, DEGRADED[key]).inc()
                     self._warn(r.sender, DEGRADED[key], r.extras[key], "ingest_degraded")
 
-    def reject(self, sender: str, reason: str, detail: str, count: int = 1) -> None:
-        self._metrics.rejected.labels(self.receiver, reason).inc(count)
-        self._warn(sender, reason, detail, "ingest_rejected", count=count)
-
     def spool_wait(self, sender: str, detail: str) -> None:
         self._extra.spool_waits.labels(self.receiver).inc()
         self._warn(sender, "spool_full", detail, "ingest_paused_spool_full")
-
-    def _warn(self, sender: str, reason: str, detail: str, event: str, **more: Any) -> None:
-        allowed, suppressed = self._limiter.allow(f"{self.receiver} {host_of(sender)}")
-        if allowed:
-            _log.warning(
-                event,
-                receiver=self.receiver,
-                sender=sender,
-                reason=reason,
-                detail=detail[:_DETAIL_CHARS],
-                suppressed=suppressed,
-                **more,
-            )
 
 
 class StreamReceiver:
@@ -184,6 +193,7 @@ class StreamReceiver:
         max_frame_bytes: int,
         octet_counting: bool,
         max_connections: int,
+        max_connections_per_peer: int,
         idle_timeout_s: float,
         tls_handshake_timeout_s: float,
     ) -> None:
@@ -193,15 +203,18 @@ class StreamReceiver:
         self.ssl = ssl
         self.max_frame_bytes = max_frame_bytes
         self.octet_counting = octet_counting
-        self.max_connections = max_connections
         self.idle_timeout_s = idle_timeout_s
         self.tls_handshake_timeout_s = tls_handshake_timeout_s
-        self.open_gauge = metrics.connections.labels(self.receiver)
+        # Connections being handshaken count too (they hold a socket) but are never idle.
+        self.connections: ConnectionLimits[_Connection] = ConnectionLimits(
+            max_total=max_connections,
+            max_per_peer=max_connections_per_peer,
+            gauge=metrics.connections.labels(self.receiver),
+            reject=intake.reject,
+        )
         self._server: asyncio.Server | None = None  # plain TCP
         self._listeners: list[socket.socket] = []  # TLS: accepted by hand, see `_accept_tls`
         self._acceptors: list[asyncio.Task[None]] = []
-        self._handshaking = 0
-        self._connections: set[_Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
 
@@ -221,7 +234,7 @@ class StreamReceiver:
         await asyncio.gather(*self._acceptors, return_exceptions=True)
         for listener in self._listeners:
             listener.close()
-        for connection in list(self._connections):
+        for connection in self.connections:
             connection.close()
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=_DRAIN_S)
@@ -237,24 +250,15 @@ class StreamReceiver:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def has_room(self, sender: str) -> bool:
-        """False (counted, logged) when a new connection would exceed `max_connections`."""
-        open_now = len(self._connections) + self._handshaking
-        if self._closing or open_now >= self.max_connections:
-            self.intake.reject(
-                sender,
-                "too_many_connections",
-                f"{open_now} connections open, the limit is {self.max_connections}",
-            )
+    def admit(self, connection: _Connection) -> bool:
+        """False (counted, logged) when the connection must be closed at once: its peer holds
+        `max_connections_per_peer`, or all `max_connections` are busy (the one idle longest
+        is closed to make room when there is one), or the receiver is stopping."""
+        if self._closing:
+            self.intake.reject(connection.sender, "shutdown", "the receiver is stopping")
             return False
-        return True
-
-    def admit(self, connection: _Connection, *, room_checked: bool) -> bool:
-        if not room_checked and not self.has_room(connection.sender):
-            return False
-        self._connections.add(connection)
-        self.open_gauge.inc()
-        return True
+        connection.admitted = self.connections.admit(connection) is None
+        return connection.admitted
 
     async def _accept_tls(self, listener: socket.socket) -> None:
         """Accept TLS connections by hand so a failed handshake can be counted with its peer.
@@ -270,33 +274,26 @@ class StreamReceiver:
                 _log.warning("accept_failed", receiver=self.receiver, error=str(e))
                 await asyncio.sleep(0.1)
                 continue
-            sender = format_peer(address)
-            if not self.has_room(sender):
+            connection = _Connection(self, sender=format_peer(address))
+            if not self.admit(connection):
                 sock.close()
                 continue
-            self._handshaking += 1
-            self.spawn(self._handshake(sock, sender))
+            self.spawn(self._handshake(sock, connection))
 
-    async def _handshake(self, sock: socket.socket, sender: str) -> None:
+    async def _handshake(self, sock: socket.socket, connection: _Connection) -> None:
         assert self.ssl is not None
         loop = asyncio.get_running_loop()
         try:
             await loop.connect_accepted_socket(
-                lambda: _Connection(self, room_checked=True),
+                lambda: connection,
                 sock,
                 ssl=self.ssl,
                 ssl_handshake_timeout=self.tls_handshake_timeout_s,
             )
         except Exception as e:
-            self.intake.reject(sender, "tls_handshake", f"{type(e).__name__}: {e}")
+            self.intake.reject(connection.sender, "tls_handshake", f"{type(e).__name__}: {e}")
+            self.connections.release(connection)
             sock.close()
-        finally:
-            self._handshaking -= 1
-
-    def release(self, connection: _Connection) -> None:
-        if connection in self._connections:
-            self._connections.discard(connection)
-            self.open_gauge.dec()
 
     async def put(self, batch: list[Record], sender: str) -> None:
         """Hand `batch` to the spool in order, retrying while it is full; counts what it holds.
@@ -338,31 +335,37 @@ class StreamReceiver:
 class _Connection(asyncio.Protocol):
     """One peer: frames in, batches to the spool, reading paused while a batch is put."""
 
-    def __init__(self, rx: StreamReceiver, *, room_checked: bool = False) -> None:
+    def __init__(self, rx: StreamReceiver, *, sender: str = "") -> None:
         self._rx = rx
-        self._room_checked = room_checked
         self._decoder = FrameDecoder(rx.max_frame_bytes, octet_counting=rx.octet_counting)
         self._transport: asyncio.Transport | None = None
         self._paused: asyncio.Transport | None = None
         self._pending: list[Record] = []
         self._flushing = False
-        self._admitted = False
         self._ended = False
         self._last = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
-        self.sender = ""
+        self.admitted = False  # TLS: at accept, before the handshake; TCP: once connected
+        self.sender = sender
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
-        self.sender = format_peer(transport.get_extra_info("peername"))
-        if not self._rx.admit(self, room_checked=self._room_checked):
-            transport.close()
-            return
-        self._admitted = True
+        if not self.admitted:
+            self.sender = format_peer(transport.get_extra_info("peername"))
+            if not self._rx.admit(self):
+                transport.close()
+                return
+        self._last = time.monotonic()
         self._arm_idle(self._rx.idle_timeout_s)
 
+    def idle_since(self) -> float | None:
+        """When the peer last sent; None while handshaking or while its frames go to the spool."""
+        if self._transport is None or self._flushing or self._pending or self._ended:
+            return None
+        return self._last
+
     def data_received(self, data: bytes) -> None:
-        if not self._admitted:  # refused for the connection limit; closing
+        if not self.admitted:  # refused for the connection limit; closing
             return
         self._last = time.monotonic()
         frames = self._decoder.feed(data)
@@ -392,7 +395,7 @@ class _Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._rx.release(self)
+        self._rx.connections.release(self)
 
     def _take(self, frames: list[bytes | ParseError]) -> None:
         records = self._rx.intake.records(frames, self.sender)
@@ -452,6 +455,7 @@ async def start_stream(
     ssl: SSLContext | None = None,
     max_frame_bytes: int = 65536,
     max_connections: int = 1000,
+    max_connections_per_peer: int = 64,
     idle_timeout_s: float = 300,
     tls_handshake_timeout_s: float = 10,
     octet_counting: bool | None = None,
@@ -471,6 +475,7 @@ async def start_stream(
         max_frame_bytes=max_frame_bytes,
         octet_counting=receiver != "tcp" if octet_counting is None else octet_counting,
         max_connections=max_connections,
+        max_connections_per_peer=max_connections_per_peer,
         idle_timeout_s=idle_timeout_s,
         tls_handshake_timeout_s=tls_handshake_timeout_s,
     )

@@ -38,6 +38,7 @@ async def running_receiver(
         build_ingest_app(spool=spool, metrics=metrics, **app),
         "127.0.0.1",
         0,
+        metrics=metrics,
         **(server_options or {}),
     )
     await server.start()

@@ -1,18 +1,21 @@
-"""Bad input, limits and back-pressure on the stream receivers: counted, never fatal, nothing
-accepted is lost."""
+"""Bad input, limits and back-pressure on the stream receivers (syslog TCP and TLS, raw TCP):
+counted, never fatal, nothing accepted is lost."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 import pytest
 
+from notifier.ingest.parse.line import parse_line
 from notifier.ingest.parse.syslog import parse_syslog
 from notifier.ingest.stream import StreamReceiver, start_stream
 from notifier.metrics import Metrics
 from notifier.records import Kind, Severity
 from notifier.spool import MemorySpool
 from notifier.spool.base import Overflow
+from tests import certs
 from tests.conftest import free_port
 from tests.ingest.conftest import arrived, count, eventually
 
@@ -20,23 +23,19 @@ from tests.ingest.conftest import arrived, count, eventually
 async def syslog_tcp(
     spool: MemorySpool, metrics: Metrics, receivers: list, **kw: object
 ) -> tuple[StreamReceiver, int]:
+    """A started stream receiver on a free port: syslog TCP unless `kw` says otherwise."""
     port = free_port()
-    rx = await start_stream(
-        "127.0.0.1",
-        port,
-        spool=spool,
-        metrics=metrics,
-        receiver="syslog-tcp",
-        parse=parse_syslog,
-        **kw,  # type: ignore[arg-type]
-    )
+    kw = {"receiver": "syslog-tcp", "parse": parse_syslog, **kw}
+    rx = await start_stream("127.0.0.1", port, spool=spool, metrics=metrics, **kw)  # type: ignore[arg-type]
     receivers.append(rx)
     return rx, port
 
 
-async def send(port: int, payload: bytes) -> None:
+async def send(port: int, payload: bytes, tls: ssl.SSLContext | None = None) -> None:
     """One sender: connect, write, close."""
-    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    _, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=tls, server_hostname="localhost" if tls else None
+    )
     writer.write(payload)
     await writer.drain()
     writer.close()
@@ -101,16 +100,54 @@ async def test_unknown_severity_in_xml_keeps_the_alarm_and_counts_it(
     assert count(metrics, "ingest_accepted", receiver="syslog-tcp", kind="alarm") == 1
 
 
-async def test_connections_over_the_limit_are_closed_at_once_and_counted(
+def open_connections(metrics: Metrics, receiver: str) -> float:
+    """What the open-connections gauge shows for `receiver`."""
+    value = metrics.registry.get_sample_value("notifier_ingest_connections", {"receiver": receiver})
+    return value or 0.0
+
+
+def refused(metrics: Metrics, receiver: str) -> float:
+    """Every refusal counted for `receiver`, whatever the reason."""
+    return sum(
+        sample.value
+        for metric in metrics.registry.collect()
+        if metric.name == "notifier_ingest_rejected"
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels["receiver"] == receiver
+    )
+
+
+async def test_at_the_limit_the_connection_silent_longest_is_closed_for_a_new_sender(
     spool: MemorySpool, metrics: Metrics, receivers: list
 ) -> None:
     _, port = await syslog_tcp(spool, metrics, receivers, max_connections=2)
-    open_now = lambda: metrics.registry.get_sample_value(  # noqa: E731
-        "notifier_ingest_connections", {"receiver": "syslog-tcp"}
+    oldest = await asyncio.open_connection("127.0.0.1", port)
+    await eventually(lambda: open_connections(metrics, "syslog-tcp") == 1, "the first one open")
+    younger = await asyncio.open_connection("127.0.0.1", port)
+    younger[1].write(b"<13>still here\n")
+    await arrived(spool)
+
+    await send(port, b"<13>new sender\n")
+    assert await oldest[0].read() == b""  # closed by the server to make room
+    assert [r.text for r in await arrived(spool, 2)] == ["still here", "new sender"]
+    assert (
+        count(metrics, "ingest_rejected", receiver="syslog-tcp", reason="idle_closed_for_room") == 1
     )
-    first = await asyncio.open_connection("127.0.0.1", port)
-    second = await asyncio.open_connection("127.0.0.1", port)
-    await eventually(lambda: open_now() == 2, "two connections open")
+    younger[1].write(b"<13>and served\n")
+    await arrived(spool, 3)
+    younger[1].close()
+
+
+async def test_when_every_connection_is_busy_a_new_one_is_closed_at_once_and_counted(
+    metrics: Metrics, receivers: list
+) -> None:
+    spool = MemorySpool(consumers=["test"], max_entries=1, overflow=Overflow.REJECT)
+    _, port = await syslog_tcp(spool, metrics, receivers, max_connections=1)
+    _, busy = await asyncio.open_connection("127.0.0.1", port)
+    busy.write(b"<13>one\n<13>two waits for room in the spool\n")
+    await eventually(
+        lambda: count(metrics, "ingest_spool_waits", receiver="syslog-tcp") > 0, "a busy sender"
+    )
 
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     assert await reader.read() == b""  # closed by the server without a word
@@ -118,13 +155,12 @@ async def test_connections_over_the_limit_are_closed_at_once_and_counted(
     assert (
         count(metrics, "ingest_rejected", receiver="syslog-tcp", reason="too_many_connections") == 1
     )
-
-    first[1].close()
-    await eventually(lambda: open_now() == 1, "one connection left")
-    await send(port, b"<13>room again\n")
-    [r] = await arrived(spool)
-    assert r.text == "room again"
-    second[1].close()
+    await arrived(spool)
+    [first] = await spool.lease("test", limit=1, visibility_s=30)
+    await spool.ack("test", [first.record.id])
+    # The busy sender's second frame was held, not lost, and goes in once there is room.
+    assert [r.text for r in await arrived(spool, 2)] == ["one", "two waits for room in the spool"]
+    busy.close()
 
 
 async def test_silent_client_is_closed_after_the_idle_timeout(
@@ -161,11 +197,42 @@ async def test_full_spool_pauses_the_sender_and_loses_nothing(
     await sender
     assert got == sent
     assert count(metrics, "ingest_accepted", receiver="syslog-tcp", kind="log") == len(sent)
-    refused = [
-        sample
-        for metric in metrics.registry.collect()
-        if metric.name == "notifier_ingest_rejected"
-        for sample in metric.samples
-        if sample.name.endswith("_total")
+    assert refused(metrics, "syslog-tcp") == 0
+
+
+@pytest.mark.parametrize("receiver", ["syslog-tcp", "syslog-tls", "tcp"])
+async def test_a_device_is_served_while_another_address_holds_hundreds_of_connections(
+    receiver: str, pki: certs.TestPKI, spool: MemorySpool, metrics: Metrics, receivers: list
+) -> None:
+    tls = receiver == "syslog-tls"
+    _, port = await syslog_tcp(
+        spool,
+        metrics,
+        receivers,
+        receiver=receiver,
+        parse=parse_line if receiver == "tcp" else parse_syslog,
+        ssl=pki.server_context() if tls else None,
+        max_connections=100,
+        max_connections_per_peer=64,
+        tls_handshake_timeout_s=60,  # the attacker's TLS connections never say hello
+    )
+    # Linux routes all of 127/8 to lo: the attacker is another address on the same box.
+    held = [
+        await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.2", 0))
+        for _ in range(150)
     ]
-    assert refused == []
+    try:
+        # Past the total limit (100) whatever the per-peer rule: the device comes after them.
+        await eventually(lambda: refused(metrics, receiver) >= 50, "the attacker refused")
+        for n in range(3):
+            await send(port, b"<13>device line %d\n" % n, pki.client_context() if tls else None)
+        assert [r.text for r in await arrived(spool, 3)] == [f"device line {n}" for n in range(3)]
+        reason = "too_many_connections_per_peer"
+        await eventually(
+            lambda: count(metrics, "ingest_rejected", receiver=receiver, reason=reason) == 86,
+            "150 - 64 connections refused for the per-peer limit",
+        )
+        await eventually(lambda: open_connections(metrics, receiver) == 64, "the attacker's 64")
+    finally:
+        for _, writer in held:
+            writer.close()
