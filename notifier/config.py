@@ -258,6 +258,16 @@ class OAuth2Settings(Section):
     refresh_margin_s: float = Field(default=600.0, ge=0)  # refresh this long before expiry
 
 
+def _check_host_port(value: str, example: str) -> str:
+    """A server's "host:port" (a name, an IPv4 address or [IPv6]); "" passes (not set)."""
+    value = value.strip()
+    # A listen address may leave the host out (all addresses); a server address may not.
+    if value.startswith(":"):
+        raise ValueError(f"{value!r}: expected host:port, e.g. {example}")
+    parse_listen(value, example)
+    return value
+
+
 class AccountSettings(Section):
     name: str = "ops"
     server: str = ""  # "host:port"; "" = file outbox under data_dir/outbox
@@ -276,13 +286,7 @@ class AccountSettings(Section):
     @field_validator("server")
     @classmethod
     def _server(cls, value: str) -> str:
-        value = value.strip()
-        example = "smtp.office365.com:587"
-        # A listen address may leave the host out (all addresses); a server address may not.
-        if value.startswith(":"):
-            raise ValueError(f"{value!r}: expected host:port, e.g. {example}")
-        parse_listen(value, example)
-        return value
+        return _check_host_port(value, "smtp.office365.com:587")
 
     @property
     def server_address(self) -> Listen | None:
