@@ -195,6 +195,7 @@ class Service:
             from notifier.ingest.http import build_ingest_app
             from notifier.ingest.httpauth import HttpAuth
             from notifier.ingest.httpserver import HttpServer
+            from notifier.ingest.webhooks import WebhookAuth
             from notifier.web.guard import AdminGuard
             from notifier.web.oauth2 import oauth2_routes
             from notifier.web.pages import status_routes
@@ -218,6 +219,10 @@ class Service:
                 # The history shows what devices sent: without sender auth, only the admin
                 # (password, or loopback) may read it, as on the status page.
                 history_guard=None if auth else guard.check,
+                webhook_auth=WebhookAuth(
+                    s.webhooks.bearer_token.get_secret_value(),
+                    {k: v.get_secret_value() for k, v in s.webhooks.users.items()},
+                ),
             )
             server = HttpServer(
                 app,

@@ -45,7 +45,16 @@ from pydantic_settings import (
 from notifier.records import Kind, SeverityScheme
 
 ENV_PREFIX = "NOTIFIER_"
-RECEIVERS = ("http", "json", "syslog-udp", "syslog-tcp", "syslog-tls", "tcp")
+RECEIVERS = (
+    "http",
+    "json",
+    "syslog-udp",
+    "syslog-tcp",
+    "syslog-tls",
+    "tcp",
+    "alertmanager",
+    "grafana",
+)
 
 
 class ConfigError(Exception):
@@ -308,6 +317,8 @@ class MatchSettings(Section):
     sources: list[str] = Field(default_factory=list)  # exact or glob
     receivers: list[str] = Field(default_factory=list)
     text: str = ""  # regular expression, searched
+    # label name -> glob of its value, all must match; a label the record lacks is "".
+    labels: dict[str, str] = Field(default_factory=dict)
 
 
 class RouteSettings(Section):
@@ -333,6 +344,16 @@ class OAuth2StoreSettings(Section):
     store_secret_file: str = ""
 
 
+class WebhooksSettings(Section):
+    """Who may post to /api/v1/alertmanager and /api/v1/grafana (Bearer token or Basic users);
+    with neither set, only senders on loopback."""
+
+    bearer_token: SecretStr = SecretStr("")
+    bearer_token_file: str = ""
+    users: dict[str, SecretStr] = Field(default_factory=dict)
+    users_file: str = ""
+
+
 class WebSettings(Section):
     admin_password: SecretStr = SecretStr("")
     admin_password_file: str = ""
@@ -355,6 +376,7 @@ class Settings(BaseSettings):
     routes: list[RouteSettings] = Field(default_factory=list)
     web: WebSettings = Field(default_factory=WebSettings)
     oauth2: OAuth2StoreSettings = Field(default_factory=OAuth2StoreSettings)
+    webhooks: WebhooksSettings = Field(default_factory=WebhooksSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -439,6 +461,7 @@ class Settings(BaseSettings):
             "admin_password",
             "users",
             "store_secret",
+            "bearer_token",
         }
     )
 

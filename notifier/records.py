@@ -193,6 +193,8 @@ class Record:
     device_time: float | None = None
     extras: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     id: str = field(default_factory=new_record_id)
+    # Alert labels (Alertmanager, Grafana); routes match them. Empty for other senders.
+    labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
     @property
     def alarm_key(self) -> tuple[str, str, str]:
@@ -226,6 +228,7 @@ class Record:
             "details": self.details,
             "facility": self.facility,
             "extras": dict(self.extras),
+            "labels": dict(self.labels),
             "raw": self.raw.decode("utf-8", "replace"),
         }
 
@@ -252,6 +255,9 @@ class Record:
                 {str(k): str(v) for k, v in dict(data.get("extras") or {}).items()}
             ),
             raw=raw if raw is not None else str(data.get("raw", "")).encode("utf-8"),
+            labels=frozen_extras(
+                {str(k): str(v) for k, v in dict(data.get("labels") or {}).items()}
+            ),
         )
 
 
@@ -280,10 +286,11 @@ def new_record(
     device_time: float | None = None,
     extras: Mapping[str, str] = _EMPTY,
     id: str | None = None,
+    labels: Mapping[str, str] = _EMPTY,
 ) -> Record:
     """`Record(...)` for the ingest hot paths: the same immutable Record, built ~5x faster.
 
-    A frozen dataclass sets each of its 17 fields through `object.__setattr__`, which is most
+    A frozen dataclass sets each of its 18 fields through `object.__setattr__`, which is most
     of the cost of parsing a syslog line. Here the fields are stored on an object of the same
     slot layout that is not frozen, and only then does it become a Record (`__class__`
     assignment between identical slot layouts). Nothing else ever holds the unfrozen object.
@@ -306,6 +313,7 @@ def new_record(
     r.device_time = device_time
     r.extras = extras
     r.id = new_record_id() if id is None else id
+    r.labels = labels
     r.__class__ = Record
     record: Record = r  # not typing.cast: a function call, and this runs for every line
     return record

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from notifier.config import MatchSettings, RouteSettings
@@ -34,6 +34,7 @@ class Matcher:
     sources: tuple[str, ...]
     receivers: frozenset[str]
     text: re.Pattern[str] | None
+    labels: tuple[tuple[str, str], ...] = ()  # (label name, lowered glob of its value)
 
     def matches(self, record: Record) -> bool:
         if self.kinds and record.kind not in self.kinds:
@@ -49,6 +50,8 @@ class Matcher:
         if (self.code_exact or self.code_prefixes or self.code_ranges) and not self._code_matches(
             record.code
         ):
+            return False
+        if self.labels and not _labels_match(record.labels, self.labels):
             return False
         return not (self.text is not None and self.text.search(record.text) is None)
 
@@ -79,6 +82,11 @@ class FirstMatch:
 def _glob_any(value: str, patterns: Sequence[str]) -> bool:
     lowered = value.lower()
     return any(fnmatch.fnmatchcase(lowered, p) for p in patterns)
+
+
+def _labels_match(labels: Mapping[str, str], wanted: Sequence[tuple[str, str]]) -> bool:
+    # As in Prometheus matchers, a missing label reads as "" (so `team = ""` means "no team").
+    return all(_glob_any(labels.get(name, ""), (glob,)) for name, glob in wanted)
 
 
 def _code_number(code: str) -> int | None:
@@ -127,6 +135,7 @@ def compile_match(match: MatchSettings, where: str = "match") -> Matcher:
         sources=tuple(s.lower() for s in match.sources),
         receivers=frozenset(match.receivers),
         text=text,
+        labels=tuple((name, glob.lower()) for name, glob in sorted(match.labels.items())),
     )
 
 

@@ -8,6 +8,9 @@ Routes:
 - ``POST /api/v1/records``: a JSON object or array (notifier.ingest.parse.jsonrec). Answers
   ``200 {"accepted": n, "ids": [...]}``.
 - ``GET /api/v1/records?limit=N``: the newest N records received (default 100, at most 1000).
+- ``POST /api/v1/alertmanager``, ``POST|PUT /api/v1/grafana``: their webhook payloads
+  (notifier.ingest.parse.webhook), one record per alert, behind `[webhooks]` auth
+  (notifier.ingest.webhooks) rather than the innovaphone senders'. Answer like the records API.
 - ``GET /healthz`` (never behind auth), ``GET /metrics`` (Prometheus text; not behind auth so a
   scraper needs no password).
 
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -37,7 +40,9 @@ from notifier.ingest.httpauth import HttpAuth
 from notifier.ingest.parse.fallback import unparsed_record
 from notifier.ingest.parse.innovaphone import parse_form
 from notifier.ingest.parse.jsonrec import parse_json_records
+from notifier.ingest.parse.webhook import ALERTMANAGER, GRAFANA, parse_webhook
 from notifier.ingest.stream import DEGRADED, extra_metrics
+from notifier.ingest.webhooks import WebhookAuth
 from notifier.log import RateLimiter, get_logger
 from notifier.metrics import Metrics
 from notifier.records import ParseError, Record, SeverityScheme
@@ -48,6 +53,8 @@ log = get_logger(__name__)
 FORM_RECEIVER = "http"
 JSON_RECEIVER = "json"
 RECORDS_PATH = "/api/v1/records"
+ALERTMANAGER_PATH = "/api/v1/alertmanager"
+GRAFANA_PATH = "/api/v1/grafana"
 HISTORY_DEFAULT = 100
 HISTORY_MAX = 1000
 # Bodies above this are parsed in a worker thread so a big batch does not stall the loop.
@@ -120,8 +127,10 @@ class _IngestEndpoints:
         max_records: int,
         health: Callable[[], Mapping[str, Any]] | None,
         history_guard: Callable[[Request], Response | None] | None = None,
+        webhook_auth: WebhookAuth | None = None,
     ) -> None:
         self.history_guard = history_guard
+        self.webhook_auth = webhook_auth or WebhookAuth()
         self.spool = spool
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
@@ -188,11 +197,35 @@ class _IngestEndpoints:
         try:
             self._authenticate(request)
             body = await self._read_body(request)
-            records = await self._parse_json(body, received_at, peer)
+            records = await self._parse(parse_json_records, JSON_RECEIVER, body, received_at, peer)
             await self._store(JSON_RECEIVER, records)
         except _Refusal as refusal:
             return self._refuse(JSON_RECEIVER, peer, refusal)
-        return JSONResponse({"accepted": len(records), "ids": [r.id for r in records]})
+        return _accepted(records)
+
+    def webhook(self, receiver: str) -> Callable[[Request], Awaitable[Response]]:
+        """The endpoint of one webhook sender (`receiver`: alertmanager, grafana)."""
+
+        async def endpoint(request: Request) -> Response:
+            received_at = time.time()
+            peer = peer_of(request)
+            self.metrics.received.labels(receiver).inc()
+            try:
+                verdict = self.webhook_auth.check(
+                    request.headers.get("authorization"),
+                    request.client.host if request.client else None,
+                )
+                if not verdict.ok:
+                    challenges = [("WWW-Authenticate", c) for c in verdict.challenges]
+                    raise _Refusal(verdict.status, verdict.reason, verdict.detail, challenges)
+                body = await self._read_body(request)
+                records = await self._parse(parse_webhook, receiver, body, received_at, peer)
+                await self._store(receiver, records)
+            except _Refusal as refusal:
+                return self._refuse(receiver, peer, refusal)
+            return _accepted(records)
+
+        return endpoint
 
     async def healthz(self, request: Request) -> Response:
         body: dict[str, Any] = {"status": "ok"}
@@ -243,13 +276,22 @@ class _IngestEndpoints:
             raise _Refusal(400, "disconnected", "the client went away mid-body") from None
         return b"".join(chunks)
 
-    async def _parse_json(self, body: bytes, received_at: float, peer: str) -> list[Record]:
+    async def _parse(
+        self,
+        parser: Callable[..., list[Record]],
+        receiver: str,
+        body: bytes,
+        received_at: float,
+        peer: str,
+    ) -> list[Record]:
+        """`parser` (a JSON body → Records) on `body`; bad input is a 400 refusal."""
+
         def parse() -> list[Record]:
-            return parse_json_records(
+            return parser(
                 body,
                 received_at=received_at,
                 sender=peer,
-                receiver=JSON_RECEIVER,
+                receiver=receiver,
                 scheme=self.scheme,
                 max_records=self.max_records,
             )
@@ -262,9 +304,7 @@ class _IngestEndpoints:
             raise _Refusal(400, e.reason, str(e)) from None
         except Exception as e:  # a parser bug: keep the body as one log record, never a 500
             return [
-                unparsed_record(
-                    body, e, received_at=received_at, sender=peer, receiver=JSON_RECEIVER
-                )
+                unparsed_record(body, e, received_at=received_at, sender=peer, receiver=receiver)
             ]
 
     async def _store(self, receiver: str, records: Sequence[Record]) -> None:
@@ -324,6 +364,10 @@ class _IngestEndpoints:
             )
 
 
+def _accepted(records: Sequence[Record]) -> Response:
+    return JSONResponse({"accepted": len(records), "ids": [r.id for r in records]})
+
+
 def _method_not_allowed(allow: str) -> Response:
     return error_response(
         405, "method_not_allowed", f"use {allow.replace(', ', ' or ')}", [("Allow", allow)]
@@ -373,12 +417,14 @@ def build_ingest_app(
     body_timeout_s: float = 30.0,
     max_records: int = 10_000,
     history_guard: Callable[[Request], Response | None] | None = None,
+    webhook_auth: WebhookAuth | None = None,
 ) -> Starlette:
     """The Starlette app of the HTTP receiver (see the module docstring for the routes).
 
     `extra_routes` (web pages) take precedence over the catch-all; `health()` adds fields to
     ``/healthz`` (a "status" other than "ok" answers 503). `history_guard` may refuse a
-    ``GET /api/v1/records`` (returns the refusal, or None to let it through).
+    ``GET /api/v1/records`` (returns the refusal, or None to let it through). `webhook_auth`
+    guards the webhooks (default: loopback senders only).
     """
     endpoints = _IngestEndpoints(
         spool=spool,
@@ -390,11 +436,15 @@ def build_ingest_app(
         max_records=max_records,
         health=health,
         history_guard=history_guard,
+        webhook_auth=webhook_auth,
     )
     service: list[BaseRoute] = [
         Route("/healthz", endpoints.healthz, methods=["GET"]),
         Route("/metrics", endpoints.metrics_text, methods=["GET"]),
         Route(RECORDS_PATH, endpoints.records, methods=["GET", "POST"]),
+        Route(ALERTMANAGER_PATH, endpoints.webhook(ALERTMANAGER), methods=["POST"]),
+        # Grafana's contact point lets the user pick POST or PUT.
+        Route(GRAFANA_PATH, endpoints.webhook(GRAFANA), methods=["POST", "PUT"]),
     ]
     routes: list[BaseRoute] = [
         *service,

@@ -15,6 +15,7 @@ import binascii
 import enum
 import hashlib
 import hmac
+import ipaddress
 import os
 import time
 from collections import OrderedDict
@@ -29,6 +30,16 @@ _HASHES: dict[str, Callable[[bytes], hashlib._Hash]] = {
 _MAX_HEADER = 4096
 _MAX_REPLAY_ENTRIES = 100_000
 NO_CREDENTIALS = "no credentials"
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether a peer address (``127.0.0.1``, ``::1``, ``fe80::1%eth0``) is on loopback."""
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
 
 
 class AuthMode(enum.StrEnum):

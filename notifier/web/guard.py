@@ -5,22 +5,14 @@ from __future__ import annotations
 
 import base64
 import hmac
-import ipaddress
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from notifier.ingest.httpauth import is_loopback
+
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
 
 
 def _password_of(header: str) -> str | None:
@@ -43,7 +35,7 @@ class AdminGuard:
 
     def allows(self, request: Request) -> bool:
         if not self._password:
-            return _is_loopback(request.client.host if request.client else None)
+            return is_loopback(request.client.host if request.client else None)
         given = _password_of(request.headers.get("authorization", ""))
         return given is not None and hmac.compare_digest(given.encode("utf-8"), self._password)
 

@@ -84,3 +84,19 @@ def test_first_match_wins_unless_the_earlier_route_continues() -> None:
     second = FirstMatch(everything, (critical,))
     assert not second.matches(rec(severity=Severity.CRITICAL))
     assert second.matches(rec(severity=Severity.MAJOR))
+
+
+def test_labels_match_with_globs_and_every_given_label_must_match() -> None:
+    m = compile_match(MatchSettings(labels={"severity": "crit*", "team": "voice"}))
+    assert m.matches(rec(labels={"severity": "critical", "team": "voice", "job": "pbx"}))
+    assert m.matches(rec(labels={"severity": "Critical", "team": "VOICE"}))
+    assert not m.matches(rec(labels={"severity": "critical", "team": "data"}))
+    assert not m.matches(rec(labels={"severity": "critical"}))
+    # Records of other senders carry no labels: a label rule never takes them.
+    assert not m.matches(rec())
+
+
+def test_a_missing_label_reads_as_empty_as_in_prometheus_matchers() -> None:
+    no_team = compile_match(MatchSettings(labels={"team": ""}))
+    assert no_team.matches(rec(labels={"severity": "critical"}))
+    assert not no_team.matches(rec(labels={"team": "voice"}))

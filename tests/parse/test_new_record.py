@@ -31,6 +31,7 @@ FIELDS: dict[str, Any] = {
     "device_time": 1773143999.0,
     "extras": {"procid": "7"},
     "id": "0664a1b2c3d4e5f6a7b8c9d0e1",
+    "labels": {"team": "voice"},
 }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from notifier.ingest.parse.innovaphone import clock_set, read_time
@@ -65,17 +65,29 @@ def parse_json_records(
             "too_many_records",
             f"{len(items)} records in one request; at most {max_records}: split the batch",
         )
+
+    def build(index: int, item: Any) -> Record:
+        raw = body if len(items) == 1 else _compact(item)
+        return _record(item, index, raw, received_at, sender, receiver, scheme)
+
+    return all_or_nothing(items, build, "record", "batch")
+
+
+def all_or_nothing(
+    items: Sequence[Any], build: Callable[[int, Any], Record], item_noun: str, whole_noun: str
+) -> list[Record]:
+    """`build(index, item)` for every item, in order. One `ParseError` refuses them all, its
+    message saying so (the sender retries the request as a whole, so none may be kept)."""
     records: list[Record] = []
     for index, item in enumerate(items):
         try:
-            raw = body if len(items) == 1 else _compact(item)
-            records.append(_record(item, index, raw, received_at, sender, receiver, scheme))
+            records.append(build(index, item))
         except ParseError as e:
             if len(items) == 1:
                 raise
             raise ParseError(
                 e.reason,
-                f"{e}; one bad record rejects the whole batch of {len(items)}: "
+                f"{e}; one bad {item_noun} rejects the whole {whole_noun} of {len(items)}: "
                 "nothing was accepted",
             ) from None
     return records
