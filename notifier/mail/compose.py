@@ -212,10 +212,16 @@ def _device(record: Record) -> str:
     return record.device or record.sender or "unknown device"
 
 
+def _source(record: Record) -> str:
+    """The source as a mail shows it. An alert's source is its fingerprint, which keys the
+    alarm but means nothing to a reader: its ``job`` label is shown instead."""
+    return record.labels.get("job", "") if record.labels else record.source
+
+
 def describe(record: Record, text_limit: int | None = None) -> str:
     """``gw01 RELAY/RECH: Registration down (0x00010002)``, each part only when known."""
     text = header_text(record.text, limit=text_limit) or "(no text)"
-    source = header_text(record.source, limit=40)
+    source = header_text(_source(record), limit=40)
     code = header_text(record.code, limit=40)
     head = header_text(_device(record), limit=60)
     head += f" {source}: " if source else ": "
@@ -290,6 +296,7 @@ class Row:
     repeat_count: int
     record_id: str
     kind: str
+    labels: tuple[tuple[str, str], ...] = ()  # an alert's labels (Alertmanager, Grafana)
 
 
 def _row(item: MailItem) -> Row:
@@ -306,7 +313,7 @@ def _row(item: MailItem) -> Row:
         code=one_line(record.code),
         severity=_severity_name(record) or "not sent",
         severity_raw=one_line(record.severity_raw),
-        source=one_line(record.source),
+        source=one_line(_source(record)),
         text=body_text(record.text),
         text_line=one_line(record.text),
         details=body_text(record.details),
@@ -316,6 +323,7 @@ def _row(item: MailItem) -> Row:
         repeat_count=item.repeat_count,
         record_id=one_line(record.id),
         kind=record.kind.value,
+        labels=tuple((one_line(k), one_line(v)) for k, v in record.labels.items()),
     )
 
 
