@@ -85,6 +85,24 @@ def oauth2_config(
     }
 
 
+def microsoft365_password_grant(
+    workdir: Path, server: AuthServer, client_id: str
+) -> dict[str, Any]:
+    """`[accounts.oauth2]` of an account that needs no person: the microsoft365 mode with a
+    public client ("Allow public client flows") and the mailbox password in a file."""
+    server.add_client(client_id)
+    password_file = workdir / "mailbox-password"
+    password_file.write_text(PASSWORD + "\n")
+    return {
+        "mode": "microsoft365",
+        "tenant": "contoso.onmicrosoft.com",
+        "client_id": client_id,
+        "resource_owner": USER,
+        "resource_owner_password_file": str(password_file),
+        "token_endpoint": server.token_url,
+    }
+
+
 def callback_uri(proc: NotifierProcess) -> str:
     """The redirect URI the /oauth2/ page shows for a service listening on 127.0.0.1."""
     return f"http://localhost:{proc.http_port}/oauth2/callback"
