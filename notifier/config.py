@@ -212,7 +212,7 @@ class SpoolSettings(Section):
     history_entries: int = Field(default=1000, ge=0)
     retry_base_s: float = Field(default=5.0, gt=0)
     retry_max_s: float = Field(default=900.0, gt=0)
-    # Per receiver (http, json, syslog-udp, syslog-tcp, syslog-tls, tcp): durable_kinds, overflow.
+    # Per receiver (one of RECEIVERS): durable_kinds, overflow.
     receivers: dict[str, ReceiverSpoolSettings] = Field(default_factory=dict)
 
     @field_validator("receivers")
