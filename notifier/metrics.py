@@ -82,3 +82,15 @@ class Metrics:
         self.dispatch_decisions = Counter(
             "notifier_dispatch_decisions", "Alarm decisions, by reason", ["reason"], registry=r
         )
+        self.alarm_states = Gauge(
+            "notifier_dispatch_alarm_states",
+            "Alarm states a route remembers (active and recently cleared), by route",
+            ["route"],
+            registry=r,
+        )
+        self.alarm_states_forgotten = Counter(
+            "notifier_dispatch_alarm_states_forgotten",
+            "Alarm states forgotten, by route and reason (expired, bound_cleared, bound_active)",
+            ["route", "reason"],
+            registry=r,
+        )

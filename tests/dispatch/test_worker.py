@@ -4,14 +4,15 @@ misbehaves the way a bug would (the outbox, but raising once)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 from notifier.config import MatchSettings, RouteSettings
 from notifier.dispatch.rules import compile_match
 from notifier.dispatch.state import AlarmStore
-from notifier.dispatch.worker import RouteTarget, RouteWorker
+from notifier.dispatch.worker import FORGET_CLEARED_AFTER_S, RouteTarget, RouteWorker
 from notifier.mail.compose import Envelope
 from notifier.mail.outbox import Outbox
 from notifier.mail.transport import DeliveryError, Outgoing, SendResult
@@ -36,19 +37,63 @@ class BrokenOnce(Outbox):
         return await super().send(messages)
 
 
-def alarm() -> Record:
+def alarm(kind: Kind = Kind.ALARM, at: float = 1000.0, code: str = "0x00010002") -> Record:
     return Record(
-        kind=Kind.ALARM,
-        received_at=1000.0,
+        kind=kind,
+        received_at=at,
         sender="192.0.2.1",
         receiver="json",
         raw=b"",
         device="gw01",
-        code="0x00010002",
+        code=code,
         source="RELAY/RECH",
         severity=Severity.MAJOR,
         text="Registration down",
     )
+
+
+class FakeClock:
+    """Unix time the test sets: days pass at once."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def worker_on(
+    tmp_path: Path, spool: MemorySpool, store: AlarmStore, metrics: Metrics, **kw: Any
+) -> RouteWorker:
+    route = RouteSettings(
+        name="ops", group_wait_s=0, group_interval_s=0, max_mails_per_minute=100_000
+    )
+    target = RouteTarget(
+        "ops",
+        Outbox(tmp_path / "outbox"),
+        Envelope("n@example.test", "n", ("ops@example.test",)),
+        asyncio.Lock(),
+    )
+    return RouteWorker(route, compile_match(MatchSettings()), spool, store, target, metrics, **kw)
+
+
+async def run_until(worker: RouteWorker, done: Callable[[], bool]) -> None:
+    task = asyncio.create_task(worker.run())
+    try:
+        async with asyncio.timeout(120):
+            while not done():
+                await asyncio.sleep(0.05)
+    finally:
+        worker.stop()
+        await task
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def delivered(spool: MemorySpool) -> bool:
+    return spool.entries == 0
 
 
 async def test_a_send_that_raises_retries_the_alarm_instead_of_suppressing_it(
@@ -85,3 +130,71 @@ async def test_a_send_that_raises_retries_the_alarm_instead_of_suppressing_it(
     assert transport.raised
     assert "[ALARM Major] gw01" in mail.read_text()
     assert spool.stats().depth.get(("route:ops", "ready"), 0) == 0
+
+
+FORGOTTEN = "notifier_dispatch_alarm_states_forgotten_total"
+
+
+async def test_alarm_states_stay_bounded_over_ever_new_keys(tmp_path: Path) -> None:
+    """20,000 alarms set and cleared, each with a new code: the route remembers at most
+    max_alarm_states (10,000 by default), in memory and in alarms.sqlite, and counts the rest."""
+    keys = 20_000
+    t0 = 1_800_000_000.0
+    spool = MemorySpool(["route:ops"], max_entries=2 * keys)
+    store = AlarmStore(tmp_path / "alarms.sqlite")
+    metrics = Metrics()
+    clock = FakeClock(t0)
+    worker = worker_on(tmp_path, spool, store, metrics, clock=clock)
+    bound = worker.route.max_alarm_states
+    for i in range(keys):
+        code = f"0x{i:08x}"
+        await spool.put([alarm(Kind.ALARM, t0 + i, code), alarm(Kind.CLEAR, t0 + i + 0.5, code)])
+    clock.now = t0 + keys
+    try:
+        await run_until(worker, lambda: delivered(spool))
+    finally:
+        await store.close()
+    assert bound == 10_000
+    assert sample(metrics, "notifier_dispatch_alarm_states", route="ops") == bound
+    assert sample(metrics, FORGOTTEN, route="ops", reason="bound_cleared") == keys - bound
+    assert sample(metrics, FORGOTTEN, route="ops", reason="bound_active") == 0
+    reopened = AlarmStore(tmp_path / "alarms.sqlite")
+    kept = reopened.load("route:ops")
+    reopened.close_now()
+    assert len(kept) == bound
+    # The newest are the ones kept: a late clear of those is still recognised.
+    assert min(s.last_seen for s in kept.values()) == t0 + (keys - bound) + 0.5
+
+
+async def test_cleared_alarms_are_forgotten_after_a_week_without_any_new_record(
+    tmp_path: Path,
+) -> None:
+    t0 = 1_800_000_000.0
+    spool = MemorySpool(["route:ops"])
+    store = AlarmStore(tmp_path / "alarms.sqlite")
+    metrics = Metrics()
+    clock = FakeClock(t0)
+    worker = worker_on(tmp_path, spool, store, metrics, clock=clock)
+    for i in range(300):
+        code = f"0x{i:08x}"
+        await spool.put([alarm(Kind.ALARM, t0, code), alarm(Kind.CLEAR, t0 + 1, code)])
+    await spool.put([alarm(Kind.ALARM, t0, "still-active")])
+    task = asyncio.create_task(worker.run())
+    try:
+        async with asyncio.timeout(60):
+            while not delivered(spool):
+                await asyncio.sleep(0.05)
+            assert sample(metrics, "notifier_dispatch_alarm_states", route="ops") == 301
+            # A week and a bit passes with no record at all: the periodic sweep forgets.
+            clock.now = t0 + FORGET_CLEARED_AFTER_S + 3600
+            while sample(metrics, FORGOTTEN, route="ops", reason="expired") < 300:
+                await asyncio.sleep(0.05)
+    finally:
+        worker.stop()
+        await task
+        await store.close()
+    assert sample(metrics, "notifier_dispatch_alarm_states", route="ops") == 1
+    assert worker.status()["active_alarms"] == 1
+    reopened = AlarmStore(tmp_path / "alarms.sqlite")
+    assert list(reopened.load("route:ops")) == [("gw01", "still-active", "RELAY/RECH")]
+    reopened.close_now()
