@@ -58,6 +58,16 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.spool_disk_full = Gauge(
+            "notifier_spool_disk_full",
+            "1 while new records are refused because the disk under data_dir is full",
+            registry=r,
+        )
+        self.spool_disk_full_refused = Counter(
+            "notifier_spool_disk_full_refused",
+            "Records refused because the disk under data_dir is full (delivery goes on)",
+            registry=r,
+        )
         self.spool_fsyncs = Counter(
             "notifier_spool_fsyncs", "Durable commits (fsyncs) of the spool", registry=r
         )

@@ -75,6 +75,9 @@ def connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection
 
 def create(conn: sqlite3.Connection) -> None:
     """Create the tables, or check that an existing file has our schema version."""
+    # Pages freed by delivered records can go back to the file system (`incremental_vacuum`
+    # after a full disk); this takes effect only in a new, empty file, before WAL mode.
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
         raise SchemaError(f"SQLite refused WAL mode (got {mode!r}): is the file system local?")
