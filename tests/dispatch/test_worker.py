@@ -4,7 +4,8 @@ misbehaves the way a bug would (the outbox, but raising once)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -63,10 +64,19 @@ class FakeClock:
 
 
 def worker_on(
-    tmp_path: Path, spool: MemorySpool, store: AlarmStore, metrics: Metrics, **kw: Any
+    tmp_path: Path,
+    spool: MemorySpool,
+    store: AlarmStore,
+    metrics: Metrics,
+    max_alarm_states: int = 10_000,
+    **kw: Any,
 ) -> RouteWorker:
     route = RouteSettings(
-        name="ops", group_wait_s=0, group_interval_s=0, max_mails_per_minute=100_000
+        name="ops",
+        group_wait_s=0,
+        group_interval_s=0,
+        max_mails_per_minute=100_000,
+        max_alarm_states=max_alarm_states,
     )
     target = RouteTarget(
         "ops",
@@ -77,15 +87,20 @@ def worker_on(
     return RouteWorker(route, compile_match(MatchSettings()), spool, store, target, metrics, **kw)
 
 
-async def run_until(worker: RouteWorker, done: Callable[[], bool]) -> None:
+@asynccontextmanager
+async def running(worker: RouteWorker) -> AsyncIterator[None]:
     task = asyncio.create_task(worker.run())
     try:
-        async with asyncio.timeout(120):
-            while not done():
-                await asyncio.sleep(0.05)
+        yield
     finally:
         worker.stop()
         await task
+
+
+async def until(done: Callable[[], bool], timeout: float = 120) -> None:
+    async with asyncio.timeout(timeout):
+        while not done():
+            await asyncio.sleep(0.05)
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -151,7 +166,8 @@ async def test_alarm_states_stay_bounded_over_ever_new_keys(tmp_path: Path) -> N
         await spool.put([alarm(Kind.ALARM, t0 + i, code), alarm(Kind.CLEAR, t0 + i + 0.5, code)])
     clock.now = t0 + keys
     try:
-        await run_until(worker, lambda: delivered(spool))
+        async with running(worker):
+            await until(lambda: delivered(spool))
     finally:
         await store.close()
     assert bound == 10_000
@@ -179,22 +195,39 @@ async def test_cleared_alarms_are_forgotten_after_a_week_without_any_new_record(
         code = f"0x{i:08x}"
         await spool.put([alarm(Kind.ALARM, t0, code), alarm(Kind.CLEAR, t0 + 1, code)])
     await spool.put([alarm(Kind.ALARM, t0, "still-active")])
-    task = asyncio.create_task(worker.run())
     try:
-        async with asyncio.timeout(60):
-            while not delivered(spool):
-                await asyncio.sleep(0.05)
+        async with running(worker):
+            await until(lambda: delivered(spool))
             assert sample(metrics, "notifier_dispatch_alarm_states", route="ops") == 301
             # A week and a bit passes with no record at all: the periodic sweep forgets.
             clock.now = t0 + FORGET_CLEARED_AFTER_S + 3600
-            while sample(metrics, FORGOTTEN, route="ops", reason="expired") < 300:
-                await asyncio.sleep(0.05)
+            await until(lambda: sample(metrics, FORGOTTEN, route="ops", reason="expired") == 300)
     finally:
-        worker.stop()
-        await task
         await store.close()
     assert sample(metrics, "notifier_dispatch_alarm_states", route="ops") == 1
     assert worker.status()["active_alarms"] == 1
     reopened = AlarmStore(tmp_path / "alarms.sqlite")
     assert list(reopened.load("route:ops")) == [("gw01", "still-active", "RELAY/RECH")]
     reopened.close_now()
+
+
+async def test_an_active_alarm_forgotten_over_the_bound_has_its_clear_mailed_as_unknown(
+    tmp_path: Path,
+) -> None:
+    t0 = 1_800_000_000.0
+    spool = MemorySpool(["route:ops"])
+    store = AlarmStore(tmp_path / "alarms.sqlite")
+    metrics = Metrics()
+    worker = worker_on(tmp_path, spool, store, metrics, max_alarm_states=2, clock=FakeClock(t0))
+    for i, code in enumerate(("0x00000001", "0x00000002", "0x00000003")):
+        await spool.put([alarm(Kind.ALARM, t0 + i, code)])
+    try:
+        async with running(worker):
+            await until(lambda: sample(metrics, FORGOTTEN, route="ops", reason="bound_active") == 1)
+            await spool.put([alarm(Kind.CLEAR, t0 + 10, "0x00000001")])
+            await until(lambda: delivered(spool))
+    finally:
+        await store.close()
+    assert sample(metrics, "notifier_dispatch_decisions_total", reason="clear_unknown") == 1
+    mails = sorted((tmp_path / "outbox").glob("*.eml"), key=lambda p: p.stat().st_mtime)
+    assert "alarm cleared (notifier had not seen it set)" in mails[-1].read_text()
