@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 from notifier.config import MatchSettings, RouteSettings
 from notifier.dispatch.rules import compile_match
@@ -63,14 +63,21 @@ class FakeClock:
         return self.now
 
 
-def worker_on(
-    tmp_path: Path,
-    spool: MemorySpool,
-    store: AlarmStore,
-    metrics: Metrics,
-    max_alarm_states: int = 10_000,
-    **kw: Any,
-) -> RouteWorker:
+T0 = 1_800_000_000.0  # the fake clock's start (unix time)
+
+
+@dataclass
+class Rig:
+    """A route worker with a memory spool, the alarm store, metrics and a fake clock."""
+
+    spool: MemorySpool
+    store: AlarmStore
+    metrics: Metrics
+    clock: FakeClock
+    worker: RouteWorker
+
+
+def rig(tmp_path: Path, max_alarm_states: int = 10_000, spool_entries: int = 10_000) -> Rig:
     route = RouteSettings(
         name="ops",
         group_wait_s=0,
@@ -84,7 +91,14 @@ def worker_on(
         Envelope("n@example.test", "n", ("ops@example.test",)),
         asyncio.Lock(),
     )
-    return RouteWorker(route, compile_match(MatchSettings()), spool, store, target, metrics, **kw)
+    spool = MemorySpool(["route:ops"], max_entries=spool_entries)
+    store = AlarmStore(tmp_path / "alarms.sqlite")
+    metrics = Metrics()
+    clock = FakeClock(T0)
+    worker = RouteWorker(
+        route, compile_match(MatchSettings()), spool, store, target, metrics, clock=clock
+    )
+    return Rig(spool, store, metrics, clock, worker)
 
 
 @asynccontextmanager
@@ -154,58 +168,48 @@ async def test_alarm_states_stay_bounded_over_ever_new_keys(tmp_path: Path) -> N
     """20,000 alarms set and cleared, each with a new code: the route remembers at most
     max_alarm_states (10,000 by default), in memory and in alarms.sqlite, and counts the rest."""
     keys = 20_000
-    t0 = 1_800_000_000.0
-    spool = MemorySpool(["route:ops"], max_entries=2 * keys)
-    store = AlarmStore(tmp_path / "alarms.sqlite")
-    metrics = Metrics()
-    clock = FakeClock(t0)
-    worker = worker_on(tmp_path, spool, store, metrics, clock=clock)
-    bound = worker.route.max_alarm_states
+    r = rig(tmp_path, spool_entries=2 * keys)
+    bound = r.worker.route.max_alarm_states
     for i in range(keys):
         code = f"0x{i:08x}"
-        await spool.put([alarm(Kind.ALARM, t0 + i, code), alarm(Kind.CLEAR, t0 + i + 0.5, code)])
-    clock.now = t0 + keys
+        await r.spool.put([alarm(Kind.ALARM, T0 + i, code), alarm(Kind.CLEAR, T0 + i + 0.5, code)])
+    r.clock.now = T0 + keys
     try:
-        async with running(worker):
-            await until(lambda: delivered(spool))
+        async with running(r.worker):
+            await until(lambda: delivered(r.spool))
     finally:
-        await store.close()
+        await r.store.close()
     assert bound == 10_000
-    assert sample(metrics, "notifier_dispatch_alarm_states", route="ops") == bound
-    assert sample(metrics, FORGOTTEN, route="ops", reason="bound_cleared") == keys - bound
-    assert sample(metrics, FORGOTTEN, route="ops", reason="bound_active") == 0
+    assert sample(r.metrics, "notifier_dispatch_alarm_states", route="ops") == bound
+    assert sample(r.metrics, FORGOTTEN, route="ops", reason="bound_cleared") == keys - bound
+    assert sample(r.metrics, FORGOTTEN, route="ops", reason="bound_active") == 0
     reopened = AlarmStore(tmp_path / "alarms.sqlite")
     kept = reopened.load("route:ops")
     reopened.close_now()
     assert len(kept) == bound
     # The newest are the ones kept: a late clear of those is still recognised.
-    assert min(s.last_seen for s in kept.values()) == t0 + (keys - bound) + 0.5
+    assert min(s.last_seen for s in kept.values()) == T0 + (keys - bound) + 0.5
 
 
 async def test_cleared_alarms_are_forgotten_after_a_week_without_any_new_record(
     tmp_path: Path,
 ) -> None:
-    t0 = 1_800_000_000.0
-    spool = MemorySpool(["route:ops"])
-    store = AlarmStore(tmp_path / "alarms.sqlite")
-    metrics = Metrics()
-    clock = FakeClock(t0)
-    worker = worker_on(tmp_path, spool, store, metrics, clock=clock)
+    r = rig(tmp_path)
     for i in range(300):
         code = f"0x{i:08x}"
-        await spool.put([alarm(Kind.ALARM, t0, code), alarm(Kind.CLEAR, t0 + 1, code)])
-    await spool.put([alarm(Kind.ALARM, t0, "still-active")])
+        await r.spool.put([alarm(Kind.ALARM, T0, code), alarm(Kind.CLEAR, T0 + 1, code)])
+    await r.spool.put([alarm(Kind.ALARM, T0, "still-active")])
     try:
-        async with running(worker):
-            await until(lambda: delivered(spool))
-            assert sample(metrics, "notifier_dispatch_alarm_states", route="ops") == 301
+        async with running(r.worker):
+            await until(lambda: delivered(r.spool))
+            assert sample(r.metrics, "notifier_dispatch_alarm_states", route="ops") == 301
             # A week and a bit passes with no record at all: the periodic sweep forgets.
-            clock.now = t0 + FORGET_CLEARED_AFTER_S + 3600
-            await until(lambda: sample(metrics, FORGOTTEN, route="ops", reason="expired") == 300)
+            r.clock.now = T0 + FORGET_CLEARED_AFTER_S + 3600
+            await until(lambda: sample(r.metrics, FORGOTTEN, route="ops", reason="expired") == 300)
     finally:
-        await store.close()
-    assert sample(metrics, "notifier_dispatch_alarm_states", route="ops") == 1
-    assert worker.status()["active_alarms"] == 1
+        await r.store.close()
+    assert sample(r.metrics, "notifier_dispatch_alarm_states", route="ops") == 1
+    assert r.worker.status()["active_alarms"] == 1
     reopened = AlarmStore(tmp_path / "alarms.sqlite")
     assert list(reopened.load("route:ops")) == [("gw01", "still-active", "RELAY/RECH")]
     reopened.close_now()
@@ -214,20 +218,18 @@ async def test_cleared_alarms_are_forgotten_after_a_week_without_any_new_record(
 async def test_an_active_alarm_forgotten_over_the_bound_has_its_clear_mailed_as_unknown(
     tmp_path: Path,
 ) -> None:
-    t0 = 1_800_000_000.0
-    spool = MemorySpool(["route:ops"])
-    store = AlarmStore(tmp_path / "alarms.sqlite")
-    metrics = Metrics()
-    worker = worker_on(tmp_path, spool, store, metrics, max_alarm_states=2, clock=FakeClock(t0))
+    r = rig(tmp_path, max_alarm_states=2)
     for i, code in enumerate(("0x00000001", "0x00000002", "0x00000003")):
-        await spool.put([alarm(Kind.ALARM, t0 + i, code)])
+        await r.spool.put([alarm(Kind.ALARM, T0 + i, code)])
     try:
-        async with running(worker):
-            await until(lambda: sample(metrics, FORGOTTEN, route="ops", reason="bound_active") == 1)
-            await spool.put([alarm(Kind.CLEAR, t0 + 10, "0x00000001")])
-            await until(lambda: delivered(spool))
+        async with running(r.worker):
+            await until(
+                lambda: sample(r.metrics, FORGOTTEN, route="ops", reason="bound_active") == 1
+            )
+            await r.spool.put([alarm(Kind.CLEAR, T0 + 10, "0x00000001")])
+            await until(lambda: delivered(r.spool))
     finally:
-        await store.close()
-    assert sample(metrics, "notifier_dispatch_decisions_total", reason="clear_unknown") == 1
+        await r.store.close()
+    assert sample(r.metrics, "notifier_dispatch_decisions_total", reason="clear_unknown") == 1
     mails = sorted((tmp_path / "outbox").glob("*.eml"), key=lambda p: p.stat().st_mtime)
     assert "alarm cleared (notifier had not seen it set)" in mails[-1].read_text()
