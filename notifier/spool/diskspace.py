@@ -62,12 +62,10 @@ def measure(database: Path, page_size: int, free_pages: int) -> DiskSpace:
     )
 
 
-def full_message(data_dir: Path, space: DiskSpace | None) -> str:
-    """What a refused sender and the log read."""
-    detail = (
-        "" if space is None else f" ({space.free} bytes free, {space.headroom} kept for delivery)"
-    )
-    return (
-        f"disk full under data_dir {data_dir}{detail}: new records refused, delivery goes on; "
-        "free space there and they are accepted again at once"
-    )
+def full_message(data_dir: Path) -> str:
+    """The log line: names the directory and what goes on."""
+    return f"disk full under data_dir {data_dir}: new records refused, delivery goes on"
+
+
+# What a refused sender reads (no path: senders need not know the server's layout).
+REFUSAL = "disk full under data_dir: new records refused, retry later"

@@ -64,6 +64,11 @@ _RECLAIM_INTERVAL_S = 1.0
 # What a sender refused for lack of disk space is told to wait before it tries again.
 _DISK_FULL_RETRY_AFTER_S = 10
 
+# While this much room is left, the space under data_dir is looked at before a commit of new
+# records at most every _MEASURE_INTERVAL_S (the spool cannot write that much in between).
+_PLENTY_BYTES = 256 << 20
+_MEASURE_INTERVAL_S = 0.1
+
 
 @dataclass(slots=True)
 class _Op:
@@ -134,6 +139,7 @@ class SqliteSpool:
         self._sync_now = ""
         self._disk_full = False  # new records refused for lack of space under data_dir
         self._space: diskspace.DiskSpace | None = None
+        self._measured_at = 0.0  # monotonic
         self._reclaimed_at = 0.0
         self._refused_in_episode = 0
         self._full_log = RateLimiter(burst=3, period_s=300.0)
@@ -407,7 +413,7 @@ class SqliteSpool:
         store = self._store
         results: list[_Result] = []
         puts = [op for op in ops if op.fn == store.put]
-        if (puts or self._disk_full) and self._disk_check():
+        if (puts or self._disk_full) and self._refusing_puts():
             # New records are refused while the disk is full; everything else goes on.
             results = [(op.future, None, self._refuse(op)) for op in puts]
             ops = [op for op in ops if op.fn != store.put]
@@ -499,10 +505,17 @@ class SqliteSpool:
             action()
         return results
 
+    def _refusing_puts(self) -> bool:
+        plenty = self._space is not None and self._space.room > _PLENTY_BYTES
+        if plenty and time.monotonic() - self._measured_at < _MEASURE_INTERVAL_S:
+            return self._disk_full
+        return self._disk_check()
+
     def _disk_check(self) -> bool:
         """Look at the space under data_dir, write held changes and give space back when it
         helps; returns whether new records are refused now."""
         space = self._measure()
+        self._measured_at = time.monotonic()
         if space is None:  # cannot tell: let SQLite say when it is full
             return self._disk_full
         held = bool(self._store.held)
@@ -602,9 +615,12 @@ class SqliteSpool:
             self._metrics.spool_disk_full.set(1)
         allowed, suppressed = self._full_log.allow("full")
         if allowed:
+            space = self._space
             log.error(
-                diskspace.full_message(self.path.parent, self._space),
+                diskspace.full_message(self.path.parent),
                 path=str(self.path),
+                free_bytes=space.free if space else None,
+                kept_for_delivery_bytes=space.headroom + space.wal if space else None,
                 suppressed=suppressed,
                 hint="delete or move files under data_dir (or grow the file system); "
                 "the spool also gives back the space of what it delivers",
@@ -628,10 +644,7 @@ class SqliteSpool:
         self._refused_in_episode += n
         if self._metrics is not None:
             self._metrics.spool_disk_full_refused.inc(n)
-        return SpoolFull(
-            diskspace.full_message(self.path.parent, self._space),
-            retry_after_s=_DISK_FULL_RETRY_AFTER_S,
-        )
+        return SpoolFull(diskspace.REFUSAL, retry_after_s=_DISK_FULL_RETRY_AFTER_S)
 
     def _checkpoint(self) -> None:
         """Copy the WAL into the database file; runs with synchronous FULL (or NORMAL), so
