@@ -120,3 +120,22 @@ async def test_a_spool_that_filled_the_disk_itself_accepts_again_once_it_has_del
             ]
         finally:
             await spool.close()
+
+
+async def test_retry_now_and_lease_extension_work_while_the_disk_is_full(tmp_path: Path) -> None:
+    with small_filesystem(tmp_path / "fs") as fs:
+        spool = SqliteSpool(fs / "spool.sqlite3", [ROUTE])
+        await spool.start()
+        try:
+            await spool.put([alarm(1), alarm(2)])
+            fill(fs)
+            first, second = await spool.lease(ROUTE, 10, 60)
+            await spool.nack(ROUTE, [first.record.id], error="account broken", retry_in_s=3600)
+            await spool.extend(ROUTE, [second.record.id], 0)  # its lease ends now
+            (again,) = await spool.lease(ROUTE, 10, 60)
+            assert again.record.id == second.record.id
+            assert await spool.retry_now(ROUTE) == 1  # the account was fixed
+            (retried,) = await spool.lease(ROUTE, 10, 60)
+            assert retried.record.id == first.record.id
+        finally:
+            await spool.close()
