@@ -353,6 +353,8 @@ class SqliteSpool:
         except Exception as e:
             self._post([(ready, None, SpoolError(f"cannot open spool {self.path}: {e}"))], False)
             return
+        if self._store.held:  # opened on a full disk: deliver, refuse new records
+            self._disk_check()
         self._post([(ready, None, None)], False)
         stop = False
         while not stop:
@@ -452,7 +454,7 @@ class SqliteSpool:
             store.leave_history(txn.counts)
             conn.execute("COMMIT")
         except sqlite3.Error as e:
-            _rollback(conn)
+            schema.rollback(conn)
             if diskspace.is_disk_full(e):
                 # Nothing of it was written: hold the deliveries' changes, refuse the records.
                 self._enter_disk_full()
@@ -556,7 +558,7 @@ class SqliteSpool:
             store.leave_history(txn.counts)
             conn.execute("COMMIT")
         except sqlite3.Error as e:
-            _rollback(conn)
+            schema.rollback(conn)
             if not diskspace.is_disk_full(e):
                 log.error("spool: writing held deliveries failed", path=str(self.path), error=e)
             return False
@@ -585,7 +587,7 @@ class SqliteSpool:
             conn.execute("COMMIT")
             store.counts = txn.counts
         except sqlite3.Error:
-            _rollback(conn)
+            schema.rollback(conn)
         for step in (
             "PRAGMA wal_checkpoint(TRUNCATE);",
             "PRAGMA incremental_vacuum;",  # as a script: it frees one page per step
@@ -651,13 +653,6 @@ class SqliteSpool:
         the file is synced before the WAL is reused."""
         assert self._store.conn is not None
         self._store.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    """Undo the transaction a failed statement left open (if any)."""
-    if conn.in_transaction:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
 
 
 def _caller_error(op: _Op, error: Exception) -> Exception:

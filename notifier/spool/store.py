@@ -21,6 +21,7 @@ from notifier.log import get_logger
 from notifier.records import Kind, Record
 from notifier.spool import schema
 from notifier.spool.base import Lease, Overflow, SpoolFull
+from notifier.spool.diskspace import is_disk_full
 from notifier.spool.drops import DropLedger
 from notifier.spool.held import ACKED, COLUMNS, Held, HeldDelivery, pick
 from notifier.spool.policy import SpoolPolicy, drop_order
@@ -146,23 +147,29 @@ class Store:
         conn = self.conn
         assert conn is not None
         now = time.time()
-        conn.execute("BEGIN IMMEDIATE")
-        for consumer in self._consumers:
-            # Ready at time 0: first in line again, as they were when leased.
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for consumer in self._consumers:
+                # Ready at time 0: first in line again, as they were when leased.
+                conn.execute(
+                    "UPDATE deliveries SET leased = 0, ready_at = 0 "
+                    "WHERE consumer = ? AND state = ? AND ready_at > ? AND leased = 1",
+                    (consumer, QUEUED, now),
+                )
+            self.counts = self._count()
+            self._prune_range(self.counts, 0, self.counts.floor)
+            known = sorted({*self._consumers, *self.counts.queued, *self.counts.dead})
             conn.execute(
-                "UPDATE deliveries SET leased = 0, ready_at = 0 "
-                "WHERE consumer = ? AND state = ? AND ready_at > ? AND leased = 1",
-                (consumer, QUEUED, now),
+                "INSERT INTO meta VALUES ('consumers', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (json.dumps(known),),
             )
-        self.counts = self._count()
-        self._prune_range(self.counts, 0, self.counts.floor)
-        known = sorted({*self._consumers, *self.counts.queued, *self.counts.dead})
-        conn.execute(
-            "INSERT INTO meta VALUES ('consumers', ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (json.dumps(known),),
-        )
-        conn.execute("COMMIT")
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            schema.rollback(conn)
+            if not is_disk_full(e):
+                raise
+            self._recover_held(now)
         self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
         strangers = {c for c in (*self.counts.queued, *self.counts.dead)} - set(self._consumers)
         for stranger in sorted(strangers):
@@ -174,6 +181,22 @@ class Store:
                 hint="they count against the queue limit: configure the destination again, "
                 "or drop them with `notifier spool purge --consumer NAME`",
             )
+
+    def _recover_held(self, now: float) -> None:
+        """`_recover` on a full disk: the leases are voided in memory (held), so what the
+        file holds is delivered all the same; they are written once there is room."""
+        conn = self.conn
+        assert conn is not None
+        for consumer in self._consumers:
+            held = self.held.of(consumer)
+            for row in conn.execute(
+                f"SELECT {COLUMNS} FROM deliveries "
+                "WHERE consumer = ? AND state = ? AND ready_at > ? AND leased = 1",
+                (consumer, QUEUED, now),
+            ):
+                delivery = held[row[0]] = HeldDelivery.of_row(row)
+                delivery.leased, delivery.ready_at = False, 0.0
+        self.counts = self._count()
 
     def _count(self) -> Counts:
         conn = self.conn

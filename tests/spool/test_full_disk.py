@@ -139,3 +139,30 @@ async def test_retry_now_and_lease_extension_work_while_the_disk_is_full(tmp_pat
             assert retried.record.id == first.record.id
         finally:
             await spool.close()
+
+
+async def test_the_spool_opens_on_a_full_disk_and_delivers_what_it_holds(tmp_path: Path) -> None:
+    with small_filesystem(tmp_path / "fs") as fs:
+        spool = SqliteSpool(fs / "spool.sqlite3", [ROUTE])
+        await spool.start()
+        await spool.put([alarm(n) for n in range(3)])
+        await spool.lease(ROUTE, 1, 600)  # leased when the process stops
+        filler = fill(fs)
+        await spool.close()
+
+        metrics = Metrics()
+        reopened = SqliteSpool(fs / "spool.sqlite3", [ROUTE], metrics=metrics)
+        await reopened.start()  # voiding the old lease is a write: held in memory instead
+        try:
+            assert gauge(metrics, "notifier_spool_disk_full") == 1
+            leases = await reopened.lease(ROUTE, 10, 60)
+            assert sorted(lease.record.code for lease in leases) == [f"0x{n:08x}" for n in range(3)]
+            with pytest.raises(SpoolFull):
+                await reopened.put([alarm(3)])
+            await reopened.ack(ROUTE, [lease.record.id for lease in leases])
+            filler.unlink()
+            await reopened.put([alarm(4)])
+            (last,) = await reopened.lease(ROUTE, 10, 60)
+            assert last.record.code == f"0x{4:08x}"
+        finally:
+            await reopened.close()
