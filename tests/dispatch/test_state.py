@@ -31,5 +31,5 @@ async def test_alarm_state_saved_on_a_full_disk_is_written_once_space_returns(
             await store.close()
         reopened = AlarmStore(fs / "alarms.sqlite")
         saved = reopened.load("route:ops")
-        reopened.close_now()
+        await reopened.close()
     assert sorted(key[1] for key in saved) == sorted(s.code for s in changes)

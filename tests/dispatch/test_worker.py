@@ -185,7 +185,7 @@ async def test_alarm_states_stay_bounded_over_ever_new_keys(tmp_path: Path) -> N
     assert sample(r.metrics, FORGOTTEN, route="ops", reason="bound_active") == 0
     reopened = AlarmStore(tmp_path / "alarms.sqlite")
     kept = reopened.load("route:ops")
-    reopened.close_now()
+    await reopened.close()
     assert len(kept) == bound
     # The newest are the ones kept: a late clear of those is still recognised.
     assert min(s.last_seen for s in kept.values()) == T0 + (keys - bound) + 0.5
@@ -212,7 +212,7 @@ async def test_cleared_alarms_are_forgotten_after_a_week_without_any_new_record(
     assert r.worker.status()["active_alarms"] == 1
     reopened = AlarmStore(tmp_path / "alarms.sqlite")
     assert list(reopened.load("route:ops")) == [("gw01", "still-active", "RELAY/RECH")]
-    reopened.close_now()
+    await reopened.close()
 
 
 async def test_an_active_alarm_forgotten_over_the_bound_has_its_clear_mailed_as_unknown(
