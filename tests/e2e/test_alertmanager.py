@@ -31,6 +31,7 @@ CLIENT_ID = "4a1c7e0e-notifier"
 def authserver() -> Iterator[AuthServer]:
     with AuthServer() as server:
         server.add_user(USER, PASSWORD)
+        server.add_client(CLIENT_ID)  # a public client: the microsoft365 password grant
         yield server
 
 
@@ -76,7 +77,7 @@ def test_alertmanager_alerts_are_mailed_firing_then_resolved_via_xoauth2(
     token_file = tmp_path / "webhook-token"
     token_file.write_text(secrets.token_urlsafe(24) + "\n")
     with smtp_server(pki, authserver) as smtp:
-        oauth2 = microsoft365_password_grant(tmp_path, authserver, CLIENT_ID)
+        oauth2 = microsoft365_password_grant(authserver, CLIENT_ID, tmp_path / "mailbox")
         config = oauth2_config(smtp, pki, oauth2)
         # As the README says: Alertmanager has grouped already, one webhook is one mail.
         config["routes"][0].update(

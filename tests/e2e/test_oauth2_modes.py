@@ -113,8 +113,10 @@ def test_exchange_signed_in_on_the_page_sends_with_xoauth2(
 def test_microsoft365_password_grant_needs_no_person(
     tmp_path: Path, pki: TestPKI, authserver: AuthServer
 ) -> None:
+    # A public client ("Allow public client flows"), the mailbox password in a file.
+    authserver.add_client(CLIENT_ID)
+    oauth2 = microsoft365_password_grant(authserver, CLIENT_ID, tmp_path / "mailbox-password")
     with smtp_server(pki, authserver) as smtp:
-        oauth2 = microsoft365_password_grant(tmp_path, authserver, CLIENT_ID)
         proc = _run(tmp_path, smtp, pki, oauth2)
         try:
             _deliver_alarm_and_check(proc, smtp)

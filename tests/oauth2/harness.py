@@ -86,12 +86,10 @@ def oauth2_config(
 
 
 def microsoft365_password_grant(
-    workdir: Path, server: AuthServer, client_id: str
+    server: AuthServer, client_id: str, password_file: Path
 ) -> dict[str, Any]:
-    """`[accounts.oauth2]` of an account that needs no person: the microsoft365 mode with a
-    public client ("Allow public client flows") and the mailbox password in a file."""
-    server.add_client(client_id)
-    password_file = workdir / "mailbox-password"
+    """The `[accounts.oauth2]` table of the microsoft365 mode with the password grant: a public
+    client, the mailbox password in a file, no person needed."""
     password_file.write_text(PASSWORD + "\n")
     return {
         "mode": "microsoft365",
