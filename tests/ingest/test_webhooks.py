@@ -12,6 +12,7 @@ import pytest
 from notifier.config import load_settings, masked
 from notifier.ingest.webhooks import WebhookAuth
 from notifier.records import Kind
+from notifier.spool import MemorySpool
 from tests.ingest.http_fixtures import run_curl, running_receiver
 from tests.parse.test_webhook import alertmanager_payload
 
@@ -137,3 +138,16 @@ def test_token_and_users_are_read_from_files_and_never_shown(tmp_path: Path) -> 
     assert settings.webhooks.users["grafana"].get_secret_value() == "pa55word"
     shown = json.dumps(masked(settings))
     assert TOKEN not in shown and "pa55word" not in shown
+
+
+async def test_a_full_queue_answers_503_with_retry_after_and_keeps_none_of_the_payload() -> None:
+    payload = alertmanager_payload()
+    payload["alerts"].append({**payload["alerts"][0], "fingerprint": "ffff000011112222"})
+    spool = MemorySpool(consumers=["test"], max_entries=1)
+    async with running_receiver(spool=spool) as rx, httpx.AsyncClient() as client:
+        response = await client.post(f"{rx.url}/api/v1/alertmanager", json=payload)
+        assert response.status_code == 503
+        assert response.json()["error"] == "spool_full"
+        assert int(response.headers["retry-after"]) >= 1
+        assert rx.spool.history(10) == []
+        assert rx.counter("rejected", receiver="alertmanager", reason="spool_full") == 1
