@@ -110,14 +110,19 @@ def _record(
     fingerprint = _text(alert, "fingerprint", where) or fingerprint_of(labels)
     severity, severity_raw, extras = _severity(labels.get("severity", ""), kind, scheme)
     extras["fingerprint"] = fingerprint
-    text = annotations.get("summary") or annotations.get("description") or ""
+    text = (
+        annotations.get("summary")
+        or annotations.get("description")
+        or labels.get("alertname")
+        or "(no summary)"
+    )
     return new_record(
         kind,
         received_at,
         sender,
         receiver,
         _compact(alert),
-        text=text or labels.get("alertname", "") or "(no summary)",
+        text=text,
         device=labels.get("instance") or labels.get("job") or host_of(sender),
         code=labels.get("alertname", ""),
         severity=severity,
