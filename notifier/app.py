@@ -63,7 +63,10 @@ class Service:
         consumers = [f"route:{r.name}" for r in routes]
         # An empty kinds list matches every kind.
         interest = {f"route:{r.name}": r.match.kinds or list(Kind) for r in routes}
-        self.spool = build_spool(s, consumers, self.metrics, interest)
+        from notifier.forward.consumer import forward_interest, start_forwards
+
+        interest |= forward_interest(s)
+        self.spool = build_spool(s, [*consumers, *forward_interest(s)], self.metrics, interest)
         await self.spool.start()
         self._closers.append(self.spool.close)
         from notifier.dispatch.service import build_dispatcher
@@ -77,6 +80,7 @@ class Service:
         self.dispatcher.start()
         # Dispatchers stop before the spool closes.
         self._closers[:0] = [self.dispatcher.stop_workers, self.dispatcher.close_transports]
+        self._closers.insert(0, start_forwards(s, self.spool, self.metrics).stop)
         await self._start_receivers()
         log.info(
             "notifier started",

@@ -243,6 +243,18 @@ class OAuth2Settings(Section):
     refresh_margin_s: float = Field(default=600.0, ge=0)  # refresh this long before expiry
 
 
+def _check_host_port(value: str, example: str) -> str:
+    """A server's "host:port" (a name, an IPv4 address or [IPv6]); "" passes (not set)."""
+    value = value.strip()
+    if value:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host.strip("[]"):
+            raise ValueError(f"{value!r}: expected host:port, e.g. {example}")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad port {port!r} in {value!r}: use 1..65535")
+    return value
+
+
 class AccountSettings(Section):
     name: str = "ops"
     server: str = ""  # "host:port"; "" = file outbox under data_dir/outbox
@@ -261,14 +273,7 @@ class AccountSettings(Section):
     @field_validator("server")
     @classmethod
     def _server(cls, value: str) -> str:
-        value = value.strip()
-        if value:
-            host, sep, port = value.rpartition(":")
-            if not sep or not host:
-                raise ValueError(f"{value!r}: expected host:port, e.g. smtp.office365.com:587")
-            if not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"bad port {port!r} in {value!r}: use 1..65535")
-        return value
+        return _check_host_port(value, "smtp.office365.com:587")
 
     @property
     def uses_outbox(self) -> bool:
@@ -304,6 +309,52 @@ class RouteSettings(Section):
     max_records_per_mail: int = Field(default=50, ge=1)
 
 
+def _check_target(value: str) -> str:
+    return _check_host_port(value, "siem.example.com:6514")
+
+
+class ForwardSettings(Section):
+    """A forward: records passed on to an HTTP or syslog server, as an innovaphone gateway does."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
+    name: str = ""
+    kind: Literal["http", "syslog"] = "syslog"
+    match: MatchSettings = Field(default_factory=MatchSettings)
+    # kind = "http"
+    url: str = ""
+    method: Literal["post", "get", "standard"] = "post"
+    auth: Literal["none", "basic", "digest"] = "none"
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    password_file: str = ""
+    # kind = "syslog"
+    target: str = ""  # host:port
+    protocol: Literal["udp", "tcp", "tls"] = "udp"
+    framing: Literal["octet-counted", "lf"] = "octet-counted"
+    format: Literal["rfc5424", "rfc3164"] = "rfc5424"
+    facility_class: int = Field(default=0, ge=0, le=7, alias="class")  # local0..local7
+    # both (https:// URLs, protocol = "tls")
+    tls_verify: bool = True
+    ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    timeout_s: float = Field(default=10.0, gt=0)
+
+    _target = field_validator("target")(_check_target)
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> ForwardSettings:
+        if self.kind == "http" and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"kind = 'http' needs url = 'http(s)://...' (got {self.url!r})")
+        if self.kind == "syslog" and not self.target:
+            raise ValueError("kind = 'syslog' needs target = 'host:port'")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        if self.auth != "none" and not self.username:
+            raise ValueError(f"auth = {self.auth!r} needs username and password (or password_file)")
+        return self
+
+
 class OAuth2StoreSettings(Section):
     # Key of the encrypted token store; empty: a key file data_dir/oauth2.key created 0600.
     store_secret: SecretStr = SecretStr("")
@@ -316,6 +367,18 @@ class WebSettings(Section):
 
 
 Secret = Annotated[SecretStr, Field()]
+
+
+def _check_unique_names(section: str, singular: str, names: list[str]) -> None:
+    seen: dict[str, int] = {}
+    for i, given in enumerate(names):
+        name = (given or f"{singular}{i}").lower()
+        if name in seen:
+            raise ValueError(
+                f"{section}.{i}.name: {name!r} is also the name of {section}.{seen[name]}: "
+                f"give each {singular} its own name"
+            )
+        seen[name] = i
 
 
 class Settings(BaseSettings):
@@ -332,6 +395,7 @@ class Settings(BaseSettings):
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
     accounts: list[AccountSettings] = Field(default_factory=lambda: [AccountSettings()])
     routes: list[RouteSettings] = Field(default_factory=list)
+    forwards: list[ForwardSettings] = Field(default_factory=list)
     web: WebSettings = Field(default_factory=WebSettings)
     oauth2: OAuth2StoreSettings = Field(default_factory=OAuth2StoreSettings)
 
@@ -360,17 +424,10 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"routes.{i}.account: no account named {route.account!r} (have {names})"
                 )
-        # Route names key the spool and the alarm state: two routes of one name would take each
-        # other's records. Unnamed routes are called route<index>.
-        seen: dict[str, int] = {}
-        for i, route in enumerate(self.routes):
-            name = (route.name or f"route{i}").lower()
-            if name in seen:
-                raise ValueError(
-                    f"routes.{i}.name: {name!r} is also the name of routes.{seen[name]}: "
-                    "give each route its own name"
-                )
-            seen[name] = i
+        # Route and forward names key the spool (and routes the alarm state): two of one name
+        # would take each other's records. Unnamed ones are called route<index>, forward<index>.
+        _check_unique_names("routes", "route", [r.name for r in self.routes])
+        _check_unique_names("forwards", "forward", [f.name for f in self.forwards])
         return self
 
     def account(self, name: str) -> AccountSettings:
@@ -390,6 +447,13 @@ class Settings(BaseSettings):
                 }
             )
             for i, r in enumerate(routes)
+        ]
+
+    def effective_forwards(self) -> list[ForwardSettings]:
+        """The forwards, each with a name (unnamed ones are called forward<index>)."""
+        return [
+            f.model_copy(update={"name": f.name or f"forward{i}"})
+            for i, f in enumerate(self.forwards)
         ]
 
     SECRET_KEYS: ClassVar[frozenset[str]] = frozenset(

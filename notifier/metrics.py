@@ -83,3 +83,15 @@ class Metrics:
         self.dispatch_decisions = Counter(
             "notifier_dispatch_decisions", "Alarm decisions, by reason", ["reason"], registry=r
         )
+        self.forward_sent = Counter(
+            "notifier_forward_sent",
+            "Records a forward's target took, by forward",
+            ["forward"],
+            registry=r,
+        )
+        self.forward_failures = Counter(
+            "notifier_forward_failures",
+            "Forward attempts that failed (a batch or a request), by forward",
+            ["forward"],
+            registry=r,
+        )
