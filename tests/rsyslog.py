@@ -12,8 +12,11 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from tests.certs import TestPKI
 from tests.conftest import free_port
@@ -127,6 +130,19 @@ input(type="imtcp" address="127.0.0.1" port="{self.mtls_port}" ruleset="out" nam
         wait_for(lambda: len(self.received()) >= count, timeout, f"{count} messages in rsyslog")
         time.sleep(0.2)  # anything more than expected would show up now
         return self.received()
+
+
+def run_rsyslog(tmp_path: Path, pki: TestPKI) -> Iterator[Rsyslog]:
+    """The body of the `rsyslog` fixture: a started server, stopped afterwards."""
+    if not rsyslog_available():
+        pytest.fail(
+            "rsyslogd with the gtls driver is missing: run scripts/install-test-deps.sh "
+            "(Debian packages rsyslog, rsyslog-gnutls)"
+        )
+    server = Rsyslog(tmp_path / "rsyslog", pki)
+    server.start()
+    yield server
+    server.stop()
 
 
 def rsyslog_available() -> bool:
