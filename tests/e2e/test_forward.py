@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.certs import TestPKI
 from tests.conftest import free_port
 from tests.e2e.test_alarm_mail import account, post_alarm, route, subjects
 from tests.e2e.test_overflow import metric
@@ -157,3 +158,37 @@ def test_a_forward_back_to_itself_stops_after_one_round(tmp_path: Path) -> None:
             what="the record that came back is not forwarded again",
         )
         assert metric(a, "notifier_forward_sent_total", forward="self") == 1
+
+
+def test_alarm_only_a_forward_wants_survives_a_crash_while_the_target_is_down(
+    tmp_path: Path, pki: TestPKI
+) -> None:
+    rsyslog = Rsyslog(tmp_path / "rsyslog", pki)  # ports chosen, not started yet: down
+    a = NotifierProcess(
+        tmp_path / "a",
+        {
+            "spool": {"retry_base_s": 0.2, "retry_max_s": 0.5},
+            # No route mails alarms: only the forward wants them.
+            "routes": [{"name": "logs", "to": ["x@example.test"], "match": {"kinds": ["log"]}}],
+            "forwards": [
+                {
+                    "name": "archive",
+                    "kind": "syslog",
+                    "target": f"127.0.0.1:{rsyslog.tcp_port}",
+                    "protocol": "tcp",
+                }
+            ],
+        },
+    )
+    a.start()
+    try:
+        assert post_alarm(a).status_code == 200
+        wait_for(lambda: metric(a, "notifier_forward_failures_total", forward="archive") > 0)
+        a.kill()
+        rsyslog.start()
+        a.start()
+        (got,) = rsyslog.wait_received(1)
+    finally:
+        a.stop()
+        rsyslog.stop()
+    assert '<alarm type="alarm" severity="major" severity_raw="Major"' in got.raw
