@@ -1,0 +1,54 @@
+"""[[forwards]] settings: what a wrong entry says, and secrets kept out of check-config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from notifier.config import ConfigError, load_settings
+from tests.test_config import notifier
+
+
+def problems(tmp_path: Path, toml: str) -> list[str]:
+    cfg = tmp_path / "n.toml"
+    cfg.write_text(toml)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(cfg, environ={})
+    return caught.value.problems
+
+
+def test_each_kind_says_what_it_needs(tmp_path: Path) -> None:
+    assert problems(tmp_path, '[[forwards]]\nkind = "http"\n') == [
+        "forwards.0: kind = 'http' needs url = 'http(s)://...' (got '')"
+    ]
+    assert problems(tmp_path, '[[forwards]]\nkind = "syslog"\n') == [
+        "forwards.0: kind = 'syslog' needs target = 'host:port'"
+    ]
+    assert problems(tmp_path, '[[forwards]]\ntarget = "siem:70000"\nclass = 8\n') == [
+        "forwards.0.target: bad port '70000' in 'siem:70000': use 1..65535",
+        "forwards.0.class: Input should be less than or equal to 7 (got 8)",
+    ]
+
+
+def test_two_forwards_of_one_name_are_refused(tmp_path: Path) -> None:
+    toml = '[[forwards]]\nname = "a"\ntarget = "h:514"\n[[forwards]]\nname = "A"\ntarget = "h:1"\n'
+    assert problems(tmp_path, toml) == [
+        "forwards.1.name: 'a' is also the name of forwards.0: give each forward its own name"
+    ]
+
+
+def test_forward_password_comes_from_a_file_and_check_config_masks_it(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("fw-secret-1\n")
+    cfg = tmp_path / "n.toml"
+    cfg.write_text(
+        '[[forwards]]\nname = "siem"\nkind = "http"\nurl = "http://127.0.0.1:9/log"\n'
+        f'auth = "basic"\nusername = "u"\npassword_file = "{tmp_path / "pw"}"\n'
+        'match = { kinds = ["log"] }\n'
+    )
+    settings = load_settings(cfg, environ={})
+    assert settings.forwards[0].password.get_secret_value() == "fw-secret-1"
+    out = notifier("check-config", "--config", str(cfg))
+    assert out.returncode == 0, out.stderr
+    assert "[[forwards]]" in out.stdout and 'password = "***"' in out.stdout
+    assert "fw-secret-1" not in out.stdout
