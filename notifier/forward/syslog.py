@@ -19,6 +19,10 @@ from notifier.forward.errors import ForwardError
 from notifier.forward.tls import client_context
 from notifier.records import Record
 
+# The largest UDP payload (IPv4). RFC 5426 lets a sender truncate: a longer message would not
+# be sent at all, and its error would surface on the next, innocent, send.
+MAX_DATAGRAM_BYTES = 65507
+
 
 def split_target(target: str) -> tuple[str, int]:
     """ "host:port" / "[v6]:port" → (host, port); the settings checked the form."""
@@ -88,7 +92,7 @@ class SyslogSender:
             # Told since the last send: nobody listens there (the datagrams are lost).
             raise error
         for message in messages:
-            self._udp.sendto(message.encode("utf-8"))
+            self._udp.sendto(message.encode("utf-8")[:MAX_DATAGRAM_BYTES])
 
     async def _send_stream(self, messages: list[str]) -> None:
         if self._writer is None or self._reader is None or self._reader.at_eof():

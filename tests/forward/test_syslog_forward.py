@@ -166,3 +166,30 @@ def test_tcp_connection_is_reused_and_renewed_after_the_server_closed_it() -> No
         b"after restart",
     ]
     assert server.connections == 2
+
+
+def test_udp_record_larger_than_a_datagram_goes_truncated_and_costs_nothing_else() -> None:
+    async def scenario() -> list[bytes]:
+        received: list[bytes] = []
+
+        class Collect(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                received.append(data)
+
+        loop = asyncio.get_running_loop()
+        port = free_port()
+        transport, _ = await loop.create_datagram_endpoint(Collect, local_addr=("127.0.0.1", port))
+        sender = SyslogSender(forward(port, protocol="udp"), "a")
+        try:
+            await sender.send([log_line(text="x" * 70_000), log_line(text="small")])
+            await asyncio.sleep(0.1)
+            await sender.send([log_line(text="next")])
+            await asyncio.sleep(0.1)
+        finally:
+            await sender.close()
+            transport.close()
+        return received
+
+    got = asyncio.run(scenario())
+    assert [len(d) for d in got[:1]] == [65507]
+    assert [d.rsplit(b" ", 1)[-1] for d in got[1:]] == [b"small", b"next"]
