@@ -3,33 +3,44 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?=
+# What is installed in the venv, one stamp per step: `make run` installs the runtime only,
+# `make test` adds the test extra. Either order installs each once; a changed pyproject.toml
+# installs both again.
+RUNTIME := $(VENV)/.installed-runtime
+TESTDEPS := $(VENV)/.installed-test
 
 .PHONY: run test lint bench clean sysdeps
 
-$(BIN)/notifier: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+
+$(RUNTIME): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(TESTDEPS): $(RUNTIME)
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
 
 ## Start notifier on its embedded defaults (or CONFIG=path/to/notifier.toml).
-run: $(BIN)/notifier
+run: $(RUNTIME)
 	$(BIN)/notifier run $(if $(CONFIG),--config $(CONFIG))
 
 ## Install everything the tests need (Python and Debian packages) and run them.
-test: $(BIN)/notifier sysdeps
+test: $(TESTDEPS) sysdeps
 	$(BIN)/pytest -q
 
 sysdeps:
-	@scripts/install-test-deps.sh
+	@sh scripts/install-test-deps.sh
 	@sh scripts/install-browser-deps.sh
 
-lint: $(BIN)/notifier
+lint: $(TESTDEPS)
 	$(BIN)/ruff check notifier tests bench
 	$(BIN)/ruff format --check notifier tests bench
 	$(BIN)/mypy
 
-bench: $(BIN)/notifier
+bench: $(TESTDEPS)
 	$(BIN)/python bench/ingest.py
 
 clean:

@@ -267,6 +267,17 @@ class Rsyslog:
         assert self.proc is not None, "rsyslogd is not running"
         return self.proc.pid
 
+    def config_text(self) -> str:
+        """The rsyslog.conf `start()` writes; a subclass may listen and write differently, as
+        long as imtcp listens on `tcp_port` (`start()` waits for it) and output goes to `out`."""
+        return RSYSLOG_CONFIG.format(
+            workdir=self.workdir,
+            udp_port=self.udp_port,
+            tcp_port=self.tcp_port,
+            rcvbuf=self.rcvbuf_bytes,
+            out=self.out,
+        )
+
     @staticmethod
     def version() -> str:
         path = rsyslogd_path()
@@ -281,15 +292,7 @@ class Rsyslog:
         if path is None:
             raise RuntimeError("rsyslogd is not installed (apt-get install rsyslog)")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(
-            RSYSLOG_CONFIG.format(
-                workdir=self.workdir,
-                udp_port=self.udp_port,
-                tcp_port=self.tcp_port,
-                rcvbuf=self.rcvbuf_bytes,
-                out=self.out,
-            )
-        )
+        self.config_path.write_text(self.config_text())
         check = subprocess.run(
             [path, "-N1", "-f", str(self.config_path)], capture_output=True, text=True
         )

@@ -1,6 +1,13 @@
 """Parse cost per line: µs for one syslog / raw TCP line of a few shapes, median of runs.
 
-    .venv/bin/python bench/parse.py [--runs 7] [--lines 20000]
+    .venv/bin/python bench/parse.py [--runs 7] [--lines 20000] [--baseline REV]
+
+Then the same syslog shapes parsed by `parse_syslog` as it is at git revision `--baseline`
+(default `main`, loaded from `git show`), interleaved run by run with this tree's, and per
+shape the median of the runs' ratios this tree / baseline: a parser change must keep the
+common lines (the first three shapes) within 5 % of the baseline (exit status 1 otherwise;
+`--baseline none` skips this part). On a busy box use many short runs (`--runs 41 --lines
+2000`): each ratio compares two halves of one run, so the machine's mood cancels out.
 
 What one line costs the single event-loop thread before it reaches the spool: the parser
 (`parse_syslog`, `parse_line`) and the parts it is made of (`decode_text`, `Record(...)`,
@@ -43,7 +50,9 @@ import argparse
 import datetime as dt
 import os
 import statistics
+import subprocess
 import time
+import types
 from collections.abc import Callable, Sequence
 
 from notifier.ingest.parse.line import parse_line
@@ -52,6 +61,10 @@ from notifier.records import Kind, Record, new_record, new_record_id
 
 NOW = time.time()
 SENDER = "192.0.2.7:5140"
+REPO = Path(__file__).resolve().parents[1]
+PARSER_PATH = "notifier/ingest/parse/syslog.py"
+COMMON_SHAPES = 3  # the first shapes of `shapes()`: the lines devices send most
+MAX_RATIO = 1.05
 
 
 def _stamp(t: float) -> str:
@@ -181,10 +194,75 @@ def time_case(fn: Callable[[bytes], object], lines: Sequence[bytes], runs: int) 
     return out
 
 
+ParseSyslog = Callable[..., object]
+
+
+def parser_at(rev: str) -> ParseSyslog:
+    """`parse_syslog` from `PARSER_PATH` as it is at git revision `rev` (the rest of notifier,
+    which it imports, from this tree); raises RuntimeError when git cannot show it."""
+    shown = subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{rev}:{PARSER_PATH}"], capture_output=True, text=True
+    )
+    if shown.returncode != 0:
+        raise RuntimeError(f"git show {rev}:{PARSER_PATH}: {shown.stderr.strip()}")
+    module = types.ModuleType(f"syslog_at_{rev}")
+    exec(compile(shown.stdout, f"{rev}:{PARSER_PATH}", "exec"), module.__dict__)
+    parse: ParseSyslog = module.parse_syslog
+    return parse
+
+
+def compare_with_baseline(rev: str, lines_per_run: int, runs: int) -> list[tuple[str, float]]:
+    """Median µs per line of each syslog shape, baseline and this tree interleaved run by run
+    (a busy spell of the machine hits both; many short runs give a steadier median than a few
+    long ones); prints the table, returns (shape, median of the per-run ratios)."""
+    baseline = parser_at(rev)
+    parsers: list[ParseSyslog] = [baseline, parse_syslog]
+    found = shapes(lines_per_run)
+    times: dict[tuple[str, int], list[float]] = {}
+    for run in range(runs):
+        for name, lines in found.items():
+            # Each goes first in every other run: neither pays the warm-up of the shape alone.
+            for which in (0, 1) if run % 2 == 0 else (1, 0):
+                parse = parsers[which]
+
+                def fn(d: bytes, parse: ParseSyslog = parse) -> object:
+                    return parse(d, received_at=NOW, sender=SENDER, receiver="syslog-udp")
+
+                for d in lines[:200]:
+                    fn(d)
+                times.setdefault((name, which), []).extend(time_case(fn, lines, 1))
+    print(f"\nparse_syslog at {rev} (baseline) vs this tree, {runs} interleaved runs")
+    print(
+        f"{'shape (median µs, best µs in brackets)':<40} {'baseline':>15} {'this tree':>15}"
+        f" {'ratio':>6} {'best':>6}"
+    )
+    ratios = []
+    for i, name in enumerate(found):
+        before, after = times[(name, 0)], times[(name, 1)]
+        # The median of each run's ratio: the two halves of a run share the machine's mood.
+        ratio = statistics.median(a / b for a, b in zip(after, before, strict=True))
+        ratios.append((name, ratio))
+        mark = "  (common)" if i < COMMON_SHAPES else ""
+        print(
+            f"{name:<40} {_runs(before):>15} {_runs(after):>15} {ratio:>6.3f}"
+            f" {min(after) / min(before):>6.3f}{mark}"
+        )
+    return ratios
+
+
+def _runs(times: list[float]) -> str:
+    return f"{statistics.median(times):.2f} ({min(times):.2f})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--runs", type=int, default=7, help="timed runs per case (default 7)")
     p.add_argument("--lines", type=int, default=20000, help="lines per run (default 20000)")
+    p.add_argument(
+        "--baseline",
+        default="main",
+        help="git revision whose parse_syslog to compare with (default main; 'none': skip)",
+    )
     a = p.parse_args(argv)
     load = os.getloadavg()
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
@@ -200,9 +278,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             times[i] += time_case(fn, lines, 1)
     for (name, _, _), runs in zip(found, times, strict=True):
         print(f"{name:<48} {statistics.median(runs):>10.2f} {min(runs):>9.2f}")
+    status = 0
+    if a.baseline != "none":
+        ratios = compare_with_baseline(a.baseline, a.lines, a.runs)
+        common = [ratio for _, ratio in ratios[:COMMON_SHAPES]]
+        worst = max(common)
+        verdict = "within" if worst <= MAX_RATIO else "NOT within"
+        print(f"common lines: worst ratio {worst:.3f}, {verdict} {MAX_RATIO:.2f} of {a.baseline}")
+        status = 0 if worst <= MAX_RATIO else 1
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import signal
+import sqlite3
 import ssl
 import sys
 import time
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from notifier import __version__
 from notifier.config import Settings, parse_listen
+from notifier.datadir import make_data_dir
 from notifier.log import configure, get_logger
 from notifier.metrics import Metrics
 from notifier.oauth2.errors import OAuth2Error
@@ -45,6 +48,7 @@ class Service:
     oauth2: OAuth2Runtime | None = None
     started_at: float = field(default_factory=time.time)
     listening: dict[str, str] = field(default_factory=dict)  # receiver -> "host:port"
+    started: bool = False
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -58,7 +62,8 @@ class Service:
     async def start(self) -> None:
         s = self.settings
         data_dir = Path(s.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
+        if warning := make_data_dir(data_dir):
+            log.warning("data_dir is not private", warning=warning)
         routes = s.effective_routes()
         consumers = [f"route:{r.name}" for r in routes]
         # An empty kinds list matches every kind.
@@ -82,6 +87,7 @@ class Service:
         self._closers[:0] = [self.dispatcher.stop_workers, self.dispatcher.close_transports]
         self._closers.insert(0, start_forwards(s, self.spool, self.metrics).stop)
         await self._start_receivers()
+        self.started = True
         log.info(
             "notifier started",
             version=__version__,
@@ -240,7 +246,8 @@ class Service:
                     "stop step failed", step=getattr(close, "__qualname__", "?"), error=str(e)
                 )
         self._closers.clear()
-        log.info("notifier stopped")
+        if self.started:  # a start that failed has said so in one line already
+            log.info("notifier stopped")
 
 
 def _fmt(host: str, port: int) -> str:
@@ -276,6 +283,9 @@ async def serve(settings: Settings, ready: Callable[[Service], None] | None = No
             loop.add_signal_handler(sig, stop.set)
     try:
         await service.start()
+    except Exception as e:
+        await service.stop()
+        raise StartFailed(str(e)) from e
     except BaseException:
         await service.stop()
         raise
@@ -290,31 +300,63 @@ async def serve(settings: Settings, ready: Callable[[Service], None] | None = No
     await service.stop()
 
 
+class StartFailed(Exception):
+    """`Service.start` failed; the cause says why. Raised by `serve`."""
+
+
 def run_service(settings: Settings) -> int:
-    """Blocking entry point of `notifier run`; returns the exit status."""
+    """Blocking entry point of `notifier run`; returns the exit status.
+
+    A start that fails is one log line with the error and a hint, exit status 1."""
     configure(settings.log.level, settings.log.format)
     if sys.platform != "win32":
         _install_uvloop()
     try:
         asyncio.run(serve(settings))
-    except OSError as e:
-        # A port in use or a file that cannot be opened: name it, no traceback.
-        log.error("cannot start", error=str(e), hint=_start_hint(e))
-        return 1
-    except (OAuth2Error, ValueError) as e:
-        # An unreadable token store, incomplete oauth2 settings, a bad certificate or rule.
-        log.error("cannot start", error=str(e))
+    except StartFailed as e:
+        cause = e.__cause__ or e
+        error, hint = _start_failure(cause, settings.data_dir)
+        log.error("cannot start", error=error, **({"hint": hint} if hint else {}))
+        log.debug("cannot start: traceback", exc_info=cause)
         return 1
     except KeyboardInterrupt:
         pass
     return 0
 
 
-def _start_hint(e: OSError) -> str:
-    if e.errno in (98, 48):  # EADDRINUSE on Linux / BSD
+def _start_failure(e: BaseException, data_dir: str) -> tuple[str, str]:
+    """(what went wrong, what to do) for an exception from `Service.start`."""
+    from notifier.spool.base import SpoolError
+
+    if isinstance(e, OSError):
+        return str(e), _start_hint(e, data_dir)
+    cause = e.__cause__ if isinstance(e, SpoolError) else e
+    # Not an OperationalError (locked, I/O): the file itself is not a readable database.
+    if isinstance(cause, sqlite3.DatabaseError) and not isinstance(cause, sqlite3.OperationalError):
+        error = str(e) if cause is not e else f"a database under {data_dir}: {e}"
+        hint = (
+            "the file is damaged or not notifier's: move it away (what it holds is lost) or "
+            "restore it from a backup"
+        )
+        return error, hint
+    if isinstance(e, OAuth2Error | SpoolError | ValueError):
+        # Their messages name the thing and the way out (a locked spool, a token store under
+        # another key, a certificate that does not load).
+        return str(e), ""
+    return f"{type(e).__name__}: {e}", (
+        'an unexpected error: please report it; log.level = "debug" logs the traceback'
+    )
+
+
+def _start_hint(e: OSError, data_dir: str = "") -> str:
+    if e.errno in (errno.EADDRINUSE, 48):  # 48: EADDRINUSE on BSD
         return "another process uses that port: stop it or change the listen address"
-    if e.errno == 13:
+    if e.errno in (errno.EACCES, errno.EPERM) and e.filename is not None:
+        return f"the user running notifier cannot use that file: check the owner of {data_dir}"
+    if e.errno == errno.EACCES:
         return "permission denied: use a port above 1023 or grant CAP_NET_BIND_SERVICE"
+    if e.errno == errno.ENOSPC:
+        return f"the disk under {data_dir} is full: free some space"
     return ""
 
 
@@ -326,4 +368,4 @@ def send_test_mail(settings: Settings, account: str = "", to: str = "") -> int:
     return asyncio.run(test_mail(settings, account=account, to=to))
 
 
-__all__ = ["Service", "run_service", "send_test_mail", "serve"]
+__all__ = ["Service", "StartFailed", "run_service", "send_test_mail", "serve"]

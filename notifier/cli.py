@@ -1,5 +1,5 @@
 """The command line: `notifier run | check-config | send-alarm | spool ... | test-mail |
-oauth2 ...`.
+oauth2 ...`, each taking `--config FILE` before or after the command and its action.
 
 Exit status: 0 on success, 2 for usage or config errors, 1 otherwise; errors are one line on
 stderr.
@@ -15,6 +15,7 @@ from typing import Any
 
 from notifier import __version__
 from notifier.config import ConfigError, Settings, load_settings, masked
+from notifier.datadir import private_files
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -27,13 +28,16 @@ class CliError(Exception):
         self.status = status
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    from notifier.dispatch.service import address_problems
-    from notifier.oauth2.runtime import validate_accounts
+def _settings(args: argparse.Namespace, *, compile_all: bool = False) -> Settings:
+    """The validated settings, or one `notifier: config:` line per problem and exit status 2.
+
+    `compile_all`: also compile what `run` compiles (rules, TLS files, templates), as `run` and
+    `check-config` do; other commands only need the accounts."""
+    from notifier.prepare import account_problems, config_problems
 
     try:
         settings = load_settings(args.config)
-        problems = address_problems(settings) + validate_accounts(settings)
+        problems = config_problems(settings) if compile_all else account_problems(settings)
         if problems:
             raise ConfigError(problems)
     except ConfigError as e:
@@ -46,12 +50,14 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_run(args: argparse.Namespace) -> int:
     from notifier.app import run_service
 
-    settings = _settings(args)
+    settings = _settings(args, compile_all=True)
     return run_service(settings)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = _settings(args, compile_all=True)
+    if args.quiet:
+        return EXIT_OK
     print(f"# notifier {__version__}: configuration is valid; effective values, secrets masked")
     effective = masked(settings)
     effective["routes"] = [
@@ -64,16 +70,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_send_alarm(args: argparse.Namespace) -> int:
     import httpx
 
-    record: dict[str, Any] = {
-        "type": args.type,
-        "severity": args.severity,
-        "code": args.code,
-        "host": args.host,
-        "source": args.source,
-        "text": args.text,
-    }
-    if args.serial:
-        record["serial"] = args.serial
+    if not (args.text or args.code):
+        raise CliError("send-alarm: give --text or --code (or both)", EXIT_USAGE)
+    # Only what the user gave: a value made up here would reach the mail as the device's word.
+    given = vars(args)
+    record: dict[str, Any] = {"type": args.type}
+    for name in ("severity", "code", "host", "serial", "source", "text"):
+        if given[name]:
+            record[name] = given[name]
     url = args.url
     if not url:
         settings = _settings(args)
@@ -96,7 +100,7 @@ def cmd_send_alarm(args: argparse.Namespace) -> int:
         raise CliError(f"cannot reach notifier at {url}: {e}") from None
     if response.status_code != 200:
         raise CliError(f"{url} answered {response.status_code}: {response.text.strip()[:300]}")
-    print(f"sent {args.type} {args.code} from {args.host} to {url}: {response.text.strip()}")
+    print(f"sent {json.dumps(record, ensure_ascii=False)} to {url}: {response.text.strip()}")
     return EXIT_OK
 
 
@@ -197,96 +201,166 @@ def _key(k: str) -> str:
     return k if k.replace("_", "").replace("-", "").isalnum() else json.dumps(k)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="notifier",
-        description="Takes alarms, events and log lines from innovaphone devices and any syslog or "
-        "HTTP sender, and mails the ones people must hear about.",
-    )
-    parser.add_argument("--version", action="version", version=f"notifier {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+CONFIG_HELP = "TOML config file (default: $NOTIFIER_CONFIG, else the embedded defaults)"
+
+EPILOG = """\
+--config FILE (or NOTIFIER_CONFIG) is accepted before or after any command and action.
+In a development checkout the command is .venv/bin/notifier (`make run` creates it); installed
+as deploy/notifier.service describes, it is /opt/notifier/bin/notifier.
+Exit status: 0 on success, 2 for usage or config errors, 1 otherwise."""
+
+
+def _add_config(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """--config on `parser`. Below the top level the default is SUPPRESS, so an option given at
+    one level is not reset by the next: `notifier -c X spool stats` is
+    `notifier spool stats -c X`."""
+    parser.add_argument(
         "--config",
         "-c",
         metavar="FILE",
-        help="TOML config file (default: $NOTIFIER_CONFIG, else embedded defaults)",
+        default=None if top else argparse.SUPPRESS,
+        help=CONFIG_HELP,
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("run", parents=[common], help="run the service in the foreground")
+
+class _Sub:
+    """Adds subcommands that all take --config and show defaults the same way."""
+
+    def __init__(self, parser: argparse.ArgumentParser, dest: str, metavar: str) -> None:
+        self._sub = parser.add_subparsers(dest=dest, metavar=metavar, required=dest != "command")
+
+    def add(self, name: str, help: str) -> argparse.ArgumentParser:
+        p = self._sub.add_parser(name, help=help, description=help)
+        _add_config(p)
+        return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="notifier",
+        description="Takes alarms, events and log lines from innovaphone devices and any syslog\n"
+        "or HTTP sender, and mails the ones people must hear about.",
+        epilog=EPILOG,
+        # The epilog's lines as written.
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"notifier {__version__}", help="print the version"
+    )
+    _add_config(parser, top=True)
+    sub = _Sub(parser, "command", "COMMAND")
+
+    p = sub.add("run", "run the service in the foreground")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser(
-        "check-config", parents=[common], help="validate the config and print the effective values"
+    p = sub.add(
+        "check-config",
+        "compile the config as `run` does (rules, addresses, TLS files, OAuth2 settings) and "
+        "print the effective values, secrets masked",
+    )
+    p.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="print problems only, nothing for a valid config (default: print the values)",
     )
     p.set_defaults(func=cmd_check_config)
 
-    p = sub.add_parser(
-        "send-alarm", parents=[common], help="send a sample alarm to a running notifier"
+    p = sub.add(
+        "send-alarm",
+        "send one alarm record to a running notifier; only the fields given are sent",
     )
-    p.add_argument("--url", help="JSON endpoint (default: from the config's http.listen)")
-    p.add_argument("--type", choices=["alarm", "clear", "error"], default="alarm")
-    p.add_argument("--severity", default="major")
-    p.add_argument("--code", default="0x00010002")
-    p.add_argument("--host", default="gw01")
-    p.add_argument("--serial", default="")
-    p.add_argument("--source", default="RELAY/RECH")
-    p.add_argument("--text", default="Registration down")
-    p.add_argument("--user", metavar="NAME:PASSWORD", help="HTTP sender credentials")
-    p.add_argument("--digest", action="store_true", help="use Digest instead of Basic auth")
-    p.add_argument("--insecure", action="store_true", help="do not verify the HTTPS certificate")
+    p.add_argument(
+        "--url", help="JSON endpoint (default: /api/v1/records on the config's http.listen)"
+    )
+    p.add_argument(
+        "--type",
+        choices=["alarm", "clear", "error"],
+        default="alarm",
+        help="record type; error is a one-shot event (default: alarm)",
+    )
+    not_sent = "(default: not sent)"
+    p.add_argument(
+        "--severity",
+        help="e.g. critical, major, minor, warning, or a number "
+        "(default: not sent; the mail then shows no severity)",
+    )
+    p.add_argument("--code", help=f"alarm code, e.g. 0x00010002 {not_sent}")
+    p.add_argument("--host", help="device name (default: not sent; the sender's address is used)")
+    p.add_argument("--serial", help=f"device serial number {not_sent}")
+    p.add_argument("--source", help=f"source module, e.g. RELAY/RECH {not_sent}")
+    p.add_argument("--text", help=f"alarm text; give --text or --code or both {not_sent}")
+    p.add_argument(
+        "--user",
+        metavar="NAME:PASSWORD",
+        help="HTTP sender credentials, for http.auth (default: none)",
+    )
+    p.add_argument(
+        "--digest",
+        action="store_true",
+        help="use Digest instead of Basic auth with --user (default: Basic)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not verify the HTTPS certificate (default: verify)",
+    )
     p.set_defaults(func=cmd_send_alarm)
 
-    p = sub.add_parser("spool", parents=[common], help="inspect and repair the spool")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    spool_sub = p.add_subparsers(dest="spool_cmd", metavar="ACTION", required=True)
-    spool_sub.add_parser("stats", help="queue depths, limits, drops")
-    sp = spool_sub.add_parser("list", help="records in the spool, newest first")
-    sp.add_argument("--state", choices=["ready", "leased", "retry", "dead", "done"], default=None)
-    sp.add_argument("--limit", type=int, default=50)
-    sp = spool_sub.add_parser("show", help="one record with its deliveries and last errors")
-    sp.add_argument("id")
-    sp = spool_sub.add_parser("retry", help="make a dead record (or all with --dead) ready again")
-    sp.add_argument("id", nargs="?")
-    sp.add_argument("--dead", action="store_true")
-    sp = spool_sub.add_parser(
-        "purge", help="delete dead-lettered records, or what waits for a removed route"
-    )
-    sp.add_argument("--dead", action="store_true", help="delete dead-lettered deliveries")
-    sp.add_argument(
-        "--consumer", metavar="NAME", help="delete the deliveries of a route no longer configured"
-    )
+    p = sub.add("spool", "inspect and repair the spool")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text (default: text)")
     p.set_defaults(func=cmd_spool)
-
-    p = sub.add_parser(
-        "test-mail", parents=[common], help="send one test mail and say what happened"
+    spool = _Sub(p, "spool_cmd", "ACTION")
+    spool.add("stats", "queue depths, limits, drops")
+    sp = spool.add("list", "records in the spool, newest first")
+    sp.add_argument(
+        "--state",
+        choices=["ready", "leased", "retry", "dead", "done"],
+        default=None,
+        help="only records in this state (default: every state)",
     )
-    p.add_argument("--account", "-a", default="", help="account name (default: the first)")
-    p.add_argument("--to", default="", help="recipient (default: the first route's)")
+    sp.add_argument("--limit", type=int, default=50, help="show at most this many (default: 50)")
+    sp = spool.add("show", "one record with its deliveries and last errors")
+    sp.add_argument("id", help="the record ID, as `spool list` shows it")
+    sp = spool.add("retry", "make a dead record (or all with --dead) ready again")
+    sp.add_argument("id", nargs="?", help="the record ID (default: none; then give --dead)")
+    sp.add_argument(
+        "--dead", action="store_true", help="retry every dead-lettered record (default: off)"
+    )
+    sp = spool.add("purge", "delete dead-lettered records, or what waits for a removed route")
+    sp.add_argument(
+        "--dead", action="store_true", help="delete dead-lettered deliveries (default: off)"
+    )
+    sp.add_argument(
+        "--consumer",
+        metavar="NAME",
+        help="delete the deliveries of a route no longer configured, e.g. route:old "
+        "(default: none)",
+    )
+
+    p = sub.add("test-mail", "send one test mail and say what happened")
+    p.add_argument("--account", "-a", default="", help="account name (default: the first account)")
+    p.add_argument(
+        "--to", default="", help="recipient (default: the first route's of that account)"
+    )
     p.set_defaults(func=cmd_test_mail)
 
-    p = sub.add_parser("oauth2", parents=[common], help="sign OAuth2 mail accounts in and out")
-    oauth2_sub = p.add_subparsers(dest="oauth2_cmd", metavar="ACTION", required=True)
-    # --config after the action too (`notifier oauth2 status --config FILE`).
-    late_config = argparse.ArgumentParser(add_help=False)
-    late_config.add_argument("--config", "-c", metavar="FILE", default=argparse.SUPPRESS)
-    sp = oauth2_sub.add_parser(
-        "authorize",
-        parents=[late_config],
-        help="sign an account in: prints the URL to open and catches the redirect on loopback",
-    )
-    sp.add_argument("account")
-    sp.add_argument(
-        "--device", action="store_true", help="use the device grant (enter a code elsewhere)"
-    )
-    oauth2_sub.add_parser(
-        "status", parents=[late_config], help="each OAuth2 account's state, expiry and reason"
-    )
-    sp = oauth2_sub.add_parser(
-        "revoke", parents=[late_config], help="delete an account's stored tokens (and revoke)"
-    )
-    sp.add_argument("account")
+    p = sub.add("oauth2", "sign OAuth2 mail accounts in and out")
     p.set_defaults(func=cmd_oauth2)
+    oauth2 = _Sub(p, "oauth2_cmd", "ACTION")
+    sp = oauth2.add(
+        "authorize",
+        "sign an account in: prints the URL to open and catches the redirect on loopback",
+    )
+    sp.add_argument("account", help="the account's name in the config")
+    sp.add_argument(
+        "--device",
+        action="store_true",
+        help="use the device grant: enter a code on any device (default: browser redirect)",
+    )
+    oauth2.add("status", "each OAuth2 account's state, expiry and reason")
+    sp = oauth2.add("revoke", "delete an account's stored tokens (and revoke them at Google)")
+    sp.add_argument("account", help="the account's name in the config")
     return parser
 
 
@@ -297,7 +371,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        status: int = args.func(args)
+        # What a command creates (spool, alarm state, outbox, tokens) is for its user only.
+        with private_files():
+            status: int = args.func(args)
     except CliError as e:
         if str(e):
             print(f"notifier: {e}", file=sys.stderr)

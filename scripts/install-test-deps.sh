@@ -1,16 +1,8 @@
-#!/usr/bin/env bash
-# Debian packages the tests drive as real peers: logger (bsdutils), curl, openssl.
+#!/bin/sh
+# Debian packages the tests drive as real peers: logger (bsdutils), curl, openssl, and rsyslog
+# (the oracle tests/parse/test_rsyslog_oracle.py compares notifier's syslog parsing with; the
+# test starts its own rsyslogd on loopback with its own config, whatever the system one does).
 # Installs only what is missing, so a prepared machine pays nothing.
-set -euo pipefail
-need=()
-command -v logger >/dev/null 2>&1 || need+=(bsdutils)
-command -v curl >/dev/null 2>&1 || need+=(curl)
-command -v openssl >/dev/null 2>&1 || need+=(openssl)
-[ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || [ -e /usr/lib/rsyslog/lmnsd_gtls.so ] || need+=(rsyslog rsyslog-gnutls)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing Debian packages: ${need[*]}"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+[ -n "$(ls /usr/lib/*/rsyslog/lmnsd_gtls.so /usr/lib/rsyslog/lmnsd_gtls.so 2>/dev/null)" ] || sh "$(dirname "$0")/install-missing.sh" lmnsd_gtls=rsyslog-gnutls  # forward tests: rsyslog TLS
+exec sh "$(dirname "$0")/install-missing.sh" logger=bsdutils curl=curl openssl=openssl \
+    rsyslogd=rsyslog

@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from notifier.config import MatchSettings
+from notifier.config import MatchSettings, RouteSettings
 from notifier.records import Kind, Record, Severity, parse_severity
 
 
@@ -128,3 +128,16 @@ def compile_match(match: MatchSettings, where: str = "match") -> Matcher:
         receivers=frozenset(match.receivers),
         text=text,
     )
+
+
+def compile_routes(routes: Sequence[RouteSettings]) -> list[FirstMatch]:
+    """Each route's matcher, in order. First match wins: a route skips what an earlier route
+    without `continue` took. Raises `RuleError` naming ``routes.<index>.match.<key>``."""
+    matchers: list[FirstMatch] = []
+    taken_before: list[Matcher] = []
+    for i, route in enumerate(routes):
+        own = compile_match(route.match, f"routes.{i}.match")
+        matchers.append(FirstMatch(own, tuple(taken_before)))
+        if not route.continue_matching:
+            taken_before.append(own)
+    return matchers

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from notifier.config import AccountSettings, Settings
-from notifier.dispatch.rules import FirstMatch, Matcher, RuleError, compile_match
+from notifier.dispatch.rules import RuleError, compile_routes
 from notifier.dispatch.state import AlarmStore
 from notifier.dispatch.worker import RouteTarget, RouteWorker
 from notifier.log import get_logger
@@ -154,21 +154,16 @@ def build_dispatcher(
 
     `token_providers`: account name -> OAuth2 token provider, for OAuth2 accounts."""
     providers = token_providers or {}
+    routes = settings.effective_routes()
+    try:
+        matchers = compile_routes(routes)
+    except RuleError as e:
+        raise ValueError(str(e)) from None
     store = AlarmStore(Path(settings.data_dir) / "alarms.sqlite")
     transports: dict[str, MailTransport] = {}
     locks: dict[str, asyncio.Lock] = {}
     workers: list[RouteWorker] = []
-    # First match wins: a route skips what an earlier route without `continue` took.
-    taken_before: list[Matcher] = []
-    for i, route in enumerate(settings.effective_routes()):
-        try:
-            own = compile_match(route.match, f"routes.{i}.match")
-        except RuleError as e:
-            store.close_now()
-            raise ValueError(str(e)) from None
-        matcher = FirstMatch(own, tuple(taken_before))
-        if not route.continue_matching:
-            taken_before.append(own)
+    for route, matcher in zip(routes, matchers, strict=True):
         account = settings.account(route.account)
         if account.name not in transports:
             transports[account.name] = build_transport(

@@ -77,10 +77,6 @@ class AlarmStore:
                 (route, forget_before),
             )
 
-    def close_now(self) -> None:
-        """Close at once; only before any write was started."""
-        self._db.close()
-
     async def close(self) -> None:
         """Close after any write in flight (a worker cancelled at shutdown may have left one)."""
         async with self._lock:

@@ -150,8 +150,12 @@ def message_id_for(record_ids: Iterable[str], domain: str, *, salt: str = "") ->
     return f"<{digest.hexdigest()[:40]}.notifier@{host}>"
 
 
-def _severity_name(severity: Severity) -> str:
-    return severity.value.capitalize()
+def _severity_name(record: Record) -> str:
+    """The severity as a mail shows it; "" when the sender gave none. Receivers file an alarm
+    without one as INDETERMINATE, and a mail must not present that as the device's word."""
+    if record.severity is Severity.INDETERMINATE and not record.severity_raw:
+        return ""
+    return record.severity.value.capitalize()
 
 
 def status_label(item: MailItem) -> str:
@@ -159,9 +163,9 @@ def status_label(item: MailItem) -> str:
     record = item.record
     match item.reason:
         case Reason.NEW:
-            return f"ALARM {_severity_name(record.severity)}"
+            return f"ALARM {_severity_name(record)}".rstrip()
         case Reason.REPEAT:
-            return f"ALARM {_severity_name(record.severity)}, still active"
+            return f"ALARM {_severity_name(record)}".rstrip() + ", still active"
         case Reason.CLEAR | Reason.CLEAR_UNKNOWN:
             return "CLEARED"
         case Reason.EVENT:
@@ -300,7 +304,7 @@ def _row(item: MailItem) -> Row:
         device=one_line(_device(record)),
         serial=one_line(record.serial),
         code=one_line(record.code),
-        severity=_severity_name(record.severity),
+        severity=_severity_name(record) or "not sent",
         severity_raw=one_line(record.severity_raw),
         source=one_line(record.source),
         text=body_text(record.text),
@@ -325,6 +329,18 @@ def _templates() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+
+
+TEMPLATES = ("mail.txt.j2", "mail.html.j2")
+
+
+def load_templates() -> None:
+    """Compile the mail templates now (they are compiled lazily otherwise).
+
+    Raises `jinja2.TemplateError` naming the template that does not compile."""
+    env = _templates()
+    for name in TEMPLATES:
+        env.get_template(name)
 
 
 def render_bodies(

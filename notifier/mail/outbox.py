@@ -39,7 +39,7 @@ def write_atomically(directory: Path, name: str, data: bytes) -> Path:
     """Write `data` to directory/name so that it is durable and complete when this returns."""
     target = directory / name
     temporary = directory / f".{name}.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -318,7 +318,9 @@ class SqliteSpool:
                 synchronous=self._sync,
             )
         except Exception as e:
-            self._post([(ready, None, SpoolError(f"cannot open spool {self.path}: {e}"))], False)
+            error = SpoolError(f"cannot open spool {self.path}: {e}")
+            error.__cause__ = e  # a damaged file gets its own hint at start
+            self._post([(ready, None, error)], False)
             return
         self._post([(ready, None, None)], False)
         stop = False

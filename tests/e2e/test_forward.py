@@ -14,7 +14,7 @@ from tests.certs import TestPKI
 from tests.conftest import free_port
 from tests.e2e.test_alarm_mail import account, post_alarm, route, subjects
 from tests.e2e.test_overflow import metric
-from tests.rsyslog import Rsyslog, run_rsyslog
+from tests.rsyslog import ForwardRsyslog, run_rsyslog
 from tests.service import NotifierProcess, wait_for
 from tests.smtpserver import SmtpTestServer
 
@@ -85,7 +85,7 @@ def test_second_notifier_mails_alarms_forwarded_by_syslog_and_by_http(
 
 
 def test_log_lines_no_route_wants_reach_rsyslog_and_a_down_target_blocks_nothing(
-    tmp_path: Path, smtp: SmtpTestServer, rsyslog: Rsyslog
+    tmp_path: Path, smtp: SmtpTestServer, rsyslog: ForwardRsyslog
 ) -> None:
     forwards: list[dict[str, Any]] = [
         {
@@ -163,7 +163,7 @@ def test_a_forward_back_to_itself_stops_after_one_round(tmp_path: Path) -> None:
 def test_alarm_only_a_forward_wants_survives_a_crash_while_the_target_is_down(
     tmp_path: Path, pki: TestPKI
 ) -> None:
-    rsyslog = Rsyslog(tmp_path / "rsyslog", pki)  # ports chosen, not started yet: down
+    rsyslog = ForwardRsyslog(tmp_path / "rsyslog", pki=pki)  # ports chosen, not started yet: down
     a = NotifierProcess(
         tmp_path / "a",
         {

@@ -14,7 +14,7 @@ from notifier.records import Kind, Record
 from tests.certs import TestPKI
 from tests.conftest import free_port
 from tests.forward.test_encode import alarm, log_line
-from tests.rsyslog import Rsyslog
+from tests.rsyslog import ForwardRsyslog
 
 
 def forward(port: int, **changes: Any) -> ForwardSettings:
@@ -54,7 +54,7 @@ async def send_all(sender: SyslogSender, *batches: list[Record]) -> None:
     ],
 )
 def test_rsyslog_receives_forwarded_records_as_sent(
-    rsyslog: Rsyslog, pki: TestPKI, protocol: str, framing: str, fmt: str
+    rsyslog: ForwardRsyslog, pki: TestPKI, protocol: str, framing: str, fmt: str
 ) -> None:
     port = {"udp": rsyslog.udp_port, "tcp": rsyslog.tcp_port, "tls": rsyslog.tls_port}[protocol]
     settings = forward(
@@ -87,7 +87,7 @@ def test_rsyslog_receives_forwarded_records_as_sent(
         assert {g.app for g in alarms} == {"RELAY/RECH"}
 
 
-def test_tls_with_client_certificate(rsyslog: Rsyslog, pki: TestPKI) -> None:
+def test_tls_with_client_certificate(rsyslog: ForwardRsyslog, pki: TestPKI) -> None:
     settings = forward(
         rsyslog.mtls_port,
         protocol="tls",
@@ -100,7 +100,7 @@ def test_tls_with_client_certificate(rsyslog: Rsyslog, pki: TestPKI) -> None:
     assert got.input == "mtls" and "<alarm " in got.raw
 
 
-def test_untrusted_server_certificate_is_a_clear_error(rsyslog: Rsyslog) -> None:
+def test_untrusted_server_certificate_is_a_clear_error(rsyslog: ForwardRsyslog) -> None:
     sender = SyslogSender(forward(rsyslog.tls_port, protocol="tls"), "a")
     with pytest.raises(ForwardError, match=r"server certificate not trusted.*set ca_file"):
         asyncio.run(send_all(sender, [alarm()]))

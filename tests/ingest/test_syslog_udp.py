@@ -237,12 +237,24 @@ async def test_receive_buffer_drops_are_exported(
     spool: MemorySpool, metrics: Metrics, receivers: list
 ) -> None:
     receivers.append(await start_udp("127.0.0.1", 0, spool=spool, metrics=metrics))
-    expected = udp_rcvbuf_errors()
-    if expected is None:
+    before = udp_rcvbuf_errors()
+    if before is None:
         pytest.fail("/proc/net/snmp is not readable on this machine")
+    # Real drops: a socket with the smallest receive buffer that nobody reads, flooded.
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,
+    ):
+        sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+        sink.bind(("127.0.0.1", 0))
+        for _ in range(200):
+            sender.sendto(b"x" * 1000, sink.getsockname())
+        after = udp_rcvbuf_errors()
+    assert after is not None and after >= before + 100, "the kernel counted no drops"
     await eventually(
-        lambda: (metrics.registry.get_sample_value("notifier_udp_rcvbuf_errors") or 0) >= expected,
-        "the kernel counter exported",
+        lambda: (metrics.registry.get_sample_value("notifier_udp_rcvbuf_errors") or 0) >= after,
+        "the kernel's count of the drops exported",
+        timeout=20,
     )
 
 

@@ -26,10 +26,11 @@ _PRI = re.compile(r"<(\d{1,3})>")
 _NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
 _MONTHS = {m.lower(): i for i, m in enumerate(calendar.month_abbr) if m}
 
-# RFC 3164 as devices send it: Cisco sequence number and "*" (clock not set), optional year
-# before or after the time, fractional seconds, a trailing ":" after the time (Cisco).
+# RFC 3164 as devices send it: a space after the PRI (HP ProCurve), Cisco sequence number and
+# "*" (clock not set), optional year before or after the time, fractional seconds, a trailing
+# ":" after the time (Cisco).
 _HEADER_3164 = re.compile(
-    r"(?:(?P<seq>\d{1,10}):\s+)?(?P<mark>[*.])?"
+    r" ?(?:(?P<seq>\d{1,10}):\s+)?(?P<mark>[*.])?"
     r"(?:"
     r"(?P<mon>[A-Za-z]{3})\s+(?P<day>\d{1,2})(?:\s+(?P<year1>\d{4}))?"
     r"\s+(?P<hh>\d{1,2}):(?P<mm>\d{2}):(?P<ss>\d{2})(?P<frac>\.\d{1,9})?"
@@ -39,7 +40,7 @@ _HEADER_3164 = re.compile(
     r")"
     r":?(?:\s+|$)"
 )
-_HOST = re.compile(r"([\w.%:-]+)\s+")
+_HOST = re.compile(r"([\w.%:-]+)(?:\s+|$)")  # a line may end with the host
 _TAG = re.compile(r"([^\s\[\]:]{1,64})(?:\[([^\]\s]{0,32})\])?:(?:\s|$)")
 _ISO = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:?\d{2})?$"
@@ -124,7 +125,10 @@ def _rfc3164(rest: str, received_at: float) -> _Header:
     extras: dict[str, str] = {}
     m = _HEADER_3164.match(rest)
     if m is None:
-        return "", "", rest, None, extras
+        # No timestamp, so no host either; a leading "tag[pid]: " is still the tag (Cisco ASA
+        # without timestamps, Python's SysLogHandler with a "name: " format).
+        source, pos = _read_tag(rest, 0, extras)
+        return "", source, rest[pos:], None, extras
     device_time = _time_3164(m, received_at)
     if m.group("mon") is not None and device_time is None:
         # "Foo 12 10:00:00" that is no date: not a header after all.
@@ -139,14 +143,19 @@ def _rfc3164(rest: str, received_at: float) -> _Header:
     if h is not None and not h.group(1).endswith(":"):
         host = h.group(1)
         pos = h.end()
-    source = ""
-    t = _TAG.match(rest, pos)
-    if t is not None:
-        source = t.group(1)
-        if t.group(2):
-            extras["procid"] = t.group(2)
-        pos = t.end()
+    source, pos = _read_tag(rest, pos, extras)
     return host, source, rest[pos:], device_time, extras
+
+
+def _read_tag(rest: str, pos: int, extras: dict[str, str]) -> tuple[str, int]:
+    """The ``tag[pid]:`` at `pos` (the pid into `extras`) and where the text starts after it;
+    ``("", pos)`` when there is none: without its colon a word is text, not a tag."""
+    t = _TAG.match(rest, pos)
+    if t is None:
+        return "", pos
+    if t.group(2):
+        extras["procid"] = t.group(2)
+    return t.group(1), t.end()
 
 
 def _time_3164(m: re.Match[str], received_at: float) -> float | None:
@@ -199,26 +208,32 @@ def _iso_time(value: str) -> float | None:
 
 
 def _rfc5424(rest: str) -> _Header | None:
-    """HEADER SP STRUCTURED-DATA [SP MSG] after the PRI, or None when it is not RFC 5424."""
+    """HEADER SP STRUCTURED-DATA [SP MSG] after the PRI, or None when it is not RFC 5424.
+
+    Structured data that is not quite valid does not cost the header: what can be read of it
+    goes to extras, the text from the first unreadable element on is the message, and
+    ``extras["sd_error"]`` says what was wrong. Only a header whose timestamp is no timestamp
+    as well is not taken for RFC 5424 (``<13>1 apple pie ...`` is text).
+    """
     m = _HEADER_5424.match(rest)
     if m is None:
         return None
     stamp, host, app, procid, msgid = m.groups()
-    parsed = _structured_data(rest, m.end())
-    if parsed is None:
-        return None
-    extras, pos = parsed
-    if pos == len(rest):
-        message = ""
-    elif rest[pos] == " ":
-        message = rest[pos + 1 :].removeprefix("\ufeff")
+    device_time = None if stamp == _NIL else _iso_time(stamp)
+    extras, pos, error = _structured_data(rest, m.end())
+    if error is None and pos < len(rest) and rest[pos] != " ":
+        error = "no space between the structured data and the message"
+    if error is not None:
+        if device_time is None and stamp != _NIL:
+            return None
+        extras["sd_error"] = error
+        message = rest[pos:]
     else:
-        return None
+        message = rest[pos + 1 :].removeprefix("\ufeff")
     if procid != _NIL:
         extras["procid"] = procid
     if msgid != _NIL:
         extras["msgid"] = msgid
-    device_time = None if stamp == _NIL else _iso_time(stamp)
     if device_time is None and stamp != _NIL:
         extras["timestamp"] = stamp
     return (
@@ -230,33 +245,39 @@ def _rfc5424(rest: str) -> _Header | None:
     )
 
 
-def _structured_data(s: str, pos: int) -> tuple[dict[str, str], int] | None:
-    """SD elements flattened to ``sd.<id>.<param>`` (repeated params joined by ","), end pos."""
-    if s.startswith(_NIL, pos):
-        return {}, pos + 1
+def _structured_data(s: str, pos: int) -> tuple[dict[str, str], int, str | None]:
+    """SD elements flattened to ``sd.<id>.<param>`` (repeated params joined by ","), the end
+    position, and what was wrong: on an error, the position is where the unreadable element
+    starts and the params read before it are kept."""
+    if s.startswith(_NIL, pos) and (pos + 1 == len(s) or s[pos + 1] == " "):
+        return {}, pos + 1, None
     flat: dict[str, str] = {}
-    elements = 0
+    if not s.startswith("[", pos):
+        return flat, pos, "structured data is neither '-' nor '[...]'"
     while pos < len(s) and s[pos] == "[":
+        start = pos
         ident = _SD_NAME.match(s, pos + 1)
         if ident is None:
-            return None
-        prefix = f"sd.{ident.group()}"
+            return flat, start, "an SD element without SD-ID"
+        element = ident.group()
+        prefix = f"sd.{element}"
         pos = ident.end()
         params = 0
         while True:
             if pos >= len(s):
-                return None
+                return flat, start, f"SD element [{element}] is not closed by ']'"
             if s[pos] == "]":
                 pos += 1
                 break
             if s[pos] != " ":
-                return None
+                return flat, start, f"{s[pos]!r} where a space or ']' belongs in [{element}]"
             name = _SD_NAME.match(s, pos + 1)
             if name is None or not s.startswith('="', name.end()):
-                return None
+                param = "" if name is None else f" {name.group()}"
+                return flat, start, f'SD-PARAM{param} in [{element}] is not name="value"'
             value = _SD_VALUE.match(s, name.end() + 2)
             if value is None:
-                return None
+                return flat, start, f"the value of {name.group()} in [{element}] is not closed"
             key = f"{prefix}.{name.group()}"
             text = _SD_UNESCAPE.sub(r"\1", value.group(1))
             flat[key] = f"{flat[key]},{text}" if key in flat else text
@@ -264,7 +285,4 @@ def _structured_data(s: str, pos: int) -> tuple[dict[str, str], int] | None:
             params += 1
         if not params:  # an element without params still says something ([timeQuality])
             flat.setdefault(prefix, "")
-        elements += 1
-    if not elements:
-        return None
-    return flat, pos
+    return flat, pos, None

@@ -54,6 +54,30 @@ def test_rfc3164_without_timestamp_keeps_the_whole_message_and_the_sender_as_dev
     assert (r.facility, r.severity_raw, r.severity) == (16, "6", Severity.INFO)
 
 
+@pytest.mark.parametrize(
+    ("data", "source", "procid", "text"),
+    [
+        (
+            b"<166>%ASA-6-302014: Teardown TCP connection 76118",
+            "%ASA-6-302014",
+            "",
+            "Teardown TCP connection 76118",
+        ),
+        (b"<14>myapp[42]: worker 3 restarted", "myapp", "42", "worker 3 restarted"),
+    ],
+)
+def test_message_without_timestamp_keeps_a_leading_tag_but_names_no_host(
+    data: bytes, source: str, procid: str, text: str
+) -> None:
+    r = syslog(data)
+    assert (r.device, r.source, r.extras.get("procid", ""), r.text) == (
+        "192.0.2.7",
+        source,
+        procid,
+        text,
+    )
+
+
 def test_rfc3164_with_year_and_iso_timestamps() -> None:
     with_year = syslog(b"<14>Mar  1 2025 18:46:11 host1 app: a")
     assert (with_year.device_time, with_year.device, with_year.text) == (
@@ -102,6 +126,89 @@ def test_rfc5424_nil_values_and_no_message() -> None:
 def test_rfc5424_zulu_time_with_nanoseconds() -> None:
     r = syslog(b"<14>1 2026-03-10T12:00:00.000000001Z h a - - - m")
     assert r.device_time == pytest.approx(utc(2026, 3, 10, 12, 0, 0), abs=1e-6)
+
+
+def test_rfc5424_with_a_space_after_equals_in_sd_keeps_every_header_field() -> None:
+    r = syslog(
+        b"<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog 42 ID47 "
+        b'[exampleSDID@32473 iut= "3" eventSource="Application"] An application event'
+    )
+    assert (r.device, r.source) == ("mymachine.example.com", "evntslog")
+    assert r.device_time == pytest.approx(utc(2003, 10, 11, 22, 14, 15, micro=3000))
+    # The unreadable element is not thrown away: it is the start of the text.
+    assert r.text == '[exampleSDID@32473 iut= "3" eventSource="Application"] An application event'
+    assert dict(r.extras) == {
+        "procid": "42",
+        "msgid": "ID47",
+        "sd_error": 'SD-PARAM iut in [exampleSDID@32473] is not name="value"',
+    }
+
+
+def test_rfc5424_sd_error_keeps_what_was_read_before_it() -> None:
+    r = syslog(b'<14>1 - gw01 app - - [ok x="1"][bad x="2" y] trunk down')
+    assert (r.device, r.source, r.text) == ("gw01", "app", '[bad x="2" y] trunk down')
+    assert dict(r.extras) == {
+        "sd.ok.x": "1",
+        "sd.bad.x": "2",
+        "sd_error": 'SD-PARAM y in [bad] is not name="value"',
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "text", "error"),
+    [
+        (
+            b'<14>1 - gw01 app - - [a b="c"]no space',
+            "no space",
+            "no space between the structured data and the message",
+        ),
+        (
+            b"<14>1 - gw01 app - - trunk down",
+            "trunk down",
+            "structured data is neither '-' nor '[...]'",
+        ),
+        (b'<14>1 - gw01 app - - [a b="c', '[a b="c', "the value of b in [a] is not closed"),
+        (b"<14>1 - gw01 app - - [a", "[a", "SD element [a] is not closed by ']'"),
+        (b"<14>1 - gw01 app - - -x", "-x", "structured data is neither '-' nor '[...]'"),
+        (b"<14>1 - gw01 app - - [ x]", "[ x]", "an SD element without SD-ID"),
+    ],
+)
+def test_rfc5424_with_broken_structured_data_keeps_the_header(
+    data: bytes, text: str, error: str
+) -> None:
+    r = syslog(data)
+    assert (r.device, r.source, r.text, r.extras["sd_error"]) == ("gw01", "app", text, error)
+
+
+def test_text_after_1_and_no_timestamp_is_not_rfc5424() -> None:
+    r = syslog(b"<13>1 apple pie is good and tasty")
+    assert (r.device, r.source, r.text) == ("192.0.2.7", "", "1 apple pie is good and tasty")
+    assert dict(r.extras) == {}
+
+
+def test_space_between_pri_and_timestamp() -> None:
+    r = syslog(b"<167> Mar  7 19:06:53 host tag: lease renewed")
+    assert (r.device, r.source, r.text) == ("host", "tag", "lease renewed")
+    assert r.device_time == utc(2026, 3, 7, 19, 6, 53)
+
+
+def test_rfc3164_with_a_year_and_only_a_hostname() -> None:
+    r = syslog(b"<14>Jan  6 2009 15:22:26 localhost")
+    assert (r.device, r.source, r.text) == ("localhost", "", "")
+    assert r.device_time == utc(2009, 1, 6, 15, 22, 26)
+
+
+@pytest.mark.parametrize(
+    ("data", "device_time"),
+    [
+        (b"<14>Aug 30 23:00:05 X4711", utc(2026, 8, 30, 23, 0, 5)),
+        (b"<14>2003-08-24T05:14:15.000003-07:00 X4711", utc(2003, 8, 24, 12, 14, 15) + 3e-6),
+    ],
+)
+def test_line_that_ends_right_after_the_hostname(data: bytes, device_time: float) -> None:
+    r = syslog(data)
+    assert (r.device, r.source, r.text) == ("X4711", "", "")
+    assert r.device_time == pytest.approx(device_time)
 
 
 def test_message_without_pri_is_still_a_log_line() -> None:

@@ -74,6 +74,12 @@ def utc(year: int, month: int, day: int, hh: int = 0, mm: int = 0, ss: int = 0) 
         b'<13>Mar 10 11:59:58 host tag: <alarm type="alarm" code="0x1" severity="major"/>',
         b"<13>Mar 10 11:59:58 host tag: <broken",
         b"<13>Mar 10 11:59:58 1234:5 tag: host with a colon after four digits",
+        b"<167> Mar  7 19:06:53 host tag: a space after the PRI",
+        b"<14>Jan  6 2009 15:22:26 localhost",
+        b"<14>Aug 30 23:00:05 X4711",
+        b"<14>Aug 30 23:00:05 X4711 \t",
+        b"<14>2003-08-24T05:14:15.000003-07:00 X4711",
+        b"<14>Aug 30 23:00:05 tag:",
     ],
 )
 def test_edge_cases_read_as_before(data: bytes) -> None:
@@ -117,7 +123,7 @@ def mostly(usual: str, *others: str) -> st.SearchStrategy[str]:
 
 
 _parts = [
-    mostly("<134>", "<13>", "<0>", "<191>", "<192>", "<999>", "<013>", "", "<1>1 "),
+    mostly("<134>", "<13>", "<0>", "<191>", "<192>", "<999>", "<013>", "", "<1>1 ", "<13> "),
     mostly("Mar", "Feb", "Jun", "Jul", "Dec", "dec", "FEB", "Foo", "Ma"),
     mostly(" ", "  ", "\t", "   "),
     st.integers(0, 39).map(str),
@@ -137,10 +143,52 @@ _parts = [
 ]
 
 
+_HOST_PART = 12  # the index of the host in `_parts`
+
+
 @st.composite
 def rfc3164_lines(draw: st.DrawFn) -> bytes:
-    head = "".join(draw(part) for part in _parts)
-    return head.encode() + draw(st.binary(max_size=40))
+    parts = [draw(part) for part in _parts]
+    if draw(st.integers(0, 9)) == 0:  # a line that ends after the host (and maybe a space)
+        return "".join(parts[: _HOST_PART + draw(st.integers(1, 2))]).encode()
+    return "".join(parts).encode() + draw(st.binary(max_size=40))
+
+
+_sd_pieces = st.sampled_from(
+    [
+        "-",
+        '[a b="c"]',
+        '[exampleSDID@32473 iut="3" eventSource="App\\"li\\]ca"]',
+        "[timeQuality]",
+        '[a b= "c"]',
+        '[a b="c" d]',
+        '[a b="c',
+        "[a",
+        "[ x]",
+        '[a b="c"]',
+        "no-sd",
+        "-x",
+        "",
+        " ",
+        "\ufeff",
+    ]
+)
+
+
+@st.composite
+def rfc5424_lines(draw: st.DrawFn) -> bytes:
+    """RFC 5424 with structured data valid, not quite valid, or missing."""
+    stamp = draw(st.sampled_from(["-", "2026-03-10T12:00:01.5+02:00", "2026-13-40T99:00:00Z", "x"]))
+    fields = draw(st.sampled_from(["host app 77 ID47", "- - - -", "h a p m"]))
+    sd = "".join(draw(st.lists(_sd_pieces, min_size=1, max_size=3)))
+    tail = draw(st.sampled_from(["", " msg", "msg", " \ufeffmsg", "  two"]))
+    return f"<165>1 {stamp} {fields} {sd}{tail}".encode()
+
+
+@settings(max_examples=1000, deadline=None)
+@given(data=rfc5424_lines())
+def test_generated_rfc5424_lines_read_as_before(data: bytes) -> None:
+    same_as_reference(data)
 
 
 _received = st.one_of(

@@ -9,8 +9,16 @@ the Records must know:
 - RFC 3164 timestamps carry no year and no zone: the year that puts the time nearest to
   `received_at` is taken, and the time is read as UTC (devices are told to log in UTC; a device
   on local time shows up as an offset, never as a wrong day).
-- Without a timestamp there is no RFC 3164 header either: the whole message is the text, so
-  ``<134>LOG_HTTP 3 TCP-Up ...`` from an innovaphone box stays intact.
+- Without a timestamp there is no RFC 3164 host either: the whole message is the text, so
+  ``<134>LOG_HTTP 3 TCP-Up ...`` from an innovaphone box stays intact. Only a leading
+  ``tag[pid]: `` (colon and space) is read as the tag: ``<166>%ASA-6-302014: Teardown ...``.
+- Slightly malformed headers keep their host: a space between PRI and timestamp
+  (``<167> Mar  7 19:06:53 host tag: ...``), a line that ends right after the host
+  (``<14>Aug 30 23:00:05 X4711``), RFC 5424 with structured data that is not quite valid
+  (header kept, the text from the unreadable SD element on is the message, ``extras["sd_error"]``
+  says what was wrong).
+- Where this reading differs from rsyslog's, and why: the README's table "Where notifier reads
+  syslog differently from rsyslog" (tests/parse/test_rsyslog_oracle.py checks it).
 - A message that carries an innovaphone XML alarm record becomes an alarm / clear / event
   record (see `alarmxml`).
 
@@ -44,10 +52,15 @@ _PRI = re.compile(r"<(\d{1,3})>")
 _NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
 _MONTHS = {m.lower(): i for i, m in enumerate(calendar.month_abbr) if m}
 
-# RFC 3164 as devices send it: Cisco sequence number and "*" (clock not set), optional year
-# before or after the time, fractional seconds, a trailing ":" after the time (Cisco).
+# tag[pid]: as RFC 3164 has it; possessive, as a tag never ends before a tag character.
+_TAG_RE = r"(?P<tag>[^\s\[\]:]{1,64}+)(?:\[(?P<pid>[^\]\s]{0,32})\])?:(?:\s|$)"
+_TAG = re.compile(_TAG_RE)
+# RFC 3164 as devices send it: a space after the PRI (HP ProCurve), Cisco sequence number and
+# "*" (clock not set), optional year before or after the time, fractional seconds, a trailing
+# ":" after the time (Cisco). Or no timestamp and a tag (`_TAG_RE`): one match decides both,
+# as the usual headerless line (innovaphone's "LOG_HTTP 3 TCP-Up ...") must stay cheap.
 _HEADER_3164 = re.compile(
-    r"(?:(?P<seq>\d{1,10}):\s+)?(?P<mark>[*.])?"
+    r" ?(?:(?P<seq>\d{1,10}):\s+)?(?P<mark>[*.])?"
     r"(?:"
     r"(?P<mon>[A-Za-z]{3})\s+(?P<day>\d{1,2})(?:\s+(?P<year1>\d{4}))?"
     r"\s+(?P<hh>\d{1,2}):(?P<mm>\d{2}):(?P<ss>\d{2})(?P<frac>\.\d{1,9})?"
@@ -56,8 +69,9 @@ _HEADER_3164 = re.compile(
     r"(?P<iso>\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:?\d{2})?)"
     r")"
     r":?(?:\s+|$)"
+    r"|" + _TAG_RE
 )
-_HOST = re.compile(r"([\w.%:-]+)\s+")
+_HOST = re.compile(r"([\w.%:-]+)(?:\s+|$)")  # a line may end with the host
 # The usual shape in one match: <PRI>Mmm dd hh:mm:ss host tag[pid]: msg. A subset of what the
 # lenient path reads, and read the same way; the lookahead leaves a host the lenient header
 # would take for a year or a zone ("2025", "UTC") to the lenient path.
@@ -67,7 +81,6 @@ _FAST_3164 = re.compile(
     r"([^\s\[\]:]{1,64})(?:\[([^\]\s]{0,32})\])?:(?:\s|$)"
 )
 _FAST_STAMP = re.compile(r"([A-Za-z]{3}) +(\d{1,2}) (\d{1,2}):(\d{2}):(\d{2})")
-_TAG = re.compile(r"([^\s\[\]:]{1,64})(?:\[([^\]\s]{0,32})\])?:(?:\s|$)")
 _ISO = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:?\d{2})?$"
 )
@@ -119,14 +132,16 @@ def parse_syslog(
         record = _fast_3164(fast, text, data, received_at, sender, receiver)
         if record is not None:
             return with_alarm(record, scheme) if "<" in record.text else record
-    facility: int | None = None
-    severity_num: int | None = None
+    facility, severity, severity_raw = None, Severity.INFO, ""
     rest = text
     pri = _PRI.match(text)
-    if pri is not None and int(pri.group(1)) <= 191:
-        value = int(pri.group(1))
-        facility, severity_num = value >> 3, value & 7
-        rest = text[pri.end() :]
+    if pri is not None:
+        digits = pri.group(1)
+        # "<013>" is PRI 13 too; "<192>" and above are no PRI and stay in the text.
+        by_pri = _BY_PRI.get(digits) or _BY_PRI.get(str(int(digits)))
+        if by_pri is not None:
+            facility, severity, severity_raw = by_pri
+            rest = text[pri.end() :]
     header = None
     if rest.startswith("1 "):
         header = _rfc5424(rest)
@@ -143,12 +158,12 @@ def parse_syslog(
         device=host or host_of(sender),
         source=source,
         facility=facility,
-        severity=Severity.INFO if severity_num is None else SYSLOG_SEVERITY[severity_num],
-        severity_raw="" if severity_num is None else str(severity_num),
+        severity=severity,
+        severity_raw=severity_raw,
         device_time=device_time,
         extras=frozen_extras(extras),
     )
-    return with_alarm(record, scheme)
+    return with_alarm(record, scheme) if "<" in message else record
 
 
 def _fast_3164(
@@ -209,6 +224,12 @@ def _rfc3164(rest: str, received_at: float) -> _Header:
     m = _HEADER_3164.match(rest)
     if m is None:
         return "", "", rest, None, extras
+    if m.group("tag") is not None:
+        # No timestamp, so no host either; a leading "tag[pid]: " is still the tag (Cisco ASA
+        # without timestamps, Python's SysLogHandler with a "name: " format).
+        if m.group("pid"):
+            extras["procid"] = m.group("pid")
+        return "", m.group("tag"), rest[m.end() :], None, extras
     device_time = _time_3164(m, received_at)
     if m.group("mon") is not None and device_time is None:
         # "Foo 12 10:00:00" that is no date: not a header after all.
@@ -223,14 +244,19 @@ def _rfc3164(rest: str, received_at: float) -> _Header:
     if h is not None and not h.group(1).endswith(":"):
         host = h.group(1)
         pos = h.end()
-    source = ""
-    t = _TAG.match(rest, pos)
-    if t is not None:
-        source = t.group(1)
-        if t.group(2):
-            extras["procid"] = t.group(2)
-        pos = t.end()
+    source, pos = _read_tag(rest, pos, extras)
     return host, source, rest[pos:], device_time, extras
+
+
+def _read_tag(rest: str, pos: int, extras: dict[str, str]) -> tuple[str, int]:
+    """The ``tag[pid]:`` at `pos` (the pid into `extras`) and where the text starts after it;
+    ``("", pos)`` when there is none: without its colon a word is text, not a tag."""
+    t = _TAG.match(rest, pos)
+    if t is None:
+        return "", pos
+    if t.group("pid"):
+        extras["procid"] = t.group("pid")
+    return t.group("tag"), t.end()
 
 
 def _time_3164(m: re.Match[str], received_at: float) -> float | None:
@@ -372,26 +398,32 @@ def _iso_time(value: str) -> float | None:
 
 
 def _rfc5424(rest: str) -> _Header | None:
-    """HEADER SP STRUCTURED-DATA [SP MSG] after the PRI, or None when it is not RFC 5424."""
+    """HEADER SP STRUCTURED-DATA [SP MSG] after the PRI, or None when it is not RFC 5424.
+
+    Structured data that is not quite valid does not cost the header: what can be read of it
+    goes to extras, the text from the first unreadable element on is the message, and
+    ``extras["sd_error"]`` says what was wrong. Only a header whose timestamp is no timestamp
+    as well is not taken for RFC 5424 (``<13>1 apple pie ...`` is text).
+    """
     m = _HEADER_5424.match(rest)
     if m is None:
         return None
     stamp, host, app, procid, msgid = m.groups()
-    parsed = _structured_data(rest, m.end())
-    if parsed is None:
-        return None
-    extras, pos = parsed
-    if pos == len(rest):
-        message = ""
-    elif rest[pos] == " ":
-        message = rest[pos + 1 :].removeprefix("\ufeff")
+    device_time = None if stamp == _NIL else _iso_time(stamp)
+    extras, pos, error = _structured_data(rest, m.end())
+    if error is None and pos < len(rest) and rest[pos] != " ":
+        error = "no space between the structured data and the message"
+    if error is not None:
+        if device_time is None and stamp != _NIL:
+            return None
+        extras["sd_error"] = error
+        message = rest[pos:]
     else:
-        return None
+        message = rest[pos + 1 :].removeprefix("\ufeff")
     if procid != _NIL:
         extras["procid"] = procid
     if msgid != _NIL:
         extras["msgid"] = msgid
-    device_time = None if stamp == _NIL else _iso_time(stamp)
     if device_time is None and stamp != _NIL:
         extras["timestamp"] = stamp
     return (
@@ -403,33 +435,39 @@ def _rfc5424(rest: str) -> _Header | None:
     )
 
 
-def _structured_data(s: str, pos: int) -> tuple[dict[str, str], int] | None:
-    """SD elements flattened to ``sd.<id>.<param>`` (repeated params joined by ","), end pos."""
-    if s.startswith(_NIL, pos):
-        return {}, pos + 1
+def _structured_data(s: str, pos: int) -> tuple[dict[str, str], int, str | None]:
+    """SD elements flattened to ``sd.<id>.<param>`` (repeated params joined by ","), the end
+    position, and what was wrong: on an error, the position is where the unreadable element
+    starts and the params read before it are kept."""
+    if s.startswith(_NIL, pos) and (pos + 1 == len(s) or s[pos + 1] == " "):
+        return {}, pos + 1, None
     flat: dict[str, str] = {}
-    elements = 0
+    if not s.startswith("[", pos):
+        return flat, pos, "structured data is neither '-' nor '[...]'"
     while pos < len(s) and s[pos] == "[":
+        start = pos
         ident = _SD_NAME.match(s, pos + 1)
         if ident is None:
-            return None
-        prefix = f"sd.{ident.group()}"
+            return flat, start, "an SD element without SD-ID"
+        element = ident.group()
+        prefix = f"sd.{element}"
         pos = ident.end()
         params = 0
         while True:
             if pos >= len(s):
-                return None
+                return flat, start, f"SD element [{element}] is not closed by ']'"
             if s[pos] == "]":
                 pos += 1
                 break
             if s[pos] != " ":
-                return None
+                return flat, start, f"{s[pos]!r} where a space or ']' belongs in [{element}]"
             name = _SD_NAME.match(s, pos + 1)
             if name is None or not s.startswith('="', name.end()):
-                return None
+                param = "" if name is None else f" {name.group()}"
+                return flat, start, f'SD-PARAM{param} in [{element}] is not name="value"'
             value = _SD_VALUE.match(s, name.end() + 2)
             if value is None:
-                return None
+                return flat, start, f"the value of {name.group()} in [{element}] is not closed"
             key = f"{prefix}.{name.group()}"
             text = _SD_UNESCAPE.sub(r"\1", value.group(1))
             flat[key] = f"{flat[key]},{text}" if key in flat else text
@@ -437,7 +475,4 @@ def _structured_data(s: str, pos: int) -> tuple[dict[str, str], int] | None:
             params += 1
         if not params:  # an element without params still says something ([timeQuality])
             flat.setdefault(prefix, "")
-        elements += 1
-    if not elements:
-        return None
-    return flat, pos
+    return flat, pos, None

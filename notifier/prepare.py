@@ -1,0 +1,81 @@
+"""Everything `run` compiles from the settings, compiled before anything starts.
+
+`notifier run` and `notifier check-config` both call `config_problems`, so what check-config
+calls valid, run does not refuse: route rules (regular expressions, code ranges, severities),
+mail addresses, OAuth2 account settings, TLS files and the mail templates.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import jinja2
+
+from notifier.config import Settings
+
+
+def config_problems(settings: Settings) -> list[str]:
+    """One line per problem, each naming its key; [] when `run` can start on `settings`."""
+    return (
+        account_problems(settings)
+        + route_problems(settings)
+        + tls_problems(settings)
+        + template_problems()
+    )
+
+
+def account_problems(settings: Settings) -> list[str]:
+    """Mail addresses and OAuth2 settings: what every command that mails or signs in needs."""
+    from notifier.dispatch.service import address_problems
+    from notifier.oauth2.runtime import validate_accounts
+
+    return address_problems(settings) + validate_accounts(settings)
+
+
+def route_problems(settings: Settings) -> list[str]:
+    from notifier.dispatch.rules import RuleError, compile_routes
+
+    try:
+        compile_routes(settings.effective_routes())
+    except RuleError as e:
+        return [str(e)]
+    return []
+
+
+def tls_problems(settings: Settings) -> list[str]:
+    """The certificate, key and CA files the receivers and the accounts will load."""
+    from notifier.ingest.tls import server_context
+
+    problems: list[str] = []
+    servers = [("http", settings.http.tls_cert_file, settings.http.tls_key_file, "")]
+    if settings.syslog.tls:
+        s = settings.syslog
+        servers.append(("syslog", s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file))
+    for section, cert, key, client_ca in servers:
+        if not cert:
+            continue
+        try:
+            server_context(cert, key, client_ca, section=section)
+        except ValueError as e:
+            problems.append(str(e))
+    for account in settings.accounts:
+        if not account.ca_file or account.uses_outbox:
+            continue
+        try:
+            ssl.create_default_context(cafile=account.ca_file)
+        except (OSError, ssl.SSLError) as e:
+            problems.append(
+                f"accounts.{account.name}.ca_file: cannot load {account.ca_file!r} ({e}): "
+                "it must hold PEM certificates"
+            )
+    return problems
+
+
+def template_problems() -> list[str]:
+    from notifier.mail.compose import load_templates
+
+    try:
+        load_templates()
+    except jinja2.TemplateError as e:
+        return [f"mail templates: {e}: reinstall notifier"]
+    return []
