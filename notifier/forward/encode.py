@@ -21,6 +21,8 @@ fields (the shape `notifier.ingest.parse.alarmxml` reads back to the same fields
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import math
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -93,8 +95,9 @@ def _sd_unescape(value: str) -> str:
     return re.sub(r'\\(["\\\]])', r"\1", value)
 
 
+@functools.lru_cache(maxsize=256)
 def hop_element(hops: str) -> str:
-    """The SD element that carries the hop marker."""
+    """The SD element that carries the hop marker (a few distinct values: cached)."""
     return f'[{HOP_SD_ID} hop="{_sd_escape(hops)}"]'
 
 
@@ -186,20 +189,34 @@ def syslog_line(
     pri = (16 + facility_class) * 8 + syslog_severity(record)
     host = _header_token(record.device, 255)
     message = syslog_message(record)
-    when = dt.datetime.fromtimestamp(record.time, dt.UTC)
+    seconds = math.floor(record.time)
     if rfc5424:
         app = _header_token(record.source, 48)
         procid = _header_token(record.extras.get("procid", ""), 128)
-        stamp = when.isoformat(timespec="microseconds").replace("+00:00", "Z")
+        micros = min(round((record.time - seconds) * 1e6), 999_999)
+        stamp = f"{_stamp_5424(seconds)}.{micros:06d}Z"
         return f"<{pri}>1 {stamp} {host} {app} {procid} - {hop_element(hops)} {message}"
     # RFC 3164: the tag is at most 32 characters of what syslog calls the program name.
     tag = _TAG_CHARS.sub("_", record.source)[:32] or "notifier"
-    stamp = f"{_MONTHS[when.month - 1]} {when.day:2d} {when:%H:%M:%S}"
-    return f"<{pri}>{stamp} {host} {tag}: {hop_element(hops)} {message}"
+    return f"<{pri}>{_stamp_3164(seconds)} {host} {tag}: {hop_element(hops)} {message}"
+
+
+# Records come in bursts of the same second: the formatted second is cached.
+@functools.lru_cache(maxsize=1024)
+def _stamp_5424(seconds: int) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+@functools.lru_cache(maxsize=1024)
+def _stamp_3164(seconds: int) -> str:
+    when = dt.datetime.fromtimestamp(seconds, dt.UTC)
+    return f"{_MONTHS[when.month - 1]} {when.day:2d} {when:%H:%M:%S}"
 
 
 def _header_token(value: str, limit: int) -> str:
     """A header field of RFC 5424 (PRINTUSASCII, no space), "-" when empty."""
+    if value.isascii() and value.isprintable() and " " not in value:
+        return value[:limit] or "-"  # the usual case, without a regex
     return _NOT_PRINTUSASCII.sub("_", value)[:limit] or "-"
 
 
