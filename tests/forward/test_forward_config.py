@@ -52,3 +52,23 @@ def test_forward_password_comes_from_a_file_and_check_config_masks_it(tmp_path: 
     assert out.returncode == 0, out.stderr
     assert "[[forwards]]" in out.stdout and 'password = "***"' in out.stdout
     assert "fw-secret-1" not in out.stdout
+
+
+def test_the_readmes_forward_example_is_a_valid_config(tmp_path: Path) -> None:
+    from tests.e2e.test_readme import code_blocks, section
+
+    (block,) = code_blocks(section("Forwarding to other servers"), "toml")
+    (tmp_path / "pw").write_text("secret\n")
+    (tmp_path / "ca.pem").write_text("")
+    cfg = tmp_path / "n.toml"
+    cfg.write_text(
+        block.replace("/run/secrets/notifier2", str(tmp_path / "pw")).replace(
+            "/etc/ssl/siem-ca.pem", str(tmp_path / "ca.pem")
+        )
+    )
+    forwards = load_settings(cfg, environ={}).effective_forwards()
+    assert [(f.name, f.kind, f.facility_class) for f in forwards] == [
+        ("siem", "syslog", 0),
+        ("second-notifier", "http", 0),
+    ]
+    assert forwards[1].password.get_secret_value() == "secret"

@@ -121,3 +121,13 @@ def test_https_with_the_test_ca(pki: TestPKI) -> None:
 def test_target_down_is_a_forward_error() -> None:
     with pytest.raises(ForwardError, match="ConnectError"):
         send(forward(f"http://127.0.0.1:{free_port()}/log"), [alarm()])
+
+
+def test_errors_name_the_target_without_its_secrets() -> None:
+    port = free_port()
+    url = f"http://user:url-secret@127.0.0.1:{port}/log?token=query-secret"
+    with pytest.raises(ForwardError) as caught:
+        send(forward(url, auth="basic", username="u", password="pw-secret"), [alarm()])
+    message = str(caught.value)
+    assert f"post http://127.0.0.1:{port}/log:" in message
+    assert not any(s in message for s in ("url-secret", "query-secret", "pw-secret"))
