@@ -84,6 +84,36 @@ def test_second_notifier_mails_alarms_forwarded_by_syslog_and_by_http(
     assert re.search(r"Sender: +127\.0\.0\.1:\d+ via http", bodies[1])
 
 
+@pytest.mark.parametrize("method", ["get", "standard"])
+def test_second_notifier_mails_an_alarm_forwarded_by_http_get_and_standard(
+    tmp_path: Path, smtp: SmtpTestServer, method: str
+) -> None:
+    b = NotifierProcess(
+        tmp_path / "b",
+        {
+            "accounts": [account(smtp)],
+            "routes": [route()],
+            "http": {"auth": "basic", "users": {"notifier-a": "s3cret"}},
+        },
+    )
+    forward = {
+        "name": "b",
+        "kind": "http",
+        "url": f"{b.url}/alarm",
+        "method": method,
+        "auth": "basic",
+        "username": "notifier-a",
+        "password": "s3cret",
+    }
+    a = NotifierProcess(tmp_path / "a", {"forwards": [forward]})
+    with b, a:
+        assert post_alarm(a).status_code == 200
+        mail = wait_for(lambda: smtp.received, what="the forwarded alarm, mailed")[0]
+    assert mail.message["Subject"] == (
+        "[ALARM Major] gw01 RELAY/RECH: Registration down (0x00010002)"
+    )
+
+
 def test_log_lines_no_route_wants_reach_rsyslog_and_a_down_target_blocks_nothing(
     tmp_path: Path, smtp: SmtpTestServer, rsyslog: ForwardRsyslog
 ) -> None:
