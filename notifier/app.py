@@ -32,6 +32,7 @@ from notifier.spool.base import Spool
 
 if TYPE_CHECKING:
     from notifier.dispatch.service import Dispatcher
+    from notifier.forward.consumer import Forwards
     from notifier.oauth2.runtime import OAuth2Runtime
 
 log = get_logger("notifier.app")
@@ -45,6 +46,7 @@ class Service:
     metrics: Metrics = field(default_factory=Metrics)
     spool: Spool | None = None
     dispatcher: Dispatcher | None = None
+    forwards: Forwards | None = None
     oauth2: OAuth2Runtime | None = None
     started_at: float = field(default_factory=time.time)
     listening: dict[str, str] = field(default_factory=dict)  # receiver -> "host:port"
@@ -85,7 +87,8 @@ class Service:
         self.dispatcher.start()
         # Dispatchers stop before the spool closes.
         self._closers[:0] = [self.dispatcher.stop_workers, self.dispatcher.close_transports]
-        self._closers.insert(0, start_forwards(s, self.spool, self.metrics).stop)
+        self.forwards = start_forwards(s, self.spool, self.metrics)
+        self._closers.insert(0, self.forwards.stop)
         await self._start_receivers()
         self.started = True
         log.info(
