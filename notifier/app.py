@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import errno
 import gc
+import platform
 import signal
 import sqlite3
 import ssl
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from notifier import __version__
-from notifier.config import Settings, parse_listen
+from notifier.config import Settings, host_port, parse_listen
 from notifier.datadir import make_data_dir
 from notifier.log import configure, get_logger
 from notifier.metrics import Metrics
@@ -33,6 +34,8 @@ from notifier.spool.base import Spool
 if TYPE_CHECKING:
     from notifier.dispatch.service import Dispatcher
     from notifier.forward.consumer import Forwards
+    from notifier.mail.testmail import TestMail
+    from notifier.mail.transport import SendReport
     from notifier.oauth2.runtime import OAuth2Runtime
 
 log = get_logger("notifier.app")
@@ -124,7 +127,7 @@ class Service:
                 rcvbuf_bytes=s.syslog.udp_rcvbuf_bytes,
                 scheme=scheme,
             )
-            self.listening["syslog-udp"] = _fmt(*udp.addresses[0])
+            self.listening["syslog-udp"] = host_port(*udp.addresses[0])
             front.append(udp.close)
 
         streams: list[
@@ -192,7 +195,7 @@ class Service:
                 octet_counting=True,
                 scheme=scheme,
             )
-            self.listening[receiver] = _fmt(*server_.addresses[0])
+            self.listening[receiver] = host_port(*server_.addresses[0])
             front.append(server_.close)
         # HTTP last: /healthz answering means every receiver listens.
         if (listen := parse_listen(s.http.listen)) is not None:
@@ -200,12 +203,15 @@ class Service:
             from notifier.ingest.httpauth import HttpAuth
             from notifier.ingest.httpserver import HttpServer
             from notifier.web.guard import AdminGuard
-            from notifier.web.pages import page_routes
+            from notifier.web.oauth2 import oauth2_routes
+            from notifier.web.pages import status_routes
 
             auth = None
             if s.http.auth != "none":
                 users = {k: v.get_secret_value() for k, v in s.http.users.items()}
                 auth = HttpAuth(s.http.auth, users)
+            # One guard for every admin page and the history.
+            guard = AdminGuard(s.web.admin_password.get_secret_value())
             app = build_ingest_app(
                 spool=spool,
                 metrics=metrics,
@@ -215,12 +221,10 @@ class Service:
                 auth=auth,
                 scheme=scheme,
                 health=self.health,
-                extra_routes=page_routes(self),
+                extra_routes=[*status_routes(self, guard), *oauth2_routes(self, guard)],
                 # The history shows what devices sent: without sender auth, only the admin
                 # (password, or loopback) may read it, as on the status page.
-                history_guard=None
-                if auth
-                else AdminGuard(s.web.admin_password.get_secret_value()).check,
+                history_guard=None if auth else guard.check,
             )
             server = HttpServer(
                 app,
@@ -234,7 +238,7 @@ class Service:
                 timeout_keep_alive=int(s.http.keep_alive_s),
             )
             await server.start()
-            self.listening["http"] = f"{_fmt(listen.host, server.port)}"
+            self.listening["http"] = host_port(listen.host, server.port)
             front.append(server.stop)
 
         self._closers[:0] = list(reversed(front))
@@ -253,10 +257,6 @@ class Service:
             log.info("notifier stopped")
 
 
-def _fmt(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def build_spool(
     settings: Settings,
     consumers: list[str],
@@ -270,7 +270,9 @@ def build_spool(
 
 
 def _install_uvloop() -> None:
-    with contextlib.suppress(ImportError):
+    # uvloop is a dependency where pyproject.toml's marker says: CPython, not on Windows
+    # (`run_service` skips Windows).
+    if platform.python_implementation() == "CPython":
         import uvloop
 
         uvloop.install()
@@ -364,11 +366,36 @@ def _start_hint(e: OSError, data_dir: str = "") -> str:
 
 
 def send_test_mail(settings: Settings, account: str = "", to: str = "") -> int:
-    """`notifier test-mail`: one message through the account, and what happened, in words."""
+    """`notifier test-mail`: one message through the account, and what happened, in words;
+    0 when it was accepted, 1 when not, 2 for an unknown account or no recipient."""
     configure(settings.log.level, "console" if sys.stderr.isatty() else settings.log.format)
-    from notifier.dispatch.service import test_mail
+    from notifier.mail.testmail import TestMailError, compose_test_mail, describe_report
 
-    return asyncio.run(test_mail(settings, account=account, to=to))
+    try:
+        mail = compose_test_mail(settings, account, to)
+    except TestMailError as e:
+        print(f"notifier: {e}", file=sys.stderr)
+        return 2
+    report = asyncio.run(_send_test_mail(settings, mail))
+    for line in describe_report(report):
+        print(line)
+    return 0 if report.ok else 1
+
+
+async def _send_test_mail(settings: Settings, mail: TestMail) -> SendReport:
+    """Through the account's transport as the service builds it (OAuth2 tokens included)."""
+    from notifier.mail.accounts import build_transport
+    from notifier.oauth2.runtime import OAuth2Runtime
+
+    runtime = OAuth2Runtime.open(settings)
+    provider = runtime.providers.get(mail.account) if runtime else None
+    transport = build_transport(settings.data_dir, settings.account(mail.account), provider)
+    try:
+        return await transport.test(mail.message)
+    finally:
+        await transport.close()
+        if runtime is not None:
+            await runtime.close()
 
 
 __all__ = ["Service", "StartFailed", "run_service", "send_test_mail", "serve"]

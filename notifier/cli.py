@@ -81,7 +81,7 @@ def cmd_send_alarm(args: argparse.Namespace) -> int:
     url = args.url
     if not url:
         settings = _settings(args)
-        from notifier.config import Listen, parse_listen
+        from notifier.config import host_port, parse_listen
 
         listen = parse_listen(settings.http.listen)
         if listen is None:
@@ -89,7 +89,7 @@ def cmd_send_alarm(args: argparse.Namespace) -> int:
         host = "127.0.0.1" if listen.host in ("0.0.0.0", "") else listen.host
         host = "::1" if host == "::" else host
         scheme = "https" if settings.http.tls_cert_file else "http"
-        url = f"{scheme}://{Listen(host=host, port=listen.port)}/api/v1/records"
+        url = f"{scheme}://{host_port(host, listen.port)}/api/v1/records"
     auth = None
     if args.user:
         user, _, password = args.user.partition(":")

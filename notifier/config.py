@@ -1,9 +1,11 @@
 """The one settings tree: TOML file, overlaid by NOTIFIER_* environment variables, validated once.
 
+Both are pydantic-settings sources of `Settings` (`TomlFileSource`, `EnvironmentSource`).
 Precedence: environment > file > defaults. Nested keys use ``__``: ``NOTIFIER_HTTP__LISTEN``;
 list entries are addressed by index or, for accounts and routes, by name:
-``NOTIFIER_ACCOUNTS__OPS__PASSWORD``. Values are read as JSON when they parse as JSON (numbers,
-booleans, lists), else as plain strings. Any ``*_file`` key names a file whose content (one
+``NOTIFIER_ACCOUNTS__OPS__PASSWORD``. Values are read as JSON when they are a JSON list or table,
+else as plain strings (validation makes numbers and booleans of them where a key wants one, so
+a password of digits stays a string). Any ``*_file`` key names a file whose content (one
 trailing newline stripped) becomes the value of the key without ``_file``: secrets stay out of
 the config file.
 
@@ -12,14 +14,16 @@ Invalid config raises `ConfigError` holding one line per problem, each naming th
 
 from __future__ import annotations
 
+import copy
 import difflib
 import ipaddress
 import json
 import os
 import tomllib
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -30,7 +34,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from notifier.records import Kind, SeverityScheme
 
@@ -46,18 +56,23 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+def host_port(host: str, port: int) -> str:
+    """The one way an address is written: ``host:port``, ``[v6]:port``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class Listen(BaseModel):
-    """A parsed "host:port" listen address."""
+    """A parsed "host:port" address (a listen address, or a server's)."""
 
     model_config = ConfigDict(frozen=True)
     host: str
     port: int
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return host_port(self.host, self.port)
 
 
-def parse_listen(value: str) -> Listen | None:
+def parse_listen(value: str, example: str = "127.0.0.1:5514") -> Listen | None:
     """``"127.0.0.1:8080"``, ``"[::1]:5514"``, ``":8080"`` (all addresses); ``""`` disables."""
     value = value.strip()
     if not value:
@@ -69,7 +84,7 @@ def parse_listen(value: str) -> Listen | None:
     else:
         host, sep, port_text = value.rpartition(":")
         if not sep:
-            raise ValueError(f"{value!r}: expected host:port, e.g. 127.0.0.1:5514")
+            raise ValueError(f"{value!r}: expected host:port, e.g. {example}")
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ValueError(f"bad port {port_text!r} in {value!r}: use 1..65535")
     host = host or "0.0.0.0"
@@ -246,12 +261,10 @@ class OAuth2Settings(Section):
 def _check_host_port(value: str, example: str) -> str:
     """A server's "host:port" (a name, an IPv4 address or [IPv6]); "" passes (not set)."""
     value = value.strip()
-    if value:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host.strip("[]"):
-            raise ValueError(f"{value!r}: expected host:port, e.g. {example}")
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"bad port {port!r} in {value!r}: use 1..65535")
+    # A listen address may leave the host out (all addresses); a server address may not.
+    if value.startswith(":"):
+        raise ValueError(f"{value!r}: expected host:port, e.g. {example}")
+    parse_listen(value, example)
     return value
 
 
@@ -274,6 +287,11 @@ class AccountSettings(Section):
     @classmethod
     def _server(cls, value: str) -> str:
         return _check_host_port(value, "smtp.office365.com:587")
+
+    @property
+    def server_address(self) -> Listen | None:
+        """The SMTP server; None for the file outbox."""
+        return parse_listen(self.server)
 
     @property
     def uses_outbox(self) -> bool:
@@ -342,6 +360,11 @@ class ForwardSettings(Section):
 
     _target = field_validator("target")(_check_target)
 
+    @property
+    def target_address(self) -> Listen | None:
+        """The syslog server; None for an HTTP forward."""
+        return parse_listen(self.target)
+
     @model_validator(mode="after")
     def _kind_needs(self) -> ForwardSettings:
         if self.kind == "http" and not self.url.startswith(("http://", "https://")):
@@ -366,9 +389,6 @@ class WebSettings(Section):
     admin_password_file: str = ""
 
 
-Secret = Annotated[SecretStr, Field()]
-
-
 def _check_unique_names(section: str, singular: str, names: list[str]) -> None:
     seen: dict[str, int] = {}
     for i, given in enumerate(names):
@@ -384,7 +404,8 @@ def _check_unique_names(section: str, singular: str, names: list[str]) -> None:
 class Settings(BaseSettings):
     """The whole configuration. Build it with `load_settings`, not directly."""
 
-    model_config = SettingsConfigDict(extra="forbid", validate_default=True)
+    # case_sensitive: a key is written as documented, in the file as in the environment.
+    model_config = SettingsConfigDict(extra="forbid", validate_default=True, case_sensitive=True)
 
     data_dir: str = "./var"
     log: LogSettings = Field(default_factory=LogSettings)
@@ -399,8 +420,6 @@ class Settings(BaseSettings):
     web: WebSettings = Field(default_factory=WebSettings)
     oauth2: OAuth2StoreSettings = Field(default_factory=OAuth2StoreSettings)
 
-    # Environment and files are merged by `load_settings` before validation, with list
-    # addressing by name; pydantic-settings' own sources would bypass that.
     @classmethod
     def settings_customise_sources(
         cls,
@@ -410,7 +429,26 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)
+        """Highest first: the environment, then the file (of this `load_settings` call).
+        pydantic-settings' own env source cannot address list entries by name and would read
+        ``"123"`` as a number; dotenv and secrets_dir are not used (``*_file`` keys are)."""
+        path, environ = _LOADING.get()
+        toml = TomlFileSource(settings_cls, path)
+        return (init_settings, EnvironmentSource(settings_cls, environ, toml.toml_data), toml)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, data: Any) -> Any:
+        """Every ``x_file`` key read into ``x``, after the sources are merged (so a file named
+        in the environment counts as much as one named in the config file)."""
+        if not isinstance(data, dict):
+            return data
+        tree = copy.deepcopy(data)
+        problems = _read_secret_files(tree)
+        if problems:
+            # Not a ValueError: pydantic passes it through, one line per problem intact.
+            raise ConfigError(problems)
+        return tree
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Settings:
@@ -456,6 +494,7 @@ class Settings(BaseSettings):
             for i, f in enumerate(self.forwards)
         ]
 
+    # Keys whose values are never shown; each may also be read from a file (``x_file``).
     SECRET_KEYS: ClassVar[frozenset[str]] = frozenset(
         {
             "password",
@@ -537,7 +576,7 @@ def _read_secret_files(tree: Any, path: str = "") -> list[str]:
             problems += _read_secret_files(value, f"{path}{key}.")
             continue
         target = key.removesuffix("_file")
-        if key == target or target not in _SECRET_FILE_TARGETS or not value:
+        if key == target or target not in Settings.SECRET_KEYS or not value:
             continue
         try:
             content = Path(str(value)).read_text(encoding="utf-8").removesuffix("\n")
@@ -552,18 +591,6 @@ def _read_secret_files(tree: Any, path: str = "") -> list[str]:
         else:
             tree[target] = content
     return problems
-
-
-_SECRET_FILE_TARGETS = frozenset(
-    {
-        "password",
-        "client_secret",
-        "resource_owner_password",
-        "admin_password",
-        "users",
-        "store_secret",
-    }
-)
 
 
 def _parse_users(content: str) -> dict[str, str]:
@@ -584,7 +611,7 @@ def _known_keys(model: type[BaseModel]) -> list[str]:
     return list(model.model_fields)
 
 
-def _format_errors(err: ValidationError, raw: Mapping[str, Any]) -> list[str]:
+def _format_errors(err: ValidationError) -> list[str]:
     problems = []
     for e in err.errors():
         loc = [str(p) for p in e["loc"]]
@@ -619,8 +646,82 @@ def _suggest(loc: list[str]) -> str:
         )
         if model is None:
             return ""
-    close = difflib.get_close_matches(loc[-1], _known_keys(model), n=1, cutoff=0.5)
+    close = difflib.get_close_matches(loc[-1].lower(), _known_keys(model), n=1, cutoff=0.5)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The config file as a tree; raises `ConfigError` with one line when it cannot be read."""
+    where = f"config file {str(path)!r}"
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([f"{where} not found"]) from None
+    except OSError as e:
+        raise ConfigError([f"{where}: {e.strerror or e}"]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(
+            [f"{where}: not UTF-8 (byte 0x{data[e.start]:02x} on line {line}): save it as UTF-8"]
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{where}: not valid TOML: {e}"]) from None
+
+
+class TomlFileSource(TomlConfigSettingsSource):
+    """The config file, if one is named. Unlike pydantic-settings' TOML source, a file that is
+    named but missing, unreadable, not UTF-8 or not TOML is a `ConfigError`, not skipped."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: str | None) -> None:
+        if path is not None and not Path(path).is_file():
+            read_toml(path)  # raises the one line that says why
+        super().__init__(settings_cls, toml_file=path)
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        return read_toml(file_path)
+
+
+class EnvironmentSource(PydanticBaseSettingsSource):
+    """``NOTIFIER_*`` variables. A list entry is addressed by index or by name in the list the
+    file gave (`file_tree`), so what this source returns for a list is the file's list with the
+    overrides applied: lists are replaced whole when sources are merged, tables key by key."""
+
+    def __init__(
+        self,
+        settings_cls: type[BaseSettings],
+        environ: Mapping[str, str],
+        file_tree: Mapping[str, Any],
+    ) -> None:
+        super().__init__(settings_cls)
+        self._environ = environ
+        self._file_tree = file_tree
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        # Values are set by path in __call__, not field by field.
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        tree = copy.deepcopy(dict(self._file_tree))
+        touched: set[str] = set()
+        for name in sorted(self._environ):
+            if not name.startswith(ENV_PREFIX) or name == "NOTIFIER_CONFIG":
+                continue
+            keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__")]
+            if not all(keys):
+                raise ConfigError([f"{name}: empty key segment"])
+            _set_path(tree, keys, _parse_env_value(self._environ[name]), name)
+            touched.add(keys[0])
+        return {key: tree[key] for key in sorted(touched)}
+
+
+# The file and environment `Settings` reads its sources from (set by `load_settings`).
+_LOADING: ContextVar[tuple[str | None, Mapping[str, str]]] = ContextVar(
+    "notifier_config_sources", default=(None, {})
+)
 
 
 def load_settings(
@@ -633,31 +734,13 @@ def load_settings(
     env = os.environ if environ is None else environ
     if path is None:
         path = env.get("NOTIFIER_CONFIG") or None
-    tree: dict[str, Any] = {}
-    if path:
-        try:
-            with open(path, "rb") as f:
-                tree = tomllib.load(f)
-        except FileNotFoundError:
-            raise ConfigError([f"config file {str(path)!r} not found"]) from None
-        except OSError as e:
-            raise ConfigError([f"config file {str(path)!r}: {e.strerror or e}"]) from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError([f"config file {str(path)!r}: not valid TOML: {e}"]) from None
-    for name in sorted(env):
-        if not name.startswith(ENV_PREFIX) or name == "NOTIFIER_CONFIG":
-            continue
-        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__")]
-        if not all(keys):
-            raise ConfigError([f"{name}: empty key segment"])
-        _set_path(tree, keys, _parse_env_value(env[name]), name)
-    problems = _read_secret_files(tree)
-    if problems:
-        raise ConfigError(problems)
+    token = _LOADING.set((None if path is None else os.fspath(path), env))
     try:
-        return Settings(**tree)
+        return Settings()
     except ValidationError as e:
-        raise ConfigError(_format_errors(e, tree)) from None
+        raise ConfigError(_format_errors(e)) from None
+    finally:
+        _LOADING.reset(token)
 
 
 def masked(settings: Settings) -> dict[str, Any]:

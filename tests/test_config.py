@@ -181,3 +181,48 @@ def test_secrets_from_the_environment_stay_strings_and_are_never_echoed() -> Non
     with pytest.raises(ConfigError) as e:
         load_settings(environ={"NOTIFIER_HTTP__USERS": '{"gw01": ["s3cret-list"]}'})
     assert "s3cret-list" not in str(e.value)
+
+
+def test_config_file_that_is_not_utf8_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    cfg = tmp_path / "n.toml"
+    # "café" saved as Latin-1, as an editor on a Windows box may do.
+    cfg.write_bytes(b'[log]\nlevel = "info"\n[[accounts]]\nsender_name = "caf\xe9"\n')
+    out = notifier("check-config", "--config", str(cfg))
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        f"notifier: config: config file {str(cfg)!r}: not UTF-8 (byte 0xe9 on line 4): "
+        "save it as UTF-8"
+    )
+
+
+def test_environment_overrides_one_key_of_a_route_named_in_the_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "n.toml"
+    cfg.write_text(
+        '[[routes]]\nname = "pbx"\nto = ["pbx@example.com"]\n[routes.match]\ncodes = ["0x0001*"]\n'
+        '[[routes]]\nname = "gw"\nto = ["gw@example.com"]\n'
+        "[spool]\nretry_base_s = 2.0\n"
+    )
+    s = load_settings(
+        cfg,
+        environ={
+            "NOTIFIER_ROUTES__PBX__MATCH__KINDS": '["alarm"]',
+            "NOTIFIER_ROUTES__GW__GROUP_WAIT_S": "0",
+            "NOTIFIER_SPOOL__RETRY_MAX_S": "60",
+        },
+    )
+    pbx, gw = s.routes
+    assert (pbx.to, pbx.match.codes, [k.value for k in pbx.match.kinds]) == (
+        ["pbx@example.com"],
+        ["0x0001*"],
+        ["alarm"],
+    )
+    assert (gw.to, gw.group_wait_s) == (["gw@example.com"], 0)
+    assert (s.spool.retry_base_s, s.spool.retry_max_s) == (2.0, 60)
+
+
+def test_a_key_in_the_wrong_case_is_unknown_and_the_right_one_suggested(tmp_path: Path) -> None:
+    cfg = tmp_path / "n.toml"
+    cfg.write_text('[HTTP]\nlisten = "127.0.0.1:9000"\n')
+    with pytest.raises(ConfigError) as e:
+        load_settings(cfg, environ={})
+    assert e.value.problems == ["HTTP: unknown key (did you mean 'http'?)"]

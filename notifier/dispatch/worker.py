@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from notifier.backoff import Backoff
 from notifier.config import RouteSettings
 from notifier.dispatch.alarms import AlarmState, Decision, Reason, decide
 from notifier.dispatch.rules import FirstMatch, Matcher
@@ -26,7 +27,6 @@ from notifier.mail.compose import Reason as MailReason
 from notifier.mail.transport import DeliveryError, MailTransport, Outcome
 from notifier.metrics import Metrics
 from notifier.records import Kind, Record
-from notifier.spool.backoff import Backoff
 from notifier.spool.base import DropNotice, Lease, Spool
 
 log = get_logger("notifier.dispatch")
@@ -205,6 +205,18 @@ class RouteWorker:
             self._extended_at = now
             self._extend_task = asyncio.ensure_future(
                 self._spool.extend(self.consumer, self._group.ids, self._visibility)
+            )
+            self._extend_task.add_done_callback(self._extend_done)
+
+    def _extend_done(self, task: asyncio.Future[None]) -> None:
+        # Nobody awaits the extension (the attribute only keeps it alive): say when it failed.
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.warning(
+                "lease extension failed",
+                route=self.route.name,
+                error=str(error) or type(error).__name__,
+                hint="the waiting records may be leased again when their lease ends and be "
+                "mailed twice; check the spool's storage",
             )
 
     async def _take(self, leases: list[Lease]) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from notifier.backoff import Backoff
 from notifier.config import ForwardSettings, Settings, parse_listen
 from notifier.dispatch.rules import Matcher, RuleError, compile_match
 from notifier.forward.encode import passed_through
@@ -21,7 +22,6 @@ from notifier.forward.errors import ForwardError
 from notifier.log import get_logger
 from notifier.metrics import Metrics
 from notifier.records import Kind, Record
-from notifier.spool.backoff import Backoff
 from notifier.spool.base import Lease, Spool
 
 log = get_logger("notifier.forward")

@@ -24,12 +24,6 @@ from notifier.records import Record
 MAX_DATAGRAM_BYTES = 65507
 
 
-def split_target(target: str) -> tuple[str, int]:
-    """ "host:port" / "[v6]:port" → (host, port); the settings checked the form."""
-    host, _, port = target.strip().rpartition(":")
-    return host.strip("[]"), int(port)
-
-
 class _Datagrams(asyncio.DatagramProtocol):
     """Remembers the last ICMP error (port unreachable) to report it with the next send."""
 
@@ -47,7 +41,9 @@ class SyslogSender:
     def __init__(self, forward: ForwardSettings, instance: str) -> None:
         self._f = forward
         self._instance = instance
-        self._host, self._port = split_target(forward.target)
+        target = forward.target_address
+        assert target is not None, "a syslog forward has a target (checked by the settings)"
+        self._host, self._port = target.host, target.port
         self._ssl: ssl.SSLContext | None = (
             client_context(forward) if forward.protocol == "tls" else None
         )

@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Scope
 
+from notifier.config import host_port
 from notifier.ingest.httpauth import HttpAuth
 from notifier.ingest.parse.fallback import unparsed_record
 from notifier.ingest.parse.innovaphone import parse_form
@@ -80,8 +81,7 @@ def peer_of(request: Request) -> str:
     """The sender as "ip:port" ("[v6]:port")."""
     if request.client is None:
         return "unknown"
-    host, port = request.client.host, request.client.port
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return host_port(request.client.host, request.client.port)
 
 
 def request_target(scope: Scope) -> str:

@@ -26,8 +26,9 @@ from collections.abc import Generator
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from notifier.config import host_port
 from notifier.ingest.connections import ConnectionLimits, Refusal
 from notifier.ingest.http import FORM_RECEIVER, error_response
 from notifier.ingest.stream import Refusals, format_peer
@@ -38,16 +39,6 @@ log = get_logger(__name__)
 
 # What a refused connection is told: the peer's connections close within the keep-alive time.
 _RETRY_AFTER_S = 5
-
-
-def _fastest_protocol() -> type[Any]:
-    """httptools (the C parser: two to three times the requests per second of h11, see
-    BENCHMARKS.md) when installed, else h11 (pure Python)."""
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:
-        return H11Protocol
-    return HttpToolsProtocol
 
 
 class _Server(uvicorn.Server):
@@ -86,9 +77,9 @@ def _refusal_app(refusal: Refusal) -> Any:
 def _protocol(
     header_timeout_s: float, max_header_bytes: int, limits: ConnectionLimits[Any]
 ) -> type[Any]:
-    """The HTTP protocol class: httptools when installed (with our own head-size limit, which
-    h11 has built in), else h11; both with the header timeout and the connection limits."""
-    base = _fastest_protocol()
+    """The HTTP protocol class: httptools (the C parser, with our own head-size limit, which
+    h11 has built in), with the header timeout and the connection limits."""
+    base = HttpToolsProtocol
     # Refused connections waiting for their request head to be answered 503; more than
     # `max_connections` of them are closed at once (already counted), so they stay bounded.
     refusing: set[Any] = set()
@@ -244,11 +235,12 @@ class HttpServer:
         await asyncio.wait({self._task, listening}, return_when=asyncio.FIRST_COMPLETED)
         if not server.listening.is_set():
             listening.cancel()
+            where = host_port(self.host, self.port)
             try:
                 self._task.result()
             except BaseException as e:  # uvicorn calls sys.exit on startup failures
-                raise OSError(f"HTTP server on {self.host}:{self.port} did not start: {e}") from e
-            raise OSError(f"HTTP server on {self.host}:{self.port} stopped while starting")
+                raise OSError(f"HTTP server on {where} did not start: {e}") from e
+            raise OSError(f"HTTP server on {where} stopped while starting")
         log.info("http_listening", host=self.host, port=self.port, scheme=self.scheme)
 
     def _bind(self) -> socket.socket:
@@ -261,9 +253,8 @@ class HttpServer:
             sock.setblocking(False)
         except OSError as e:
             sock.close()
-            raise OSError(
-                e.errno, f"cannot listen on {self.host}:{self._requested_port}: {e.strerror}"
-            ) from None
+            where = host_port(self.host, self._requested_port)
+            raise OSError(e.errno, f"cannot listen on {where}: {e.strerror}") from None
         return sock
 
     async def stop(self) -> None:

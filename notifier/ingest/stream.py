@@ -19,6 +19,8 @@ from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, Counter
 
+from notifier.backoff import Backoff
+from notifier.config import host_port
 from notifier.ingest.connections import ConnectionLimits
 from notifier.ingest.parse.fallback import unparsed_record
 from notifier.ingest.parse.framing import FrameDecoder
@@ -32,8 +34,8 @@ _log = get_logger("notifier.ingest")
 
 Parse = Callable[..., Record]
 
-# Longest wait between retries of a put the spool refused; reading stays paused meanwhile.
-_MAX_RETRY_S = 1.0
+# Retries of a put the spool refused, at most a second apart; reading stays paused meanwhile.
+_PUT_RETRY = Backoff(base_s=0.05, cap_s=1.0)
 # How long `close` lets connections hand what they already read to the spool.
 _DRAIN_S = 5.0
 _DETAIL_CHARS = 200
@@ -84,7 +86,7 @@ def format_peer(address: Any) -> str:
     host, port = str(address[0]), address[1]
     if host.startswith("::ffff:") and "." in host:
         host = host[7:]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return host_port(host, port)
 
 
 class Refusals:
@@ -299,7 +301,7 @@ class StreamReceiver:
         A refused put is retried with half as many records: a small batch may fit where a big
         one never will (a memory queue smaller than the batch).
         """
-        delay = 0.05
+        attempt = 0
         size = _MAX_BATCH
         done = 0
         try:
@@ -309,13 +311,15 @@ class StreamReceiver:
                     await self.spool.put(chunk)
                 except SpoolFull as e:
                     self.intake.spool_wait(sender, str(e))
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, max(0.05, min(float(e.retry_after_s), _MAX_RETRY_S)))
+                    # Jittered: connections waiting for room do not all retry at once.
+                    wait = _PUT_RETRY.delay(attempt)
+                    await asyncio.sleep(min(wait, max(_PUT_RETRY.base_s, e.retry_after_s)))
+                    attempt += 1
                     size = max(1, len(chunk) // 2)
                     continue
                 self.intake.accepted(chunk)
                 done += len(chunk)
-                delay = 0.05
+                attempt = 0
         except asyncio.CancelledError:
             self.intake.reject(
                 sender, "shutdown", "stopped before the spool took these", count=len(batch) - done

@@ -8,7 +8,6 @@ from notifier.mail.compose import (
     MailItem,
     Reason,
     compose,
-    compose_test,
     message_id_for,
     outgoing,
     parse_mailbox,
@@ -18,6 +17,7 @@ from notifier.mail.smtp import SmtpSender, SmtpSettings
 from notifier.mail.tokens import StaticTokenProvider, TokenProvider
 from notifier.mail.transport import (
     DeliveryError,
+    MailError,
     MailTransport,
     Outcome,
     Outgoing,
@@ -28,6 +28,7 @@ from notifier.mail.transport import (
 __all__ = [
     "DeliveryError",
     "Envelope",
+    "MailError",
     "MailItem",
     "MailTransport",
     "Outbox",
@@ -41,7 +42,6 @@ __all__ = [
     "StaticTokenProvider",
     "TokenProvider",
     "compose",
-    "compose_test",
     "message_id_for",
     "outgoing",
     "parse_mailbox",

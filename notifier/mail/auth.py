@@ -12,6 +12,8 @@ import enum
 import json
 from collections.abc import Iterable
 
+from notifier.mail.transport import MailError
+
 
 class Mechanism(enum.StrEnum):
     PLAIN = "PLAIN"
@@ -94,7 +96,7 @@ def describe_error_challenge(challenge: str) -> str:
     return decoded[:200]
 
 
-class AuthUnavailable(Exception):
+class AuthUnavailable(MailError):
     """No way to authenticate with these credentials on this connection; says why and what to do."""
 
 

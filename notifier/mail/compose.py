@@ -453,27 +453,3 @@ def compose(
 def outgoing(message: EmailMessage, envelope: Envelope) -> Outgoing:
     """The message with its SMTP envelope (including Bcc recipients), ready for a transport."""
     return Outgoing(message, envelope.mail_from, envelope.recipients)
-
-
-def test_record(instance: str = "notifier", now: float | None = None) -> Record:
-    """A record for `notifier test-mail`."""
-    when = time.time() if now is None else now
-    return Record(
-        kind=Kind.EVENT,
-        received_at=when,
-        sender="local",
-        receiver="test-mail",
-        raw=b"",
-        text=f"This is a test mail from notifier instance {instance}. No action is needed.",
-        device=instance,
-        source="notifier",
-    )
-
-
-def compose_test(
-    envelope: Envelope, instance: str = "notifier", now: float | None = None
-) -> EmailMessage:
-    """The mail `notifier test-mail` sends."""
-    return compose(
-        [MailItem(test_record(instance, now), Reason.TEST)], envelope, instance=instance, now=now
-    )

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import aiosmtplib
 from aiosmtplib.email import flatten_message
 
+from notifier.config import host_port
 from notifier.log import get_logger
 from notifier.mail.auth import (
     ERROR_CHALLENGE_ANSWER,
@@ -44,6 +45,7 @@ from notifier.mail.auth import (
 from notifier.mail.tokens import TokenProvider
 from notifier.mail.transport import (
     DeliveryError,
+    MailError,
     MailTransport,
     Outcome,
     Outgoing,
@@ -101,8 +103,7 @@ class SmtpSettings:
 
     @property
     def endpoint(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return host_port(self.host, self.port)
 
 
 def classify_reply(step: str, code: int) -> Outcome:
@@ -147,7 +148,7 @@ class _Session:
         return self.tls_mode != "none"
 
 
-class _Dropped(Exception):
+class _Dropped(MailError):
     """The connection broke during a transaction; `before_data` says no mail text was sent."""
 
     def __init__(self, error: DeliveryError, before_data: bool) -> None:

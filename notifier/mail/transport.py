@@ -52,7 +52,11 @@ class Outcome(enum.StrEnum):
     ACCOUNT = "account"
 
 
-class DeliveryError(Exception):
+class MailError(Exception):
+    """The root of the mail package's errors."""
+
+
+class DeliveryError(MailError):
     """A delivery that did not happen. `str()` is one line a person can act on, never a secret.
 
     `permanent`: dead-letter the message. `account_error`: the account is broken (the message is

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
@@ -24,7 +24,7 @@ from notifier.oauth2.errors import (
 )
 from notifier.oauth2.loopback import PortBusy, RedirectCatcher, loopback_target
 from notifier.oauth2.provider import AccountTokenProvider
-from notifier.oauth2.runtime import OAuth2Runtime, oauth2_accounts
+from notifier.oauth2.runtime import OAuth2Runtime, oauth2_accounts, when
 
 Print = Callable[[str], None]
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -48,11 +48,6 @@ def _open(settings: Settings, account: str) -> tuple[OAuth2Runtime, AccountToken
             + (f" (OAuth2 accounts: {', '.join(names)})" if names else "")
         )
     return runtime, runtime.providers[account]
-
-
-def when(t: float | None) -> str:
-    """A local time for tables and pages; '-' for none."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
 
 
 def authorize(
@@ -167,13 +162,13 @@ async def _complete(runtime: OAuth2Runtime, state: str, params: dict[str, str]) 
     await runtime.flows.complete_authorization(state, params["code"])
 
 
-def status_rows(settings: Settings) -> list[dict[str, object]]:
-    """One row per OAuth2 account, as `AccountTokenProvider.status()` gives it."""
+def status_rows(settings: Settings) -> list[dict[str, Any]]:
+    """One row per OAuth2 account (`OAuth2Runtime.status_rows`)."""
     runtime = OAuth2Runtime.open(settings)
     if runtime is None:
         return []
     try:
-        return [p.status() for p in runtime.providers.values()]
+        return runtime.status_rows()
     finally:
         asyncio.run(runtime.close())
 
@@ -195,8 +190,8 @@ def status(settings: Settings, out: Print = _out) -> int:
                 str(r["account"]),
                 str(r["mode"]),
                 str(r["state"]),
-                when(r["expires_at"]),  # type: ignore[arg-type]
-                when(r["last_refresh"]),  # type: ignore[arg-type]
+                str(r["expires"]),
+                str(r["refreshed"]),
                 str(r["last_error"] or "-"),
             )
         )

@@ -8,7 +8,8 @@ import contextlib
 import errno
 from urllib.parse import parse_qsl, urlsplit
 
-from notifier.oauth2.errors import AuthorizationFlowError
+from notifier.config import host_port
+from notifier.oauth2.errors import AuthorizationFlowError, OAuth2Error
 
 LOOPBACK_HOSTS = {"localhost": ("127.0.0.1", "::1"), "127.0.0.1": ("127.0.0.1",), "::1": ("::1",)}
 
@@ -27,7 +28,7 @@ def loopback_target(redirect_uri: str) -> tuple[tuple[str, ...], int, str] | Non
     return LOOPBACK_HOSTS[host], parts.port or 80, parts.path or "/"
 
 
-class PortBusy(Exception):
+class PortBusy(OAuth2Error):
     """Something (usually the running notifier) already listens on the redirect port."""
 
 
@@ -49,7 +50,7 @@ class RedirectCatcher:
                 server = await asyncio.start_server(self._serve, address, self._port)
             except OSError as e:
                 if i == 0 and e.errno == errno.EADDRINUSE:
-                    raise PortBusy(f"{address}:{self._port} is in use") from None
+                    raise PortBusy(f"{host_port(address, self._port)} is in use") from None
                 if i == 0:
                     raise
                 continue  # e.g. no IPv6 on this machine: 127.0.0.1 is enough

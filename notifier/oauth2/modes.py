@@ -176,10 +176,6 @@ class _Resolver:
         owner = self.require("resource_owner", self.s.resource_owner, why)
         return owner, self.require("resource_owner_password", self.owner_password, why)
 
-    def extra(self, key: str) -> str:
-        # Keys the settings model may not have yet (see the report to the lead).
-        return str(getattr(self.s, key, "") or "")
-
     def read_text(self, key: str, path: str) -> str:
         try:
             return Path(path).read_text(encoding="utf-8")
@@ -227,7 +223,7 @@ class _Resolver:
             return None
 
     def alg(self, key: PrivateKey) -> SigningAlg:
-        wanted = self.extra("signing_alg")
+        wanted = self.s.signing_alg
         try:
             return check_alg(key, wanted) if wanted else default_alg(key)
         except OAuth2Error as e:
@@ -256,9 +252,8 @@ class _Resolver:
             certificate=cert,
         )
 
-    def preset(self, key: str, value: str) -> str:
-        """The configured value of `key` if set, else the preset."""
-        configured = self.extra(key)
+    def preset(self, configured: str, value: str) -> str:
+        """The configured value if set, else the mode's preset."""
         return configured or value
 
     def grant(self, default: Grant) -> Grant:
@@ -291,10 +286,10 @@ def _microsoft(r: _Resolver, grant: Grant, scope: str) -> ModeSpec | None:
     return ModeSpec(
         mode=s.mode,
         grant=grant,
-        token_endpoint=r.preset("token_endpoint", f"{base}/token"),
-        authorization_url=r.preset("authorization_url", f"{base}/authorize"),
-        device_authorization_url=r.preset("device_authorization_url", f"{base}/devicecode"),
-        scope=r.preset("scope", scope),
+        token_endpoint=r.preset(s.token_endpoint, f"{base}/token"),
+        authorization_url=r.preset(s.authorization_url, f"{base}/authorize"),
+        device_authorization_url=r.preset(s.device_authorization_url, f"{base}/devicecode"),
+        scope=r.preset(s.scope, scope),
         client_auth=auth,
         redirect_uri=r.redirect_uri,
         login_hint=s.resource_owner or r.address,
@@ -342,20 +337,20 @@ def _gmail(r: _Resolver) -> ModeSpec | None:
     json_redirect = redirects[0] if isinstance(redirects, list) and redirects else ""
     if not client_id or not secret:
         return None
-    token_endpoint = r.preset("token_endpoint", str(client.get("token_uri") or GOOGLE_TOKEN))
+    token_endpoint = r.preset(s.token_endpoint, str(client.get("token_uri") or GOOGLE_TOKEN))
     return ModeSpec(
         mode=s.mode,
         grant=Grant.AUTHORIZATION_CODE,
         token_endpoint=token_endpoint,
         # Google's revocation endpoint only revokes Google's tokens.
         revocation_url=r.preset(
-            "revocation_url", GOOGLE_REVOKE if token_endpoint == GOOGLE_TOKEN else ""
+            s.revocation_url, GOOGLE_REVOKE if token_endpoint == GOOGLE_TOKEN else ""
         ),
         authorization_url=r.preset(
-            "authorization_url", str(client.get("auth_uri") or GOOGLE_AUTHORIZE)
+            s.authorization_url, str(client.get("auth_uri") or GOOGLE_AUTHORIZE)
         ),
-        device_authorization_url=r.preset("device_authorization_url", GOOGLE_DEVICE),
-        scope=r.preset("scope", GOOGLE_SCOPE),
+        device_authorization_url=r.preset(s.device_authorization_url, GOOGLE_DEVICE),
+        scope=r.preset(s.scope, GOOGLE_SCOPE),
         client_auth=r.secret_auth(client_id, secret),
         redirect_uri=r.redirect_uri or str(json_redirect),
         login_hint=s.resource_owner or r.address,
@@ -382,12 +377,12 @@ def _google_service_account(r: _Resolver) -> ModeSpec | None:
     subject = r.require("resource_owner", s.resource_owner or r.address, "(the mailbox to send as)")
     if key is None or not email or not kid:
         return None
-    token_endpoint = r.preset("token_endpoint", str(data.get("token_uri") or GOOGLE_TOKEN))
+    token_endpoint = r.preset(s.token_endpoint, str(data.get("token_uri") or GOOGLE_TOKEN))
     return ModeSpec(
         mode=s.mode,
         grant=Grant.JWT_BEARER,
         token_endpoint=token_endpoint,
-        scope=r.preset("scope", GOOGLE_SCOPE),
+        scope=r.preset(s.scope, GOOGLE_SCOPE),
         client_auth=NoClientAuth(),
         jwt_issuer=JwtBearerIssuer(key=key, alg=r.alg(key), kid=kid, issuer=email, subject=subject),
     )
@@ -409,8 +404,8 @@ def _generic(r: _Resolver, auth: Callable[[str], ClientAuth | None]) -> ModeSpec
         grant=grant,
         token_endpoint=token_endpoint,
         authorization_url=s.authorization_url,
-        device_authorization_url=r.extra("device_authorization_url"),
-        revocation_url=r.extra("revocation_url"),
+        device_authorization_url=s.device_authorization_url,
+        revocation_url=s.revocation_url,
         scope=s.scope,
         client_auth=client_auth,
         redirect_uri=r.redirect_uri,

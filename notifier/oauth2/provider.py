@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from notifier.backoff import Backoff
 from notifier.config import AccountSettings
 from notifier.log import get_logger
 from notifier.oauth2 import grants
@@ -40,18 +41,6 @@ Sleep = Callable[[float], Awaitable[None]]
 OK = "ok"
 NEEDS_AUTHORIZATION = "needs authorization"
 ERROR = "error"
-
-
-def backoff_delays(base_s: float, max_s: float, budget_s: float) -> list[float]:
-    """The waits between attempts: doubling from `base_s`, capped at `max_s`, summing to at
-    most `budget_s`."""
-    delays: list[float] = []
-    delay, total = base_s, 0.0
-    while total + delay <= budget_s:
-        delays.append(delay)
-        total += delay
-        delay = min(delay * 2, max_s)
-    return delays
 
 
 class AccountTokenProvider:
@@ -78,7 +67,8 @@ class AccountTokenProvider:
         self._http = http
         self._clock = clock
         self._margin = refresh_margin_s
-        self._delays = backoff_delays(retry_base_s, retry_max_s, retry_budget_s)
+        self._retry = Backoff(base_s=retry_base_s, cap_s=retry_max_s)
+        self._retry_budget_s = retry_budget_s
         self._permanent_hold = permanent_hold_s
         self._sleep = sleep
         self._cached: TokenSet | None = None
@@ -198,7 +188,8 @@ class AccountTokenProvider:
             self._temporary_failure = False
             self._last_error = ""
             return self._cached
-        for attempt in range(len(self._delays) + 1):
+        delays = self._retry.within(self._retry_budget_s)
+        for attempt in range(len(delays) + 1):
             try:
                 tokens = await self._grant_once(stored)
             except TokenEndpointError as e:
@@ -206,9 +197,9 @@ class AccountTokenProvider:
                     raise self._needs_authorization(e.advice, stored) from None
                 self._temporary_failure = True
                 self._last_error = e.advice
-                if attempt == len(self._delays):
+                if attempt == len(delays):
                     return self._still_valid_or_raise(e)
-                delay = self._delays[attempt]
+                delay = delays[attempt]
                 log.warning(
                     "oauth2 token endpoint failed, retrying",
                     account=self.account,
@@ -360,7 +351,6 @@ def provider_for_account(
     http: httpx.AsyncClient,
     *,
     default_redirect_uri: str = "",
-    refresh_margin_s: float = 600.0,
 ) -> AccountTokenProvider | None:
     """The provider for an account with `[accounts.oauth2]`, None for password accounts.
     Raises `ModeError` (one line per problem) when the oauth2 settings are incomplete."""
@@ -372,5 +362,6 @@ def provider_for_account(
         account.name,
         default_redirect_uri,
     )
-    margin = float(getattr(account.oauth2, "refresh_margin_s", refresh_margin_s))
-    return AccountTokenProvider(account.name, spec, store, http, refresh_margin_s=margin)
+    return AccountTokenProvider(
+        account.name, spec, store, http, refresh_margin_s=account.oauth2.refresh_margin_s
+    )

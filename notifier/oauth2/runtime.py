@@ -4,11 +4,13 @@ the CLI, so a sign-in on the page is what the next mail uses."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
-from notifier.config import AccountSettings, Settings, parse_listen
+from notifier.config import AccountSettings, Settings, host_port, parse_listen
 from notifier.oauth2.errors import ModeError
 from notifier.oauth2.flows import AuthorizationFlows
 from notifier.oauth2.modes import validate_mode
@@ -16,6 +18,11 @@ from notifier.oauth2.provider import AccountTokenProvider, provider_for_account
 from notifier.oauth2.store import TokenStore
 
 TOKEN_ENDPOINT_TIMEOUT_S = 30.0
+
+
+def when(t: float | None) -> str:
+    """A local time for tables and pages; '-' for none."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
 
 
 def oauth2_accounts(settings: Settings) -> list[AccountSettings]:
@@ -31,10 +38,8 @@ def default_redirect_uri(settings: Settings) -> str:
     host = listen.host
     if host in ("0.0.0.0", "::", "127.0.0.1", "::1"):
         host = "localhost"
-    elif ":" in host:
-        host = f"[{host}]"
     scheme = "https" if settings.http.tls_cert_file else "http"
-    return f"{scheme}://{host}:{listen.port}/oauth2/callback"
+    return f"{scheme}://{host_port(host, listen.port)}/oauth2/callback"
 
 
 def validate_accounts(settings: Settings) -> list[str]:
@@ -89,6 +94,19 @@ class OAuth2Runtime:
         if provider is not None and provider.spec.redirect_uri:
             return provider.spec.redirect_uri
         return self.redirect_uri
+
+    def status_rows(self) -> list[dict[str, Any]]:
+        """Each account's `AccountTokenProvider.status()` (never a secret), with the times in
+        words and the redirect URI to register: for `notifier oauth2 status` and the page."""
+        return [
+            {
+                **(status := provider.status()),
+                "expires": when(status["expires_at"]),
+                "refreshed": when(status["last_refresh"]),
+                "redirect_uri": self.redirect_uri_for(name),
+            }
+            for name, provider in self.providers.items()
+        ]
 
     async def close(self) -> None:
         await self.http.aclose()

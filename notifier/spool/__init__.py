@@ -1,6 +1,5 @@
 """Bounded queues between receivers and consumers."""
 
-from notifier.spool.backoff import Backoff, Jitter
 from notifier.spool.base import (
     DeliveryState,
     DropNotice,
@@ -18,10 +17,8 @@ from notifier.spool.tiered import TieredSpool
 
 __all__ = [
     "DEFAULT_DURABLE_KINDS",
-    "Backoff",
     "DeliveryState",
     "DropNotice",
-    "Jitter",
     "Lease",
     "MemorySpool",
     "Overflow",

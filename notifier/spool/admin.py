@@ -20,22 +20,12 @@ from typing import Any
 
 from notifier.records import Record
 from notifier.spool import schema
-from notifier.spool.base import DeliveryState
-from notifier.spool.schema import DEAD, QUEUED
+from notifier.spool.base import DeliveryState, SpoolError
+from notifier.spool.schema import DEAD, QUEUED, ConsumerDepth
 
 
-class AdminError(Exception):
+class AdminError(SpoolError):
     """Something the operator can fix: the message says what."""
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerDepth:
-    consumer: str
-    ready: int
-    leased: int
-    retry: int
-    dead: int
-    oldest_ready_age_s: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,24 +75,7 @@ class Changed:
 def stats(data_dir: str | Path) -> Stats:
     with _open(data_dir) as conn:
         now = time.time()
-        depths = []
-        for consumer in _consumers(conn):
-            counts = {s: 0 for s in ("ready", "leased", "retry", "dead")}
-            for state, leased, due, n in conn.execute(
-                "SELECT state, leased, ready_at > ?, COUNT(*) FROM deliveries "
-                "WHERE consumer = ? GROUP BY 1, 2, 3",
-                (now, consumer),
-            ):
-                counts[_state(state, leased, due).value] += n
-            head = conn.execute(
-                "SELECT r.received_at FROM deliveries d JOIN records r ON r.seq = d.seq "
-                "WHERE d.consumer = ? AND d.state = ? AND d.ready_at <= ? "
-                "ORDER BY d.ready_at LIMIT 1",
-                (consumer, QUEUED, now),
-            ).fetchone()
-            depths.append(
-                ConsumerDepth(consumer, **counts, oldest_ready_age_s=head and now - head[0])
-            )
+        depths = [schema.consumer_depth(conn, consumer, now) for consumer in _consumers(conn)]
         path = schema.spool_path(data_dir)
         return Stats(
             path=str(path),

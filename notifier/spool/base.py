@@ -21,16 +21,17 @@ class Overflow(enum.StrEnum):
     DROP_OLDEST = "drop_oldest"
 
 
-class SpoolFull(Exception):
+class SpoolError(Exception):
+    """The spool could not do what was asked (storage failed, or it is not open); the root of
+    the spool package's errors."""
+
+
+class SpoolFull(SpoolError):
     """The queue is full and the policy is `reject`: the sender should retry later."""
 
     def __init__(self, detail: str, retry_after_s: int = 5) -> None:
         super().__init__(detail)
         self.retry_after_s = retry_after_s
-
-
-class SpoolError(Exception):
-    """The spool could not do what was asked (storage failed, or it is not open)."""
 
 
 class DeliveryState(enum.StrEnum):

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
 
-from notifier.config import Settings
+from notifier.config import ReceiverSpoolSettings, Settings
 from notifier.metrics import Metrics
 from notifier.records import Kind
 from notifier.spool.base import Overflow
@@ -31,7 +30,7 @@ def open_spool(
     policy = SpoolPolicy.of(
         durable_kinds=s.durable_kinds,
         overflow=s.overflow,
-        receivers=receiver_policies(getattr(s, "receivers", None) or {}),
+        receivers=receiver_policies(s.receivers),
     )
     durable = SqliteSpool(
         spool_path(settings.data_dir),
@@ -54,16 +53,14 @@ def open_spool(
     return TieredSpool(durable, memory, policy, metrics=metrics)
 
 
-def receiver_policies(raw: Mapping[str, Any]) -> dict[str, ReceiverPolicy]:
-    """Per-receiver overrides from config: {receiver: {durable_kinds: [...], overflow: ...}}
-    (a mapping or an object with those attributes; a missing key keeps the default)."""
-    out: dict[str, ReceiverPolicy] = {}
-    for receiver, value in raw.items():
-        get = value.get if isinstance(value, Mapping) else lambda k, v=value: getattr(v, k, None)
-        kinds = get("durable_kinds")
-        overflow = get("overflow")
-        out[receiver] = ReceiverPolicy(
-            durable_kinds=None if kinds is None else frozenset(Kind(k) for k in kinds),
-            overflow=None if overflow is None else Overflow(overflow),
+def receiver_policies(
+    receivers: Mapping[str, ReceiverSpoolSettings],
+) -> dict[str, ReceiverPolicy]:
+    """Per-receiver overrides from `[spool.receivers.NAME]`; an unset key keeps the default."""
+    return {
+        receiver: ReceiverPolicy(
+            durable_kinds=None if r.durable_kinds is None else frozenset(r.durable_kinds),
+            overflow=None if r.overflow is None else Overflow(r.overflow),
         )
-    return out
+        for receiver, r in receivers.items()
+    }

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from notifier.records import Record
+from notifier.spool.base import SpoolError
 
 SPOOL_FILE = "spool.sqlite3"
 SCHEMA_VERSION = 1
@@ -56,7 +58,7 @@ CREATE TABLE IF NOT EXISTS drops (reason TEXT PRIMARY KEY, n INTEGER NOT NULL);
 """
 
 
-class SchemaError(Exception):
+class SchemaError(SpoolError):
     """The file is not a spool this version can read."""
 
 
@@ -92,6 +94,63 @@ def create(conn: sqlite3.Connection) -> None:
             f"spool schema version {row[0]} is not {SCHEMA_VERSION}: "
             "this notifier cannot read it; deliver or move the old spool file first"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerDepth:
+    """A consumer's deliveries by state, and how long its oldest ready record has waited."""
+
+    consumer: str
+    ready: int
+    leased: int
+    retry: int
+    dead: int
+    oldest_ready_age_s: float | None
+
+
+def consumer_depth(
+    conn: sqlite3.Connection,
+    consumer: str,
+    now: float,
+    totals: tuple[int, int] | None = None,
+) -> ConsumerDepth:
+    """The one queue-depth query: the spool's snapshot (the status page, the metrics) and
+    `notifier spool stats` both count with it.
+
+    `totals`: (queued, dead) when the caller keeps them counted (the spool's writer does);
+    else they are counted here, from the index. Queued deliveries are ready unless their
+    `ready_at` is still ahead: then they are leased, or waiting for a retry.
+    """
+    if totals is None:
+        by_state = dict(
+            conn.execute(
+                "SELECT state, COUNT(*) FROM deliveries WHERE consumer = ? GROUP BY state",
+                (consumer,),
+            ).fetchall()
+        )
+        totals = by_state.get(QUEUED, 0), by_state.get(DEAD, 0)
+    queued, dead = totals
+    waiting = dict.fromkeys((0, 1), 0)
+    for leased, n in conn.execute(
+        "SELECT leased, COUNT(*) FROM deliveries "
+        "WHERE consumer = ? AND state = ? AND ready_at > ? GROUP BY leased",
+        (consumer, QUEUED, now),
+    ):
+        waiting[leased] = n
+    head = conn.execute(
+        "SELECT r.received_at FROM deliveries d JOIN records r ON r.seq = d.seq "
+        "WHERE d.consumer = ? AND d.state = ? AND d.ready_at <= ? "
+        "ORDER BY d.ready_at LIMIT 1",
+        (consumer, QUEUED, now),
+    ).fetchone()
+    return ConsumerDepth(
+        consumer,
+        ready=queued - waiting[0] - waiting[1],
+        leased=waiting[1],
+        retry=waiting[0],
+        dead=dead,
+        oldest_ready_age_s=None if head is None else max(0.0, now - head[0]),
+    )
 
 
 def file_size(path: Path) -> int:

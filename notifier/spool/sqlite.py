@@ -117,7 +117,6 @@ class SqliteSpool:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._open = False
-        self._data_version = 0
         self._sync_now = ""
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -206,25 +206,18 @@ class Store:
         now = time.time()
         snap = Snapshot(taken_at=now)
         for consumer in sorted({*self._consumers, *self.counts.queued, *self.counts.dead}):
-            waiting = dict.fromkeys((0, 1), 0)
-            for leased, n in conn.execute(
-                "SELECT leased, COUNT(*) FROM deliveries "
-                "WHERE consumer = ? AND state = ? AND ready_at > ? GROUP BY leased",
-                (consumer, QUEUED, now),
-            ):
-                waiting[leased] = n
-            snap.depth[(consumer, "ready")] = self.counts.queued[consumer] - sum(waiting.values())
-            snap.depth[(consumer, "leased")] = waiting[1]
-            snap.depth[(consumer, "retry")] = waiting[0]
-            snap.depth[(consumer, "dead")] = self.counts.dead[consumer]
-            head = conn.execute(
-                "SELECT r.received_at FROM deliveries d JOIN records r ON r.seq = d.seq "
-                "WHERE d.consumer = ? AND d.state = ? AND d.ready_at <= ? "
-                "ORDER BY d.ready_at LIMIT 1",
-                (consumer, QUEUED, now),
-            ).fetchone()
-            if head is not None:
-                snap.oldest_ready_age_s[consumer] = max(0.0, now - head[0])
+            totals = self.counts.queued[consumer], self.counts.dead[consumer]
+            d = schema.consumer_depth(conn, consumer, now, totals)
+            snap.depth.update(
+                {
+                    (consumer, "ready"): d.ready,
+                    (consumer, "leased"): d.leased,
+                    (consumer, "retry"): d.retry,
+                    (consumer, "dead"): d.dead,
+                }
+            )
+            if d.oldest_ready_age_s is not None:
+                snap.oldest_ready_age_s[consumer] = d.oldest_ready_age_s
         snap.disk_bytes = schema.spool_bytes(self.path)
         self.snapshot = snap
 

@@ -13,27 +13,25 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from notifier import __version__
 from notifier.log import get_logger
-from notifier.oauth2.cli import when
+from notifier.mail.testmail import TestMailError, describe_report
 from notifier.oauth2.errors import OAuth2Error, TokenEndpointError, explain
 from notifier.web.guard import AdminGuard
-from notifier.web.pages import templates
-
-if TYPE_CHECKING:
-    from notifier.app import Service
+from notifier.web.render import NO_STORE
+from notifier.web.render import page as render_page
+from notifier.web.view import ServiceView
 
 log = get_logger("notifier.web")
 
 MAX_FORM_BYTES = 8192
-_NO_STORE = {"Cache-Control": "no-store"}
 
 
 @dataclass(frozen=True)
@@ -80,35 +78,22 @@ async def read_form(request: Request) -> dict[str, str]:
     return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
 
 
-def account_rows(service: Service) -> list[dict[str, Any]]:
-    runtime = service.oauth2
-    if runtime is None:
-        return []
-    rows = []
-    for name, provider in runtime.providers.items():
-        status = provider.status()
-        rows.append(
-            {
-                **status,
-                "expires": when(status["expires_at"]),
-                "refreshed": when(status["last_refresh"]),
-                "redirect_uri": runtime.redirect_uri_for(name),
-            }
-        )
-    return rows
+def account_rows(service: ServiceView) -> list[dict[str, Any]]:
+    return service.oauth2.status_rows() if service.oauth2 else []
 
 
-def oauth2_routes(service: Service, guard: AdminGuard) -> list[BaseRoute]:
+def oauth2_routes(service: ServiceView, guard: AdminGuard) -> list[BaseRoute]:
     token = FormToken()
 
     def page(notice: Notice | None = None, status_code: int = 200) -> Response:
-        html = templates.get_template("oauth2.html.j2").render(
+        return render_page(
+            "oauth2.html.j2",
+            status_code,
             version=__version__,
             accounts=account_rows(service),
             csrf=token.value,
             notice=notice,
         )
-        return HTMLResponse(html, status_code=status_code, headers=_NO_STORE)
 
     async def checked_form(request: Request) -> dict[str, str] | Response:
         form = await read_form(request)
@@ -148,7 +133,7 @@ def oauth2_routes(service: Service, guard: AdminGuard) -> list[BaseRoute]:
         except OAuth2Error as e:
             return page(Notice(False, f"Account {name}: cannot start the sign-in", str(e)))
         log.info("oauth2 sign-in started", account=name, page="/oauth2/")
-        return RedirectResponse(url, status_code=303, headers=_NO_STORE)
+        return RedirectResponse(url, status_code=303, headers=NO_STORE)
 
     async def callback(request: Request) -> Response:
         runtime = service.oauth2
@@ -199,15 +184,11 @@ def oauth2_routes(service: Service, guard: AdminGuard) -> list[BaseRoute]:
         form = await checked_form(request)
         if isinstance(form, Response):
             return form
-        from notifier.dispatch.service import TestMailError, describe_report
-
         name = form.get("account", "")
         if service.dispatcher is None:
             return page(Notice(False, "The service is not running its routes."), 503)
         try:
-            report = await service.dispatcher.send_test(
-                service.settings, name, form.get("to", "").strip()
-            )
+            report = await service.dispatcher.send_test(name, form.get("to", "").strip())
         except TestMailError as e:
             return page(Notice(False, f"Account {name}: no test mail sent", str(e)))
         lines = describe_report(report)
@@ -231,8 +212,7 @@ def _for(name: str | None) -> str:
     return f" for account {name}" if name else ""
 
 
-def _nudge(service: Service, account: str) -> None:
+def _nudge(service: ServiceView, account: str) -> None:
     """Mails that waited for this account go out now, not at their next retry time."""
-    nudge = getattr(service.dispatcher, "nudge", None)
-    if callable(nudge):
-        nudge(account)
+    if service.dispatcher is not None:
+        service.dispatcher.nudge(account)

@@ -1,27 +1,19 @@
-"""The web pages the service serves beside ingest: the status page and (web/oauth2.py) the
-OAuth2 pages. Pages read state; they decide nothing."""
+"""The status page at `/`: what the service runs and what it holds. Pages read state; they
+decide nothing. (The OAuth2 pages are in web/oauth2.py; the app assembles both.)"""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from notifier import __version__
 from notifier.web.guard import AdminGuard
-
-if TYPE_CHECKING:
-    from notifier.app import Service
-
-templates = Environment(
-    loader=FileSystemLoader(Path(__file__).parent / "templates"),
-    autoescape=select_autoescape(("html", "j2")),
-)
+from notifier.web.render import page
+from notifier.web.view import ServiceView
 
 
 def _ago(then: float | None, now: float) -> str:
@@ -34,7 +26,7 @@ def _ago(then: float | None, now: float) -> str:
     return f"{int(seconds)}s ago"
 
 
-def status_context(service: Service) -> dict[str, Any]:
+def status_context(service: ServiceView) -> dict[str, Any]:
     """Everything the status page shows, as plain values (also handy for tests)."""
     now = time.time()
     s = service.settings
@@ -84,17 +76,8 @@ def status_context(service: Service) -> dict[str, Any]:
     }
 
 
-def page_routes(service: Service) -> list[BaseRoute]:
-    guard = AdminGuard(service.settings.web.admin_password.get_secret_value())
-
+def status_routes(service: ServiceView, guard: AdminGuard) -> list[BaseRoute]:
     async def status_page(request: Request) -> Response:
-        html = templates.get_template("status.html.j2").render(**status_context(service))
-        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+        return page("status.html.j2", **status_context(service))
 
-    routes: list[BaseRoute] = [Route("/", guard(status_page), methods=["GET"])]
-    try:
-        from notifier.web.oauth2 import oauth2_routes
-    except ImportError:  # the OAuth2 pages land separately
-        return routes
-    routes.extend(oauth2_routes(service, guard))
-    return routes
+    return [Route("/", guard(status_page), methods=["GET"])]

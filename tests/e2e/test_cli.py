@@ -99,7 +99,10 @@ def test_test_mail_without_smtp_server_writes_the_outbox(tmp_path: Path) -> None
     out = notifier("test-mail", "--config", str(cfg))
     assert out.returncode == 0, out.stderr
     assert "transport: outbox" in out.stdout
-    assert list((tmp_path / "var" / "outbox").glob("*.eml"))
+    (mail,) = (tmp_path / "var" / "outbox").glob("*.eml")
+    text = mail.read_text()
+    assert "Subject: [TEST] notifier test mail from notifier" in text
+    assert "through account 'ops'" in text
 
 
 def test_test_mail_for_an_unknown_account_is_a_usage_error(tmp_path: Path) -> None:

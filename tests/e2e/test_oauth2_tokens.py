@@ -18,7 +18,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from notifier.config import load_settings
-from notifier.dispatch import service as dispatch
+from notifier.mail.accounts import build_transport
+from notifier.mail.testmail import compose_test_mail
 from notifier.mail.transport import SendResult
 from notifier.oauth2.runtime import OAuth2Runtime
 from notifier.oauth2.store import STORE_FILE, StoredTokens, TokenStore
@@ -133,9 +134,9 @@ async def test_twenty_concurrent_sends_need_one_refresh(tmp_path: Path, pki: Tes
         assert runtime is not None
         account = settings.account("ops")
         senders = [
-            dispatch.build_transport(settings, account, runtime.providers["ops"]) for _ in range(20)
+            build_transport(settings.data_dir, account, runtime.providers["ops"]) for _ in range(20)
         ]
-        _, message = dispatch.test_message(settings, "ops")
+        message = compose_test_mail(settings, "ops").message
         try:
             results = await asyncio.gather(*(s.send([message]) for s in senders))
         finally:

@@ -15,7 +15,6 @@ from notifier.mail.compose import (
     MailItem,
     Reason,
     compose,
-    compose_test,
     message_id_for,
     outgoing,
     parse_mailbox,
@@ -231,13 +230,6 @@ def test_parse_mailbox_refuses_what_is_not_one_address(entry: str) -> None:
 def test_parse_mailbox_takes_names_and_quoted_commas() -> None:
     address = parse_mailbox('"Doe, Jane" <jane@example.com>')
     assert (address.display_name, address.addr_spec) == ("Doe, Jane", "jane@example.com")
-
-
-def test_compose_test_mail() -> None:
-    message = received(compose_test(ENVELOPE, instance="lab", now=NOW))
-    assert subject(message) == "[TEST] notifier test mail from lab"
-    assert "This is a test mail" in plain(message)
-    assert message["X-Notifier-Reason"] == "test"
 
 
 def test_compose_needs_records() -> None:

@@ -24,7 +24,6 @@ from notifier.oauth2 import (
     resolve_mode,
 )
 from notifier.oauth2.modes import ModeSpec
-from notifier.oauth2.provider import backoff_delays
 from tests.authserver import AuthServer
 from tests.oauth2.conftest import PASSWORD, REDIRECT, USER, KeyPair
 
@@ -278,11 +277,6 @@ async def test_store_under_another_key_asks_for_authorization_in_plain_words(
     with pytest.raises(NeedsAuthorization, match="cannot be decrypted with this key"):
         await provider.token()
     assert provider.status()["state"] == "needs authorization"
-
-
-def test_backoff_doubles_up_to_the_cap_within_the_budget() -> None:
-    assert backoff_delays(0.5, 5.0, 30.0) == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0, 5.0]
-    assert backoff_delays(1.0, 5.0, 0.5) == []
 
 
 async def test_the_provider_is_what_the_smtp_sender_calls(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 
+from notifier.backoff import Backoff, Jitter
 from notifier.records import Kind
-from notifier.spool import Backoff, Jitter, Overflow, ReceiverPolicy, SpoolPolicy
+from notifier.spool import Overflow, ReceiverPolicy, SpoolPolicy
 from notifier.spool.policy import drop_order
 from tests.spool.helpers import rec
 

@@ -150,7 +150,10 @@ async def test_gauges_show_depth_per_consumer_and_state(open_tiered: Opener) -> 
 
 
 def test_receiver_policies_read_config_values() -> None:
-    policies = receiver_policies({"syslog-udp": {"overflow": "drop_oldest", "durable_kinds": []}})
+    from notifier.config import ReceiverSpoolSettings
+
+    settings = ReceiverSpoolSettings(overflow="drop_oldest", durable_kinds=[])
+    policies = receiver_policies({"syslog-udp": settings})
 
     assert policies["syslog-udp"] == ReceiverPolicy(frozenset(), Overflow.DROP_OLDEST)
 

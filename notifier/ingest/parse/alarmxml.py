@@ -168,8 +168,8 @@ def alarm_record(
     """
     kind = alarm_kind(fields.type, fields.active)
     extras = dict(base.extras)
-    for name in ("type", "active", "xsl"):
-        if value := getattr(fields, name):
+    for name, value in (("type", fields.type), ("active", fields.active), ("xsl", fields.xsl)):
+        if value:
             extras[name] = value
     if fields.details_error:
         extras["details_error"] = fields.details_error

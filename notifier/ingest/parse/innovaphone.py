@@ -13,6 +13,7 @@ import math
 from dataclasses import replace
 from urllib.parse import unquote_to_bytes
 
+from notifier.ingest.parse.alarmxml import AlarmFields, alarm_record, with_alarm
 from notifier.ingest.parse.syslog import host_of
 from notifier.records import Kind, ParseError, Record, SeverityScheme, frozen_extras
 
@@ -146,11 +147,6 @@ def parse_form(
 
 def _as_alarm(base: Record, fields: dict[str, str], scheme: SeverityScheme) -> Record:
     """The Events API fields sent as a form: the same mapping as alarm XML."""
-    try:
-        from notifier.ingest.parse.alarmxml import AlarmFields, alarm_record
-    except ImportError:  # pragma: no cover - only while alarmxml is not there yet
-        kept = {k: fields[k] for k in _ALARM_FIELDS + _ALARM_FIELDS_EXTRA if k in fields}
-        return base.evolve(extras=frozen_extras({**base.extras, **kept}))
     alarm = AlarmFields(
         **{name: fields.get(name, "").strip() for name in _ALARM_FIELDS + _ALARM_FIELDS_EXTRA},
     )
@@ -162,9 +158,5 @@ def _as_alarm(base: Record, fields: dict[str, str], scheme: SeverityScheme) -> R
 def _with_alarm_xml(base: Record, scheme: SeverityScheme) -> Record:
     """`base` as the alarm its `msg` carries as innovaphone alarm XML, if it carries one."""
     if "<" not in base.text:
-        return base
-    try:
-        from notifier.ingest.parse.alarmxml import with_alarm
-    except ImportError:  # pragma: no cover - only while alarmxml is not there yet
         return base
     return with_alarm(base, scheme)

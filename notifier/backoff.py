@@ -1,4 +1,5 @@
-"""Retry delays: exponential backoff with jitter, capped."""
+"""Retry delays: exponential backoff with jitter, capped. The one backoff of the service: spool
+retries of failed mails, token-endpoint retries, receivers waiting for room in the spool."""
 
 from __future__ import annotations
 
@@ -42,6 +43,16 @@ class Backoff:
         if self.jitter is Jitter.EQUAL:
             return uniform(top / 2, top)
         return top
+
+    def within(self, budget_s: float, rng: random.Random | None = None) -> list[float]:
+        """The waits before as many retries as fit in `budget_s` (each counted at its ceiling,
+        so how many retries there are does not depend on the jitter)."""
+        waits: list[float] = []
+        spent = 0.0
+        while (top := self.ceiling(len(waits))) > 0 and spent + top <= budget_s:
+            waits.append(self.delay(len(waits), rng))
+            spent += top
+        return waits
 
 
 _rng = random.Random()
