@@ -43,19 +43,17 @@ def alarm(kind: Kind = Kind.ALARM, **changes: object) -> Record:
 
 
 def log_line(**changes: object) -> Record:
-    base = Record(
-        kind=Kind.LOG,
-        received_at=T + 5,
-        sender="192.0.2.7:40000",
+    """An innovaphone syslog line (an alarm's fields emptied, syslog's set)."""
+    base = alarm(Kind.LOG).evolve(
         receiver="syslog-udp",
-        raw=b"",
         text="LOG_HTTP 3 TCP-Up  172.16.10.14:7793 172.16.0.17:471",
-        device="gw01",
-        source="gwlog",
+        serial="",
+        code="",
         severity=Severity.INFO,
         severity_raw="6",
+        source="gwlog",
+        details="",
         facility=16,
-        device_time=T,
     )
     return base.evolve(**changes)
 
