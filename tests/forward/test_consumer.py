@@ -112,3 +112,13 @@ def test_select_names_why_a_record_is_skipped() -> None:
     assert [lease.record.id for lease in send] == [other_hop.id]
     assert (len(skip.unmatched), skip.looped) == (1, [looped.id])
     assert next_hops(other_hop, "me") == "b,me"
+
+
+def test_instance_name_is_host_and_http_port_by_default() -> None:
+    import socket
+
+    from notifier.config import Settings
+    from notifier.forward.consumer import instance_name
+
+    settings = Settings.model_validate({"http": {"listen": "127.0.0.1:8123"}})
+    assert instance_name(settings) == f"{socket.gethostname()}:8123"
