@@ -745,7 +745,8 @@ def load_settings(
 
 def masked(settings: Settings) -> dict[str, Any]:
     """The effective config as plain data with every secret replaced by "***" (or "" if unset)."""
-    data: dict[str, Any] = json.loads(settings.model_dump_json())
+    # By alias: the keys as written in the file (`continue`, `class`).
+    data: dict[str, Any] = json.loads(settings.model_dump_json(by_alias=True))
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict):

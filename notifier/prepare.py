@@ -21,7 +21,14 @@ def config_problems(settings: Settings) -> list[str]:
         + route_problems(settings)
         + tls_problems(settings)
         + template_problems()
+        + forward_problems(settings)
     )
+
+
+def forward_problems(settings: Settings) -> list[str]:
+    from notifier.forward.consumer import forward_problems
+
+    return forward_problems(settings)
 
 
 def account_problems(settings: Settings) -> list[str]:

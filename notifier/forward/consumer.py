@@ -248,6 +248,26 @@ class Forwards:
         return [w.status() for w in self.workers]
 
 
+def forward_problems(settings: Settings) -> list[str]:
+    """One line per forward whose match rule or TLS files cannot be used ([] when all can),
+    for `check-config` and `run` before anything starts."""
+    from notifier.forward.tls import client_context
+
+    problems = []
+    for i, forward in enumerate(settings.effective_forwards()):
+        try:
+            compile_match(forward.match, f"forwards.{i}.match")
+        except RuleError as e:
+            problems.append(str(e))
+        tls = forward.protocol == "tls" if forward.kind == "syslog" else forward.url[:6] == "https:"
+        if tls:
+            try:
+                client_context(forward)
+            except ValueError as e:
+                problems.append(str(e))
+    return problems
+
+
 def start_forwards(settings: Settings, spool: Spool, metrics: Metrics) -> Forwards:
     """One running worker per configured forward; raises ValueError for a bad rule or TLS file."""
     instance = instance_name(settings)

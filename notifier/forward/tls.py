@@ -18,7 +18,7 @@ def client_context(forward: ForwardSettings) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=forward.ca_file or None)
     except (OSError, ssl.SSLError) as e:
         raise ValueError(
-            f"{where}: cannot load ca_file {forward.ca_file!r} ({e}): use PEM certificates"
+            f"{where}.ca_file: cannot load {forward.ca_file!r} ({e}): it must hold PEM certificates"
         ) from None
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if not forward.tls_verify:
@@ -29,7 +29,7 @@ def client_context(forward: ForwardSettings) -> ssl.SSLContext:
             ctx.load_cert_chain(forward.tls_cert_file, forward.tls_key_file)
         except (OSError, ssl.SSLError) as e:
             raise ValueError(
-                f"{where}: cannot load client certificate {forward.tls_cert_file!r} with key "
+                f"{where}.tls_cert_file: cannot load {forward.tls_cert_file!r} with key "
                 f"{forward.tls_key_file!r} ({e}): check tls_cert_file / tls_key_file (PEM)"
             ) from None
     return ctx

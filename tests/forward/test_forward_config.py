@@ -72,3 +72,24 @@ def test_the_readmes_forward_example_is_a_valid_config(tmp_path: Path) -> None:
         ("second-notifier", "http", 0),
     ]
     assert forwards[1].password.get_secret_value() == "secret"
+
+
+def test_check_config_refuses_a_bad_forward_rule_or_ca_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "n.toml"
+    cfg.write_text(
+        '[[forwards]]\nname = "siem"\ntarget = "h:6514"\nprotocol = "tls"\n'
+        f'ca_file = "{tmp_path / "missing.pem"}"\nmatch = {{ text = "(" }}\n'
+    )
+    out = notifier("check-config", "--config", str(cfg))
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert lines[0].startswith("notifier: config: forwards.0.match.text: ")
+    assert lines[1].startswith(f"notifier: config: forwards.siem.ca_file: cannot load '{tmp_path}")
+
+
+def test_check_config_prints_forward_keys_as_written(tmp_path: Path) -> None:
+    cfg = tmp_path / "n.toml"
+    cfg.write_text('[[forwards]]\nname = "siem"\ntarget = "h:514"\nclass = 3\n')
+    out = notifier("check-config", "--config", str(cfg))
+    assert out.returncode == 0, out.stderr
+    assert "class = 3" in out.stdout and "facility_class" not in out.stdout
