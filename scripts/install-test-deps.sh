@@ -3,6 +3,6 @@
 # (the oracle tests/parse/test_rsyslog_oracle.py compares notifier's syslog parsing with; the
 # test starts its own rsyslogd on loopback with its own config, whatever the system one does).
 # Installs only what is missing, so a prepared machine pays nothing.
-[ -n "$(ls /usr/lib/*/rsyslog/lmnsd_gtls.so /usr/lib/rsyslog/lmnsd_gtls.so 2>/dev/null)" ] || sh "$(dirname "$0")/install-missing.sh" lmnsd_gtls=rsyslog-gnutls  # forward tests: rsyslog TLS
+set -- /usr/lib/*/rsyslog/lmnsd_gtls.so; [ -e "$1" ] || sh "$(dirname "$0")/install-missing.sh" lmnsd_gtls=rsyslog-gnutls  # forward tests: rsyslog over TLS
 exec sh "$(dirname "$0")/install-missing.sh" logger=bsdutils curl=curl openssl=openssl \
     rsyslogd=rsyslog

@@ -114,5 +114,6 @@ def run_rsyslog(tmp_path: Path, pki: TestPKI) -> Iterator[ForwardRsyslog]:
 
 
 def rsyslog_available() -> bool:
-    modules = [Path(p) for p in ("/usr/lib/x86_64-linux-gnu/rsyslog", "/usr/lib/rsyslog")]
-    return rsyslogd_path() is not None and any((d / "lmnsd_gtls.so").exists() for d in modules)
+    # The gtls driver (package rsyslog-gnutls), where install-test-deps.sh looks for it.
+    gtls = any(Path("/usr/lib").glob("*/rsyslog/lmnsd_gtls.so"))
+    return rsyslogd_path() is not None and gtls
