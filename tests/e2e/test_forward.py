@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,6 @@ from typing import Any
 import pytest
 
 from tests.certs import TestPKI
-from tests.conftest import free_port
 from tests.e2e.test_alarm_mail import account, post_alarm, route, subjects
 from tests.e2e.test_overflow import metric
 from tests.rsyslog import ForwardRsyslog, run_rsyslog
@@ -26,6 +26,14 @@ def smtp() -> Iterator[SmtpTestServer]:
 
 
 _rsyslog = pytest.fixture(name="rsyslog")(run_rsyslog)
+
+
+@pytest.fixture
+def down_port() -> Iterator[int]:
+    """A port that refuses connections: bound, never listening, so nothing else takes it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
 
 
 def test_second_notifier_mails_alarms_forwarded_by_syslog_and_by_http(
@@ -60,17 +68,19 @@ def test_second_notifier_mails_alarms_forwarded_by_syslog_and_by_http(
             "match": {"codes": ["0x0002*"]},
         },
     ]
-    a = NotifierProcess(tmp_path / "a", {"forwards": forwards})
-    with b, a:
-        assert post_alarm(a, details='<relay prot="SH323"/>').status_code == 200
-        wait_for(lambda: len(smtp.received) >= 1, what="the alarm forwarded by syslog, mailed")
-        link = {"code": "0x00020001", "source": "IP", "text": "Link down", "severity": "Minor"}
-        assert post_alarm(a, **link).status_code == 200
-        wait_for(lambda: len(smtp.received) >= 2, what="the alarm forwarded by HTTP, mailed")
-        assert post_alarm(a, type="clear", **link).status_code == 200
-        wait_for(lambda: len(smtp.received) >= 3, what="the clear forwarded by HTTP, mailed")
-        assert metric(a, "notifier_forward_sent_total", forward="b-syslog") == 1
-        assert metric(a, "notifier_forward_sent_total", forward="b-http") == 2
+    # A picks its free ports while B listens on its own: they cannot collide.
+    with b:
+        a = NotifierProcess(tmp_path / "a", {"forwards": forwards})
+        with a:
+            assert post_alarm(a, details='<relay prot="SH323"/>').status_code == 200
+            wait_for(lambda: len(smtp.received) >= 1, what="the alarm forwarded by syslog, mailed")
+            link = {"code": "0x00020001", "source": "IP", "text": "Link down", "severity": "Minor"}
+            assert post_alarm(a, **link).status_code == 200
+            wait_for(lambda: len(smtp.received) >= 2, what="the alarm forwarded by HTTP, mailed")
+            assert post_alarm(a, type="clear", **link).status_code == 200
+            wait_for(lambda: len(smtp.received) >= 3, what="the clear forwarded by HTTP, mailed")
+            assert metric(a, "notifier_forward_sent_total", forward="b-syslog") == 1
+            assert metric(a, "notifier_forward_sent_total", forward="b-http") == 2
     # B mails them as if the device had sent them to B directly, and says how they came.
     got = subjects(smtp.received)
     assert got[:2] == [
@@ -105,17 +115,19 @@ def test_second_notifier_mails_an_alarm_forwarded_by_http_get_and_standard(
         "username": "notifier-a",
         "password": "s3cret",
     }
-    a = NotifierProcess(tmp_path / "a", {"forwards": [forward]})
-    with b, a:
-        assert post_alarm(a).status_code == 200
-        mail = wait_for(lambda: smtp.received, what="the forwarded alarm, mailed")[0]
+    # A picks its free ports while B listens on its own: they cannot collide.
+    with b:
+        a = NotifierProcess(tmp_path / "a", {"forwards": [forward]})
+        with a:
+            assert post_alarm(a).status_code == 200
+            mail = wait_for(lambda: smtp.received, what="the forwarded alarm, mailed")[0]
     assert mail.message["Subject"] == (
         "[ALARM Major] gw01 RELAY/RECH: Registration down (0x00010002)"
     )
 
 
 def test_log_lines_no_route_wants_reach_rsyslog_and_a_down_target_blocks_nothing(
-    tmp_path: Path, smtp: SmtpTestServer, rsyslog: ForwardRsyslog
+    tmp_path: Path, smtp: SmtpTestServer, rsyslog: ForwardRsyslog, down_port: int
 ) -> None:
     forwards: list[dict[str, Any]] = [
         {
@@ -131,11 +143,11 @@ def test_log_lines_no_route_wants_reach_rsyslog_and_a_down_target_blocks_nothing
         {
             "name": "down",
             "kind": "syslog",
-            "target": f"127.0.0.1:{free_port()}",
+            "target": f"127.0.0.1:{down_port}",
             "protocol": "tcp",
             "match": {"kinds": []},
         },
-        {"name": "down-http", "kind": "http", "url": f"http://127.0.0.1:{free_port()}/log"},
+        {"name": "down-http", "kind": "http", "url": f"http://127.0.0.1:{down_port}/log"},
     ]
     a = NotifierProcess(
         tmp_path / "a",
