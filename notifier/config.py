@@ -173,6 +173,11 @@ class ReceiverSpoolSettings(Section):
 
 
 class SpoolSettings(Section):
+    # sqlite: one box, the file under data_dir. postgresql: several instances on one database.
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    # libpq URI (postgresql://user@host:5432/notifier?sslmode=verify-full); a secret.
+    dsn: SecretStr = SecretStr("")
+    dsn_file: str = ""
     # innovaphone device defaults: 100 memory and 50 persistent entries; a server holds a fleet's.
     memory_queue_entries: int = Field(default=10_000, ge=1)
     persistent_queue_entries: int = Field(default=100_000, ge=1)
@@ -184,6 +189,15 @@ class SpoolSettings(Section):
     retry_max_s: float = Field(default=900.0, gt=0)
     # Per receiver (http, json, syslog-udp, syslog-tcp, syslog-tls, tcp): durable_kinds, overflow.
     receivers: dict[str, ReceiverSpoolSettings] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _dsn_for_postgresql(self) -> SpoolSettings:
+        if self.backend == "postgresql" and not self.dsn.get_secret_value():
+            raise ValueError(
+                'backend = "postgresql" needs dsn (or dsn_file): '
+                "a libpq URI such as postgresql://notifier@db.example.com:5432/notifier"
+            )
+        return self
 
     @field_validator("receivers")
     @classmethod
@@ -394,6 +408,7 @@ class Settings(BaseSettings):
             "admin_password",
             "users",
             "store_secret",
+            "dsn",
         }
     )
 
@@ -492,6 +507,7 @@ _SECRET_FILE_TARGETS = frozenset(
         "admin_password",
         "users",
         "store_secret",
+        "dsn",
     }
 )
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from notifier.config import Settings
+from notifier.config import Settings, parse_listen
 from notifier.metrics import Metrics
 from notifier.records import Kind
-from notifier.spool.base import Overflow
+from notifier.spool.base import Overflow, Spool
 from notifier.spool.memory import MemorySpool
 from notifier.spool.policy import ReceiverPolicy, SpoolPolicy
 from notifier.spool.schema import spool_path
@@ -33,15 +34,7 @@ def open_spool(
         overflow=s.overflow,
         receivers=receiver_policies(getattr(s, "receivers", None) or {}),
     )
-    durable = SqliteSpool(
-        spool_path(settings.data_dir),
-        consumers,
-        max_entries=s.persistent_queue_entries,
-        max_disk_bytes=s.max_disk_bytes,
-        overflow=policy,
-        history_entries=s.history_entries,
-        metrics=metrics,
-    )
+    durable = durable_spool(settings, consumers, policy, metrics)
     volatile = policy.volatile_kinds()
     wants = interest or {}
     memory = MemorySpool(
@@ -51,7 +44,36 @@ def open_spool(
         history_entries=s.history_entries,
         metrics=metrics,
     )
-    return TieredSpool(durable, memory, policy, metrics=metrics)
+    # TieredSpool is annotated with SqliteSpool but uses only the Spool interface.
+    return TieredSpool(durable, memory, policy, metrics=metrics)  # type: ignore[arg-type]
+
+
+def durable_spool(
+    settings: Settings, consumers: Sequence[str], policy: SpoolPolicy, metrics: Metrics
+) -> Spool:
+    """The tier for durable kinds: the SQLite file under data_dir, or the shared database."""
+    s = settings.spool
+    limits: dict[str, Any] = {
+        "max_entries": s.persistent_queue_entries,
+        "max_disk_bytes": s.max_disk_bytes,
+        "overflow": policy,
+        "history_entries": s.history_entries,
+        "metrics": metrics,
+    }
+    if s.backend == "postgresql":
+        from notifier.spool.pg import PostgresSpool
+
+        return PostgresSpool(
+            s.dsn.get_secret_value(), consumers, instance=instance_name(settings), **limits
+        )
+    return SqliteSpool(spool_path(settings.data_dir), consumers, **limits)
+
+
+def instance_name(settings: Settings) -> str:
+    """This process among the instances on one database: hostname:http-port (stable across
+    restarts, so that a restarted instance takes back its own leases at once)."""
+    listen = parse_listen(settings.http.listen)
+    return f"{socket.gethostname()}:{listen.port if listen is not None else 0}"
 
 
 def receiver_policies(raw: Mapping[str, Any]) -> dict[str, ReceiverPolicy]:
