@@ -25,7 +25,7 @@ from notifier.log import configure, get_logger
 from notifier.metrics import Metrics
 from notifier.oauth2.errors import OAuth2Error
 from notifier.records import Kind
-from notifier.spool.base import Spool
+from notifier.spool.base import Spool, SpoolError
 
 if TYPE_CHECKING:
     from notifier.dispatch.service import Dispatcher
@@ -291,8 +291,9 @@ def run_service(settings: Settings) -> int:
         # A port in use or a file that cannot be opened: name it, no traceback.
         log.error("cannot start", error=str(e), hint=_start_hint(e))
         return 1
-    except (OAuth2Error, ValueError) as e:
-        # An unreadable token store, incomplete oauth2 settings, a bad certificate or rule.
+    except (OAuth2Error, ValueError, SpoolError) as e:
+        # An unreadable token store, incomplete oauth2 settings, a bad certificate or rule, a
+        # spool that cannot be opened (locked file, unreachable database).
         log.error("cannot start", error=str(e))
         return 1
     except KeyboardInterrupt:

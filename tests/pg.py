@@ -117,8 +117,19 @@ def start_server() -> Iterator[PgServer]:
             " -c fsync=off -c full_page_writes=off -c max_connections=300"
         )
         _run(
-            [str(bindir / "pg_ctl"), "-D", str(cluster), "-l", str(log), "-o", options, "-w"]
-            + ["-t", "60", "start"],
+            [
+                str(bindir / "pg_ctl"),
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                str(cluster),
+                "-l",
+                str(log),
+                "-o",
+                options,
+            ],
             f"pg_ctl start (server log: {log})",
         )
         yield PgServer("127.0.0.1", port, USER, password, datadir)

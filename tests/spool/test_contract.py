@@ -25,7 +25,7 @@ from notifier.metrics import Metrics
 from notifier.records import Kind
 from notifier.spool import Overflow, SpoolFull, SqliteSpool
 from notifier.spool.pg import PostgresSpool
-from tests.spool.helpers import rec, texts
+from tests.spool.helpers import closing_all, rec, texts
 
 Opener = Callable[..., Any]
 BACKENDS = ("sqlite", "postgresql")
@@ -54,17 +54,12 @@ def make_spool(backend: str, location: str, consumers: tuple[str, ...], **kw: An
 @pytest.fixture
 async def open_spool(backend: str, location: str) -> AsyncIterator[Opener]:
     """Open (and at the end close) spools on one store, consumer "mail" by default."""
-    opened: list[Any] = []
+    async with closing_all() as start:
 
-    async def _open(consumers: tuple[str, ...] = ("mail",), **kw: Any) -> Any:
-        spool = make_spool(backend, location, consumers, **kw)
-        await spool.start()
-        opened.append(spool)
-        return spool
+        async def _open(consumers: tuple[str, ...] = ("mail",), **kw: Any) -> Any:
+            return await start(make_spool(backend, location, consumers, **kw))
 
-    yield _open
-    for spool in opened:
-        await spool.close()
+        yield _open
 
 
 async def test_leases_come_out_in_arrival_order_with_raw_bytes_intact(open_spool: Opener) -> None:

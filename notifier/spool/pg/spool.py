@@ -47,7 +47,7 @@ from notifier.spool.drops import DropLedger
 from notifier.spool.pg import schema
 from notifier.spool.pg.conninfo import connect_error, describe, scrub
 from notifier.spool.policy import SpoolPolicy, as_policy, drop_order
-from notifier.spool.schema import ROW_OVERHEAD
+from notifier.spool.schema import ROW_OVERHEAD, SchemaError
 from notifier.spool.store import Snapshot, _fresh, _full_message
 from notifier.spool.wake import Waker
 
@@ -155,6 +155,8 @@ class PostgresSpool:
         try:
             found = await schema.migrate(conn)
             released = await self._recover(conn)
+        except SchemaError as e:
+            raise SpoolError(f"PostgreSQL at {self.target}: {e}") from None
         except psycopg.Error as e:
             raise SpoolError(
                 f"PostgreSQL at {self.target}: cannot prepare the spool tables: "
@@ -176,11 +178,16 @@ class PostgresSpool:
         except psycopg.Error as e:
             await pool.close()
             raise connect_error(self._dsn, e) from None
+        try:
+            listener = await self._subscribe()
+        except SpoolError:
+            await pool.close()
+            raise
         self._pool = pool
         self._open = True
         await self._refresh()
         self._tasks = [
-            asyncio.create_task(self._listen(), name="spool-pg-listen"),
+            asyncio.create_task(self._listen(listener), name="spool-pg-listen"),
             asyncio.create_task(self._housekeeping(), name="spool-pg-stats"),
         ]
         log.info(
@@ -581,7 +588,7 @@ class PostgresSpool:
             )
             if retry_in_s is not None:
                 # Another instance's consumer may be the one to retry it, if this one dies.
-                await self._notify(conn, consumer, retry_in_s)
+                await self._notify(conn, consumer)
         self._committed(durable=True)
         if retry_in_s is not None:
             self._waker.due_in(consumer, retry_in_s)
@@ -640,12 +647,10 @@ class PostgresSpool:
                 f"{', '.join(map(repr, self._consumers)) or 'no consumers'}"
             )
 
-    async def _notify(
-        self, conn: psycopg.AsyncConnection[Any], consumer: str = "", due_in_s: float = 0.0
-    ) -> None:
+    async def _notify(self, conn: psycopg.AsyncConnection[Any], consumer: str = "") -> None:
         """Wake the consumers of the other instances once this transaction commits."""
         await conn.execute(
-            "SELECT pg_notify(%s, %s)", (CHANNEL, Wake(self._origin, consumer, due_in_s).payload())
+            "SELECT pg_notify(%s, %s)", (CHANNEL, Wake(self._origin, consumer).payload())
         )
 
     def _committed(self, *, durable: bool, inserted: int = 0) -> None:
@@ -716,36 +721,43 @@ class PostgresSpool:
             except SpoolError as e:
                 self._warn("stats", "spool housekeeping failed", error=str(e))
 
-    async def _listen(self) -> None:
+    async def _subscribe(self) -> psycopg.AsyncConnection[Any]:
+        """A connection of its own that LISTENs (a pooled one would lose its notifications)."""
+        conn = await self._connect()
+        try:
+            await conn.execute(f"LISTEN {CHANNEL}")
+        except BaseException:
+            await conn.close()
+            raise
+        self.listening = True
+        return conn
+
+    async def _listen(self, conn: psycopg.AsyncConnection[Any] | None) -> None:
         """Wake the consumers on every NOTIFY; poll while the listening connection is down."""
         backoff = Backoff(base_s=0.5, cap_s=self._poll_interval * 5, jitter=Jitter.EQUAL)
         failures = 0
         while True:
-            try:
-                conn = await psycopg.AsyncConnection.connect(
-                    self._dsn, autocommit=True, connect_timeout=max(1, int(self._connect_timeout))
-                )
-                async with conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
-                    self.listening = True
+            if conn is None:
+                try:
+                    conn = await self._subscribe()
+                except SpoolError as e:
+                    self._warn("listen", "spool cannot listen for notifications", error=str(e))
+                else:
                     failures = 0
                     self._waker.notify()  # whatever was put while nobody listened
-                    async for note in conn.notifies():
-                        wake = Wake.parse(note.payload)
-                        if wake.origin == self._origin:
-                            continue  # ours: our consumers were woken at the commit
-                        if wake.consumer:
-                            self._waker.due_in(wake.consumer, wake.due_in_s)
-                        else:
-                            self._waker.notify()
-            except psycopg.Error as e:
-                self._warn(
-                    "listen",
-                    "spool lost its notification connection; polling until it is back",
-                    database=self.target,
-                    error=scrub(str(e), self._dsn),
-                )
-            self.listening = False
+            if conn is not None:
+                try:
+                    async with conn:
+                        await self._dispatch(conn)
+                except psycopg.Error as e:
+                    self._warn(
+                        "listen",
+                        "spool lost its notification connection; polling until it is back",
+                        database=self.target,
+                        error=scrub(str(e), self._dsn),
+                    )
+                conn = None
+                self.listening = False
             delay = backoff.delay(failures)
             failures += 1
             # Poll meanwhile: a disconnected listener misses notifications.
@@ -753,6 +765,16 @@ class PostgresSpool:
                 step = min(delay, self._poll_interval)
                 await asyncio.sleep(step)
                 delay -= step
+                self._waker.notify()
+
+    async def _dispatch(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        async for note in conn.notifies():
+            wake = Wake.parse(note.payload)
+            if wake.origin == self._origin:
+                continue  # ours: our consumers were woken at the commit
+            if wake.consumer:
+                self._waker.due_in(wake.consumer, 0.0)
+            else:
                 self._waker.notify()
 
     def _warn(self, key: str, event: str, **fields: Any) -> None:
@@ -772,25 +794,19 @@ class _Room:
 
 @dataclass(frozen=True, slots=True)
 class Wake:
-    """A NOTIFY payload: new records for every consumer, or one consumer's record due later
-    (a nack with a retry time: the other instances wake then, not now)."""
+    """A NOTIFY payload: new records for every consumer, or news for one consumer (a nack
+    with a retry time: that consumer leases again and learns when the retry is due)."""
 
     origin: str  # the spool that sent it; it woke its own consumers when it committed
-    consumer: str = ""  # "" = new records
-    due_in_s: float = 0.0
+    consumer: str = ""  # "" = every consumer
 
     def payload(self) -> str:
-        return f"{self.origin} {self.due_in_s:.3f} {self.consumer}"
+        return f"{self.origin} {self.consumer}"
 
     @classmethod
     def parse(cls, payload: str) -> Wake:
-        """Anything unreadable means "wake everyone": waking early is harmless."""
-        origin, _, rest = payload.partition(" ")
-        delay, _, consumer = rest.partition(" ")
-        try:
-            return cls(origin, consumer, float(delay))
-        except ValueError:
-            return cls("")
+        origin, _, consumer = payload.partition(" ")
+        return cls(origin, consumer)
 
 
 async def _lock_totals(conn: psycopg.AsyncConnection[Any]) -> tuple[int, int]:
