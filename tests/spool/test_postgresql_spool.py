@@ -127,12 +127,14 @@ async def test_a_nack_on_one_instance_wakes_the_others_when_the_retry_is_due(
     a, b = await instance("a"), await instance("b")
     await a.put([rec(text="retry me")])
     (lease,) = await a.lease("mail", 10, 30)
-    assert await b.lease("mail", 10, 30) == []  # b goes to sleep with a's lease 30 s away
+    consuming = asyncio.create_task(consume(b))  # b sleeps: a's lease runs for 30 s
+    await asyncio.sleep(0.2)
+    assert not consuming.done()
 
     await a.nack("mail", [lease.record.id], error="421", retry_in_s=0.3)
 
-    # b's consumer loop gets it well before a's 30 s lease would have run out.
-    assert texts(await asyncio.wait_for(consume(b), 10)) == ["retry me"]
+    # b's consumer gets it well before a's 30 s lease would have run out.
+    assert texts(await asyncio.wait_for(consuming, 10)) == ["retry me"]
 
 
 async def test_history_shows_the_records_of_every_instance(instance: Opener) -> None:
@@ -220,3 +222,21 @@ async def test_consumers_still_wake_after_the_notification_connection_is_cut(
 def test_a_wake_payload_round_trips() -> None:
     for wake in (Wake("abc123", "route:ops two"), Wake("abc123"), Wake("")):
         assert Wake.parse(wake.payload()) == wake
+
+
+async def test_puts_and_leases_work_at_once_after_the_servers_connections_were_cut(
+    instance: Opener, pg_dsn: str
+) -> None:
+    a = await instance("a")
+    await a.put([rec(text="before")])
+    await a.lease("mail", 1, 30)  # the pool's connections are open and idle
+    # What a database restart or a failover looks like to a connection pool.
+    query(
+        pg_dsn,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+
+    await a.put([rec(text="after")])  # not refused: a broken connection is replaced first
+
+    assert texts(await a.lease("mail", 10, 30)) == ["after"]

@@ -132,6 +132,7 @@ class PostgresSpool:
         self._tasks: list[asyncio.Task[None]] = []
         self._open = False
         self._recent: list[tuple[int, Record]] = []  # (seq, record), newest first
+        self._top = 0  # the newest seq at the last refresh
         self._snapshot = Snapshot()
         self._held = 0  # records some consumer is owed, as of the snapshot
         self._log_limit = RateLimiter(burst=3, period_s=60.0)
@@ -169,6 +170,9 @@ class PostgresSpool:
             min_size=1,
             max_size=self._pool_size,
             kwargs={"autocommit": True},
+            # An empty query on each checkout: after a restart or failover of the server, the
+            # first put gets a new connection instead of a dead one (and the sender no 503).
+            check=AsyncConnectionPool.check_connection,
             open=False,
             name="notifier-spool",
             timeout=self._connect_timeout,
@@ -185,7 +189,7 @@ class PostgresSpool:
             raise
         self._pool = pool
         self._open = True
-        await self._refresh()
+        await self._refresh(force=True)
         self._tasks = [
             asyncio.create_task(self._listen(listener), name="spool-pg-listen"),
             asyncio.create_task(self._housekeeping(), name="spool-pg-stats"),
@@ -635,7 +639,7 @@ class PostgresSpool:
 
     async def refresh_stats(self) -> SpoolStats:
         """`stats()` with depths counted now."""
-        await self._refresh()
+        await self._refresh(force=True)
         return self.stats()
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -671,7 +675,7 @@ class PostgresSpool:
             merged = heapq.merge(reversed(kept), self._recent, key=lambda pair: -pair[0])
             self._recent = list(itertools.islice(merged, self._history_entries))
 
-    async def _refresh(self) -> None:
+    async def _refresh(self, *, force: bool = False) -> None:
         """Read the depths, totals and newest records again (what `stats` and `history` say)."""
         snap = Snapshot(taken_at=time.time())
         async with self._transaction("stats") as conn:
@@ -700,18 +704,29 @@ class PostgresSpool:
                 snap.oldest_ready_age_s[consumer] = max(0.0, float(age))
             cur = await conn.execute(
                 "SELECT held, pg_total_relation_size('spool_records')"
-                " + pg_total_relation_size('spool_deliveries') FROM spool_totals WHERE id = 1"
+                " + pg_total_relation_size('spool_deliveries'),"
+                " (SELECT COALESCE(max(seq), 0) FROM spool_records)"
+                " FROM spool_totals WHERE id = 1"
             )
             row = await cur.fetchone()
-            held = self._held
+            held, top = self._held, self._top
             if row is not None:
-                held, snap.disk_bytes = int(row[0]), int(row[1])
-            cur = await conn.execute(
-                "SELECT seq, data, raw FROM spool_records ORDER BY seq DESC LIMIT %s",
-                (self._history_entries,),
-            )
-            recent = [(int(seq), sqlite_schema.decode(d, w)) for seq, d, w in await cur.fetchall()]
-        self._snapshot, self._held, self._recent = snap, held, recent
+                held, snap.disk_bytes, top = int(row[0]), int(row[1]), int(row[2])
+            recent: list[tuple[int, Record]] | None = None
+            # Decoding the history costs; read it again only when there are newer records.
+            if force or top != self._top:
+                cur = await conn.execute(
+                    "SELECT seq, data, raw FROM spool_records ORDER BY seq DESC LIMIT %s",
+                    (self._history_entries,),
+                )
+                recent = [
+                    (int(seq), sqlite_schema.decode(d, w)) for seq, d, w in await cur.fetchall()
+                ]
+        self._snapshot, self._held, self._top = snap, held, top
+        if recent is not None:
+            # Keep our puts that committed while this read ran.
+            newer = [pair for pair in self._recent if pair[0] > top]
+            self._recent = (newer + recent)[: self._history_entries]
 
     async def _housekeeping(self) -> None:
         while True:
