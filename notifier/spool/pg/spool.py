@@ -130,6 +130,7 @@ class PostgresSpool:
         self._puts: list[_Put] = []
         self._writer: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._listener: psycopg.AsyncConnection[Any] | None = None
         self._open = False
         self._recent: list[tuple[int, Record]] = []  # (seq, record), newest first
         self._top = 0  # the newest seq at the last refresh
@@ -148,7 +149,7 @@ class PostgresSpool:
         """Connect, create or migrate the schema, void this instance's old leases.
 
         Raises `SpoolError` naming host:port/dbname (never the password) when the database
-        cannot be reached, and `SchemaError` when it holds a newer schema.
+        cannot be reached or holds a schema newer than this code.
         """
         if self._open:
             return
@@ -182,16 +183,16 @@ class PostgresSpool:
         except psycopg.Error as e:
             await pool.close()
             raise connect_error(self._dsn, e) from None
-        try:
-            listener = await self._subscribe()
-        except SpoolError:
-            await pool.close()
-            raise
         self._pool = pool
         self._open = True
-        await self._refresh(force=True)
+        try:
+            self._listener = await self._subscribe()
+            await self._refresh(force=True)
+        except BaseException:
+            await self.close()
+            raise
         self._tasks = [
-            asyncio.create_task(self._listen(listener), name="spool-pg-listen"),
+            asyncio.create_task(self._listen(), name="spool-pg-listen"),
             asyncio.create_task(self._housekeeping(), name="spool-pg-stats"),
         ]
         log.info(
@@ -220,6 +221,9 @@ class PostgresSpool:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self._listener is not None:
+            await self._listener.close()  # if the task was cancelled before it took it over
+            self._listener = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -747,22 +751,22 @@ class PostgresSpool:
         self.listening = True
         return conn
 
-    async def _listen(self, conn: psycopg.AsyncConnection[Any] | None) -> None:
+    async def _listen(self) -> None:
         """Wake the consumers on every NOTIFY; poll while the listening connection is down."""
         backoff = Backoff(base_s=0.5, cap_s=self._poll_interval * 5, jitter=Jitter.EQUAL)
         failures = 0
         while True:
-            if conn is None:
+            if self._listener is None:
                 try:
-                    conn = await self._subscribe()
+                    self._listener = await self._subscribe()
                 except SpoolError as e:
                     self._warn("listen", "spool cannot listen for notifications", error=str(e))
                 else:
                     failures = 0
                     self._waker.notify()  # whatever was put while nobody listened
-            if conn is not None:
+            if self._listener is not None:
                 try:
-                    async with conn:
+                    async with self._listener as conn:
                         await self._dispatch(conn)
                 except psycopg.Error as e:
                     self._warn(
@@ -771,7 +775,7 @@ class PostgresSpool:
                         database=self.target,
                         error=scrub(str(e), self._dsn),
                     )
-                conn = None
+                self._listener = None
                 self.listening = False
             delay = backoff.delay(failures)
             failures += 1
