@@ -77,8 +77,12 @@ def _run(argv: list[str], what: str) -> None:
         )
 
 
-def start_server() -> Iterator[PgServer]:
-    """Start a cluster in a new directory; stop it and remove the directory afterwards."""
+def start_server(*, durable: bool = False) -> Iterator[PgServer]:
+    """Start a cluster in a new directory; stop it and remove the directory afterwards.
+
+    `durable`: fsync as a production server does (for bench/); the tests kill notifier
+    processes, never this server, so its own fsyncs buy them nothing.
+    """
     bindir = pg_bindir()
     # Not under pytest's tmp_path: its parents are private to root, and the server runs as
     # postgres.
@@ -111,11 +115,12 @@ def start_server() -> Iterator[PgServer]:
             ],
             "initdb",
         )
-        # The tests kill notifier processes, never this server: its own fsyncs buy nothing here.
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={datadir}"
-            " -c fsync=off -c full_page_writes=off -c max_connections=300"
+            " -c max_connections=300"
         )
+        if not durable:
+            options += " -c fsync=off -c full_page_writes=off"
         _run(
             [
                 str(bindir / "pg_ctl"),

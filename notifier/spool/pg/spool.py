@@ -60,6 +60,7 @@ _KIND_BY_RANK = {kind.rank: kind for kind in Kind}
 _MAX_PUTS_PER_COMMIT = 2000
 _MAX_ERROR_CHARS = 2000
 _VICTIM_CHUNK = 1000
+_NO_TOTALS = "spool_totals has no row: the spool schema is damaged"
 
 
 @dataclass(slots=True)
@@ -217,9 +218,10 @@ class PostgresSpool:
                 await self._writer
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            # Bounded: a cancellation swallowed inside the driver must not hang the stop (the
+            # loops also end by themselves once the spool is closed).
+            await asyncio.wait(self._tasks, timeout=5.0)
         self._tasks = []
         if self._listener is not None:
             await self._listener.close()  # if the task was cancelled before it took it over
@@ -258,6 +260,11 @@ class PostgresSpool:
             async with self._pool.connection() as conn, conn.transaction():
                 yield conn
         except psycopg.Error as e:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # A cancelled query can end in a driver error (the rollback after it fails):
+                # the caller was cancelled, and must see that, not a storage failure.
+                raise asyncio.CancelledError from e
             raise SpoolError(
                 f"spool {what} failed on PostgreSQL at {self.target} "
                 f"({scrub(str(e), self._dsn)}): check the database server"
@@ -307,12 +314,16 @@ class PostgresSpool:
         after: list[tuple[str, Counter[Kind], dict[str, Counter[Kind]]]] = []
         inserted = 0
         async with self._transaction("put") as conn:
-            held, size = await _lock_totals(conn)
+            # The limits row, locked, and which ids are stored already: one round trip.
             cur = await conn.execute(
-                "SELECT id FROM spool_records WHERE id = ANY(%s)",
+                "SELECT held, bytes, ARRAY(SELECT id FROM spool_records WHERE id = ANY(%s))"
+                " FROM spool_totals WHERE id = 1 FOR UPDATE",
                 ([r.id for batch in batches for r in batch],),
             )
-            stored = {row[0] for row in await cur.fetchall()}
+            row = await cur.fetchone()
+            if row is None:
+                raise SpoolError(_NO_TOTALS)
+            held, size, stored = int(row[0]), int(row[1]), set(row[2])
             staged = _Staged()
             for batch in batches:
                 fresh = _fresh(batch, stored)
@@ -355,9 +366,6 @@ class PostgresSpool:
                 outcomes.append(None)
             kept += await self._insert(conn, staged)
             inserted = len(kept)
-            if inserted:
-                await self._prune(conn)
-                await self._notify(conn)
         self._committed(durable=True, inserted=inserted)
         for cause, kinds, owed in after:
             self._drops.dropped(cause, kinds, owed)
@@ -377,7 +385,9 @@ class PostgresSpool:
     async def _insert(
         self, conn: psycopg.AsyncConnection[Any], staged: _Staged
     ) -> list[tuple[int, Record]]:
-        """Write the staged records and a delivery per consumer in one statement."""
+        """Write the staged records and a delivery per consumer, delete delivered records that
+        the newest `history_entries` pushed out, and wake the other instances: one statement.
+        (The sub-statements share one snapshot: the delete cannot see the new records.)"""
         if not staged.records:
             return []
         owed = len(self._consumers)
@@ -385,18 +395,25 @@ class PostgresSpool:
             "WITH r AS ("
             " INSERT INTO spool_records (id, kind, received_at, pending, size, data, raw)"
             " SELECT i, k, t, %(owed)s, s, d, w"
-            " FROM unnest(%(ids)s::text[], %(kinds)s::smallint[], %(times)s::float8[],"
-            "   %(sizes)s::int[], %(data)s::text[], %(raw)s::bytea[]) AS u(i, k, t, s, d, w)"
+            # %b: arrays go in binary; the text form escapes every byte of raw with a regex.
+            " FROM unnest(%(ids)b::text[], %(kinds)b::smallint[], %(times)b::float8[],"
+            "   %(sizes)b::int[], %(data)b::text[], %(raw)b::bytea[]) AS u(i, k, t, s, d, w)"
             " ON CONFLICT (id) DO NOTHING RETURNING seq, id, size),"
             " d AS (INSERT INTO spool_deliveries (consumer, seq, state, ready_at)"
             f" SELECT c, r.seq, {QUEUED}, {_NOW}"
             " FROM r CROSS JOIN unnest(%(consumers)s::text[]) c),"
+            " g AS (DELETE FROM spool_records WHERE pending = 0 AND seq <="
+            "  (SELECT COALESCE(max(seq), 0) FROM spool_records) - %(history)s RETURNING size),"
             " t AS (UPDATE spool_totals SET"
             "  held = held + CASE WHEN %(owed)s > 0 THEN (SELECT count(*) FROM r) ELSE 0 END,"
             f"  bytes = bytes + (SELECT COALESCE(sum(size), 0) + count(*) * {ROW_OVERHEAD} FROM r)"
+            f"   - (SELECT COALESCE(sum(size), 0) + count(*) * {ROW_OVERHEAD} FROM g)"
             " WHERE id = 1)"
-            " SELECT seq, id FROM r",
+            " SELECT r.seq, r.id FROM r, (SELECT pg_notify(%(channel)s, %(wake)s)) n",
             {
+                "history": self._history_entries,
+                "channel": CHANNEL,
+                "wake": Wake(self._origin).payload(),
                 "owed": owed,
                 "ids": [r.id for r in staged.records],
                 "kinds": [r.kind.rank for r in staged.records],
@@ -409,16 +426,6 @@ class PostgresSpool:
         )
         seq_of = {rid: int(seq) for seq, rid in await cur.fetchall()}
         return [(seq_of[r.id], r) for r in staged.records if r.id in seq_of]
-
-    async def _prune(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Delete delivered records that the newest `history_entries` pushed out."""
-        await conn.execute(
-            "WITH gone AS (DELETE FROM spool_records WHERE pending = 0 AND seq <="
-            " (SELECT COALESCE(max(seq), 0) FROM spool_records) - %s RETURNING size)"
-            f" UPDATE spool_totals SET bytes = bytes -"
-            f" (SELECT COALESCE(sum(size), 0) + count(*) * {ROW_OVERHEAD} FROM gone) WHERE id = 1",
-            (self._history_entries,),
-        )
 
     async def _make_room(
         self,
@@ -716,25 +723,31 @@ class PostgresSpool:
             held, top = self._held, self._top
             if row is not None:
                 held, snap.disk_bytes, top = int(row[0]), int(row[1]), int(row[2])
-            recent: list[tuple[int, Record]] | None = None
-            # Decoding the history costs; read it again only when there are newer records.
-            if force or top != self._top:
+            # Decoding records costs: between forced refreshes, read only those newer than the
+            # last refresh saw (history is for people to look at: a record committed late with
+            # a lower number shows at the next forced refresh).
+            since = 0 if force else self._top
+            recent: list[tuple[int, Record]] = []
+            if top > since:
                 cur = await conn.execute(
-                    "SELECT seq, data, raw FROM spool_records ORDER BY seq DESC LIMIT %s",
-                    (self._history_entries,),
+                    "SELECT seq, data, raw FROM spool_records WHERE seq > %s"
+                    " ORDER BY seq DESC LIMIT %s",
+                    (since, self._history_entries),
                 )
                 recent = [
                     (int(seq), sqlite_schema.decode(d, w)) for seq, d, w in await cur.fetchall()
                 ]
         self._snapshot, self._held, self._top = snap, held, top
-        if recent is not None:
-            # Keep our puts that committed while this read ran.
-            newer = [pair for pair in self._recent if pair[0] > top]
-            self._recent = (newer + recent)[: self._history_entries]
+        # Keep our puts that committed while this read ran, and (unforced) what we had.
+        newer = [pair for pair in self._recent if pair[0] > top]
+        older = [] if force else [pair for pair in self._recent if pair[0] <= since]
+        self._recent = (newer + recent + older)[: self._history_entries]
 
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(self._stats_interval)
+            if not self._open:
+                return
             try:
                 await self._refresh()
             except SpoolError as e:
@@ -755,7 +768,7 @@ class PostgresSpool:
         """Wake the consumers on every NOTIFY; poll while the listening connection is down."""
         backoff = Backoff(base_s=0.5, cap_s=self._poll_interval * 5, jitter=Jitter.EQUAL)
         failures = 0
-        while True:
+        while self._open:
             if self._listener is None:
                 try:
                     self._listener = await self._subscribe()
@@ -833,7 +846,7 @@ async def _lock_totals(conn: psycopg.AsyncConnection[Any]) -> tuple[int, int]:
     cur = await conn.execute("SELECT held, bytes FROM spool_totals WHERE id = 1 FOR UPDATE")
     row = await cur.fetchone()
     if row is None:
-        raise SpoolError("spool_totals has no row: the spool schema is damaged")
+        raise SpoolError(_NO_TOTALS)
     return int(row[0]), int(row[1])
 
 
