@@ -96,3 +96,24 @@ def test_postgresql_without_a_dsn_is_a_config_error_naming_the_key(tmp_path: Pat
     assert done.returncode == 2
     assert "notifier: config: spool: " in done.stderr
     assert "needs dsn (or dsn_file)" in done.stderr
+
+
+def test_spool_commands_say_they_read_only_the_sqlite_spool(
+    tmp_path: Path, pg_server: PgServer
+) -> None:
+    config = tmp_path / "notifier.toml"
+    config.write_text(
+        f'data_dir = "{tmp_path / "var"}"\n'
+        f'[spool]\nbackend = "postgresql"\ndsn = "{pg_server.dsn("alarms")}"\n'
+    )
+
+    done = subprocess.run(
+        [sys.executable, "-m", "notifier", "spool", "--config", str(config), "stats"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert done.returncode == 2
+    assert "SQLite spool only" in done.stderr
+    assert not (tmp_path / "var" / "spool.sqlite3").exists()
