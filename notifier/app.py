@@ -29,7 +29,7 @@ from notifier.log import configure, get_logger
 from notifier.metrics import Metrics
 from notifier.oauth2.errors import OAuth2Error
 from notifier.records import Kind
-from notifier.spool.base import Spool
+from notifier.spool.base import Spool, SpoolError
 
 if TYPE_CHECKING:
     from notifier.dispatch.service import Dispatcher
@@ -331,7 +331,6 @@ def run_service(settings: Settings) -> int:
 
 def _start_failure(e: BaseException, data_dir: str) -> tuple[str, str]:
     """(what went wrong, what to do) for an exception from `Service.start`."""
-    from notifier.spool.base import SpoolError
 
     if isinstance(e, OSError):
         return str(e), _start_hint(e, data_dir)

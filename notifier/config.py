@@ -19,6 +19,7 @@ import difflib
 import ipaddress
 import json
 import os
+import socket
 import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -194,6 +195,11 @@ class ReceiverSpoolSettings(Section):
 
 
 class SpoolSettings(Section):
+    # sqlite: one box, the file under data_dir. postgresql: several instances on one database.
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    # libpq URI (postgresql://user@host:5432/notifier?sslmode=verify-full); a secret.
+    dsn: SecretStr = SecretStr("")
+    dsn_file: str = ""
     # innovaphone device defaults: 100 memory and 50 persistent entries; a server holds a fleet's.
     memory_queue_entries: int = Field(default=10_000, ge=1)
     persistent_queue_entries: int = Field(default=100_000, ge=1)
@@ -205,6 +211,15 @@ class SpoolSettings(Section):
     retry_max_s: float = Field(default=900.0, gt=0)
     # Per receiver (http, json, syslog-udp, syslog-tcp, syslog-tls, tcp): durable_kinds, overflow.
     receivers: dict[str, ReceiverSpoolSettings] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _dsn_for_postgresql(self) -> SpoolSettings:
+        if self.backend == "postgresql" and not self.dsn.get_secret_value():
+            raise ValueError(
+                'backend = "postgresql" needs dsn (or dsn_file): '
+                "a libpq URI such as postgresql://notifier@db.example.com:5432/notifier"
+            )
+        return self
 
     @field_validator("receivers")
     @classmethod
@@ -410,6 +425,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", validate_default=True, case_sensitive=True)
 
     data_dir: str = "./var"
+    # This process among several (hop markers, leases on a shared database); "": host:http-port.
+    instance_name: str = ""
     log: LogSettings = Field(default_factory=LogSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
@@ -489,6 +506,14 @@ class Settings(BaseSettings):
             for i, r in enumerate(routes)
         ]
 
+    def instance(self) -> str:
+        """`instance_name`, else host:http-port: stable across restarts, so a restarted
+        instance takes back its own leases and recognises its own hop markers."""
+        if self.instance_name:
+            return self.instance_name
+        listen = parse_listen(self.http.listen)
+        return f"{socket.gethostname()}:{listen.port if listen is not None else 0}"
+
     def effective_forwards(self) -> list[ForwardSettings]:
         """The forwards, each with a name (unnamed ones are called forward<index>)."""
         return [
@@ -505,6 +530,7 @@ class Settings(BaseSettings):
             "admin_password",
             "users",
             "store_secret",
+            "dsn",
         }
     )
 

@@ -9,13 +9,12 @@ back through the spool's backoff.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from notifier.backoff import Backoff
-from notifier.config import ForwardSettings, Settings, parse_listen
+from notifier.config import ForwardSettings, Settings
 from notifier.dispatch.rules import Matcher, RuleError, compile_match
 from notifier.forward.encode import passed_through
 from notifier.forward.errors import ForwardError
@@ -56,12 +55,8 @@ def forward_interest(settings: Settings) -> dict[str, list[Kind]]:
 
 
 def instance_name(settings: Settings) -> str:
-    """This notifier's name in hop markers: `instance_name` when set, else host:http-port."""
-    configured = str(getattr(settings, "instance_name", "") or "")
-    if configured:
-        return configured
-    listen = parse_listen(settings.http.listen)
-    return f"{socket.gethostname()}:{listen.port if listen else 0}"
+    """This notifier's name in hop markers (`Settings.instance`)."""
+    return settings.instance()
 
 
 @dataclass(frozen=True)

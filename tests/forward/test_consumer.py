@@ -122,3 +122,5 @@ def test_instance_name_is_host_and_http_port_by_default() -> None:
 
     settings = Settings.model_validate({"http": {"listen": "127.0.0.1:8123"}})
     assert instance_name(settings) == f"{socket.gethostname()}:8123"
+    named = Settings.model_validate({"http": {"listen": "127.0.0.1:8123"}, "instance_name": "nf-a"})
+    assert instance_name(named) == "nf-a"
