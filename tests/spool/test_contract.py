@@ -365,18 +365,18 @@ _CHILD = textwrap.dedent(
 
 
 def test_every_put_that_returned_survives_sigkill(backend: str, location: str) -> None:
-    child = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", _CHILD, backend, location],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
         cwd=Path(__file__).parent.parent.parent,
-    )
-    assert child.stdout is not None
-    acked = [child.stdout.readline().strip() for _ in range(300)]
-    os.kill(child.pid, signal.SIGKILL)  # mid-put: 20 producers are always in flight
-    child.wait()
-    acked += [line.strip() for line in child.stdout if line.strip()]
+    ) as child:
+        assert child.stdout is not None
+        acked = [child.stdout.readline().strip() for _ in range(300)]
+        os.kill(child.pid, signal.SIGKILL)  # mid-put: 20 producers are always in flight
+        child.wait()
+        acked += [line.strip() for line in child.stdout if line.strip()]
     assert "" not in acked, "the child stopped before it was killed"
 
     async def survivors() -> set[str]:

@@ -37,11 +37,11 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from notifier.backoff import Backoff, Jitter
 from notifier.log import RateLimiter, get_logger
 from notifier.metrics import Metrics
 from notifier.records import Kind, Record
 from notifier.spool import schema as sqlite_schema
-from notifier.spool.backoff import Backoff, Jitter
 from notifier.spool.base import DropNotice, Lease, Overflow, SpoolError, SpoolFull, SpoolStats
 from notifier.spool.drops import DropLedger
 from notifier.spool.pg import schema
