@@ -19,7 +19,7 @@ import ipaddress
 import socket
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from ssl import SSLContext
 from typing import Any
 
@@ -67,10 +67,10 @@ def address_allowed(address: str, patterns: Sequence[str]) -> bool:
     return not patterns or any(fnmatch.fnmatchcase(lowered, p.lower()) for p in patterns)
 
 
-def may_relay(peer: str, user: str) -> bool:
+def may_relay(peer: str, user: str, is_local: Callable[[str], bool] = is_loopback) -> bool:
     """Relaying is for logged-in users and for loopback peers (the device on this host, or a
     local proxy); anyone else must log in first."""
-    return bool(user) or is_loopback(peer)
+    return bool(user) or is_local(peer)
 
 
 # aiosmtpd refuses oversized mail and over-long lines itself, before any handler hook: the
@@ -110,8 +110,12 @@ class SmtpRelay:
         spool: Spool,
         metrics: Metrics,
         tls: SSLContext | None = None,
+        *,
+        is_local: Callable[[str], bool] = is_loopback,
     ) -> None:
+        """`is_local`: which peers may relay without AUTH (tests stand in a remote peer)."""
         self._s = settings
+        self._is_local = is_local
         self._spool = spool
         self._metrics = metrics
         self._tls = tls
@@ -235,7 +239,7 @@ class SmtpRelay:
         options: list[str],
     ) -> str:
         peer = format_peer(session.peer)
-        if not may_relay(peer, _user(session)):
+        if not may_relay(peer, _user(session), self._is_local):
             return self.refuse(session, Refusal.AUTH_REQUIRED, f"MAIL FROM <{address[:200]}>")
         if not address_allowed(address, self._s.allowed_senders):
             return self.refuse(session, Refusal.SENDER_NOT_ALLOWED, address[:200])
