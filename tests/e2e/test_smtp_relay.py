@@ -5,10 +5,12 @@ AUTH, and with STARTTLS + AUTH. A SIGKILL after the relay's 250 loses nothing.""
 
 from __future__ import annotations
 
+import email
 import email.policy
 import shutil
 import smtplib
 import subprocess
+import tomllib
 from collections.abc import Iterator
 from email.message import EmailMessage
 from email.utils import parseaddr
@@ -21,6 +23,7 @@ import pytest
 from tests.authserver import AuthServer
 from tests.certs import TestPKI
 from tests.conftest import free_port
+from tests.e2e.test_readme import README, code_blocks
 from tests.oauth2.harness import (
     PASSWORD,
     USER,
@@ -155,3 +158,34 @@ def test_sigkill_after_the_relays_250_loses_no_mail(tmp_path: Path) -> None:
             assert len({str(m.message["Message-ID"]) for m in mails}) == 5
     finally:
         proc.stop()
+
+
+def test_the_readmes_relay_config_and_swaks_check_work_as_written(
+    tmp_path: Path, pki: TestPKI
+) -> None:
+    start = README.index("\n### SMTP relay\n")
+    text = README[start : README.index("\n## ", start)]
+    (toml_block,) = code_blocks(text, "toml")
+    (swaks_block,) = code_blocks(text, "sh")
+    relay = tomllib.loads(toml_block)["smtp_relay"]
+    # Only the host's paths and the address are the test's own.
+    users_file = tmp_path / "relay-users"
+    users_file.write_text("pbx01:secret\n")
+    port = free_port()
+    relay |= {
+        "listen": f"127.0.0.1:{port}",
+        "tls_cert_file": str(pki.server_cert),
+        "tls_key_file": str(pki.server_key),
+        "users_file": str(users_file),
+    }
+    with NotifierProcess(tmp_path, {"smtp_relay": relay}) as proc:
+        command = swaks_block.replace(
+            "--server 192.0.2.10 --port 2525", f"--server 127.0.0.1 --port {port}"
+        )
+        done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        (mail,) = wait_for(lambda: list(proc.outbox.glob("*.eml")), what="the relayed mail")
+    message = email.message_from_bytes(mail.read_bytes(), policy=email.policy.default)
+    assert str(message["Subject"]) == "relay test"
+    assert parseaddr(str(message["From"]))[1] == "notifier@example.com"  # the account's
+    assert parseaddr(str(message["X-Original-From"]))[1] == "pbx01@pbx.example.com"
