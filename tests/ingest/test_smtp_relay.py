@@ -295,14 +295,16 @@ async def test_senders_and_recipients_outside_the_allowed_lists_are_refused_and_
     assert MailEnvelope.of(record).rcpt_to == ("OPS@Example.test",)
 
 
-async def test_a_full_spool_answers_451_and_keeps_what_it_holds(
+async def test_relayed_mail_is_durable_and_a_full_spool_answers_451_keeping_what_it_holds(
     start_relay: Callable[..., Any],
 ) -> None:
-    # drop_oldest everywhere else: the relay's mail is never dropped to make room.
+    # Events in memory and drop_oldest for everyone else: the relay's mail still goes to disk,
+    # and is never dropped to make room.
     relay = await start_relay(
         env={
             "NOTIFIER_SPOOL__PERSISTENT_QUEUE_ENTRIES": "1",
             "NOTIFIER_SPOOL__OVERFLOW": "drop_oldest",
+            "NOTIFIER_SPOOL__DURABLE_KINDS": '["alarm"]',
         }
     )
 
