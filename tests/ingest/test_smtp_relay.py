@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
-from notifier.config import SmtpRelaySettings, load_settings
+from notifier.config import ConfigError, SmtpRelaySettings, load_settings
 from notifier.dispatch.relay import RELAY_CONSUMER
 from notifier.ingest.smtprelay import SmtpRelay, address_allowed, is_loopback, may_relay
 from notifier.ingest.tls import server_context
 from notifier.metrics import Metrics
+from notifier.prepare import config_problems
 from notifier.records import SMTP_RELAY, Kind, MailEnvelope, Record
 from notifier.spool.tiered import TieredSpool
 from tests.certs import TestPKI
@@ -354,3 +355,25 @@ def test_relay_decisions() -> None:
     assert address_allowed("Alarm@PBX.example.test", ["*@pbx.example.test"])
     assert not address_allowed("alarm@evil.test", ["*@pbx.example.test"])
     assert address_allowed("anyone@anywhere.test", [])
+
+
+def test_relay_config_problems_name_their_keys(tmp_path: Path) -> None:
+    def problems(**env: str) -> str:
+        try:
+            settings = load_settings(
+                environ={"NOTIFIER_SMTP_RELAY__LISTEN": "127.0.0.1:2525", **env}
+            )
+        except ConfigError as e:
+            return str(e)
+        return "\n".join(config_problems(settings))
+
+    assert "smtp_relay: users are set but AUTH is offered only after STARTTLS" in problems(
+        NOTIFIER_SMTP_RELAY__USERS='{"pbx01": "secret"}'
+    )
+    assert "smtp_relay.account: no account named 'relay'" in problems(
+        NOTIFIER_SMTP_RELAY__ACCOUNT="relay"
+    )
+    missing = str(tmp_path / "missing.pem")
+    assert "smtp_relay.tls_cert_file: cannot load certificate" in problems(
+        NOTIFIER_SMTP_RELAY__TLS_CERT_FILE=missing, NOTIFIER_SMTP_RELAY__TLS_KEY_FILE=missing
+    )
