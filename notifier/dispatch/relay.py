@@ -136,26 +136,20 @@ class RelayWorker:
         ready: list[tuple[Lease, Outgoing]] = []
         for lease in leases:
             try:
-                ready.append(
-                    (
-                        lease,
-                        relayed_message(
-                            lease.record, self._account, rewrite_from=self._rewrite_from
-                        ),
-                    )
-                )
-            except RelayError as e:
+                out = relayed_message(lease.record, self._account, rewrite_from=self._rewrite_from)
+            except RelayError as e:  # the stored mail itself: no retry can help
                 error = DeliveryError(str(e), outcome=Outcome.PERMANENT, step="compose")
                 await self._failed(lease, error)
+                continue
+            ready.append((lease, out))
         if not ready:
             return
         self._sending = len(ready)
         try:
             async with self._lock:
                 results = await self._transport.send([out for _, out in ready])
-        except (
-            Exception
-        ) as e:  # a bug, not the server: retry, and give up on a mail that keeps failing
+        except Exception as e:
+            # A bug, not the server: retry, and dead-letter a mail that keeps failing this way.
             log.exception("relaying failed", account=self.account, error=str(e))
             results = [
                 DeliveryError(
