@@ -33,7 +33,7 @@ from notifier.ingest.stream import Refusals, format_peer
 from notifier.log import get_logger
 from notifier.metrics import Metrics
 from notifier.records import SMTP_RELAY, MailEnvelope
-from notifier.spool.base import Spool, SpoolError, SpoolFull
+from notifier.spool.base import Spool, SpoolFull
 
 log = get_logger("notifier.ingest.smtprelay")
 
@@ -278,8 +278,10 @@ class SmtpRelay:
             await self._spool.put([record])
         except SpoolFull as e:
             return self.refuse(session, Refusal.SPOOL_FULL, str(e))
-        except SpoolError as e:
-            return self.refuse(session, Refusal.SPOOL_ERROR, str(e))
+        except Exception as e:
+            # Not the sender's fault and not theirs to see: a 4xx, so the device tries again.
+            log.error("spool_put_failed", receiver=SMTP_RELAY, error=f"{type(e).__name__}: {e}")
+            return self.refuse(session, Refusal.SPOOL_ERROR, "the spool could not store the mail")
         self._metrics.accepted.labels(SMTP_RELAY, record.kind.value).inc()
         log.info(
             "relay mail taken",

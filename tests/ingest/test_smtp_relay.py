@@ -7,9 +7,10 @@ import asyncio
 import email.policy
 import shutil
 import smtplib
+import sqlite3
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from notifier.ingest.tls import server_context
 from notifier.metrics import Metrics
 from notifier.prepare import config_problems
 from notifier.records import SMTP_RELAY, Kind, MailEnvelope, Record
+from notifier.spool import MemorySpool
 from notifier.spool.tiered import TieredSpool
 from tests.certs import TestPKI
 from tests.ingest.conftest import count
@@ -377,3 +379,26 @@ def test_relay_config_problems_name_their_keys(tmp_path: Path) -> None:
     assert "smtp_relay.tls_cert_file: cannot load certificate" in problems(
         NOTIFIER_SMTP_RELAY__TLS_CERT_FILE=missing, NOTIFIER_SMTP_RELAY__TLS_KEY_FILE=missing
     )
+
+
+class BrokenSpool(MemorySpool):
+    """A spool whose storage fails the way a damaged disk would."""
+
+    async def put(self, records: Sequence[Record]) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+
+async def test_a_spool_that_fails_answers_451_so_the_device_retries_and_tells_it_no_more(
+    receivers: list[Any],
+) -> None:
+    metrics = Metrics()
+    relay = SmtpRelay(SmtpRelaySettings(), BrokenSpool([RELAY_CONSUMER]), metrics)
+    await relay.start("127.0.0.1", 0)
+    receivers.append(relay)
+
+    replies = await send(relay.addresses[0][1], _message())
+
+    code, text = replies["data"]
+    assert code == 451
+    assert b"disk I/O" not in text and b"OperationalError" not in text
+    assert count(metrics, "ingest_rejected", receiver=SMTP_RELAY, reason="spool_error") == 1
