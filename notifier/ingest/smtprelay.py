@@ -51,6 +51,7 @@ class Refusal(enum.StrEnum):
     LINE_TOO_LONG = "line_too_long"
     SPOOL_FULL = "spool_full"
     SPOOL_ERROR = "spool_error"
+    SESSION_ERROR = "session_error"  # a failed TLS handshake, a broken client, a bug
 
 
 def is_loopback(peer: str) -> bool:
@@ -99,6 +100,14 @@ class _RelaySMTP(SMTP):
         if refusal is not None:
             status = self.relay.refuse(self.session, refusal)
         await super().push(status)
+
+    async def handle_exception(self, error: Exception) -> str:
+        """Counted and logged rate-limited, answered with a 4xx that shows no internals
+        (aiosmtpd's own answer is a 500 with the error's text)."""
+        detail = f"{type(error).__name__}: {error}"
+        if error.__cause__ is not None:  # a failed TLS handshake says why in its cause
+            detail += f" ({type(error.__cause__).__name__}: {error.__cause__})"
+        return self.relay.refuse(self.session, Refusal.SESSION_ERROR, detail)
 
 
 class SmtpRelay:
@@ -194,6 +203,8 @@ class SmtpRelay:
             return "500 5.5.2 Line too long: at most 1000 characters a line (RFC 5321 4.5.3.1.6)"
         if refusal is Refusal.SPOOL_FULL:
             return "451 4.3.1 The queue is full: try again later"
+        if refusal is Refusal.SESSION_ERROR:
+            return "451 4.3.0 Error in this session: try again later"
         return "451 4.3.0 The mail could not be stored: try again later"
 
     # -- aiosmtpd hooks --------------------------------------------------------------------

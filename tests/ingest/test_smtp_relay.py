@@ -7,6 +7,7 @@ import asyncio
 import email.policy
 import shutil
 import smtplib
+import socket
 import sqlite3
 import ssl
 import subprocess
@@ -27,7 +28,7 @@ from notifier.records import SMTP_RELAY, Kind, MailEnvelope, Record
 from notifier.spool import MemorySpool
 from notifier.spool.tiered import TieredSpool
 from tests.certs import TestPKI
-from tests.ingest.conftest import count
+from tests.ingest.conftest import count, eventually
 
 USER, PASSWORD = "pbx01", "relay secret"
 
@@ -402,3 +403,32 @@ async def test_a_spool_that_fails_answers_451_so_the_device_retries_and_tells_it
     assert code == 451
     assert b"disk I/O" not in text and b"OperationalError" not in text
     assert count(metrics, "ingest_rejected", receiver=SMTP_RELAY, reason="spool_error") == 1
+
+
+async def test_a_failed_tls_handshake_is_counted_and_the_relay_serves_the_next_client(
+    start_relay: Callable[..., Any], pki: TestPKI
+) -> None:
+    relay = await start_relay(pki, users={USER: PASSWORD})
+
+    def plaintext_after_starttls() -> None:
+        with socket.create_connection(("127.0.0.1", relay.port), timeout=30) as raw:
+            reader = raw.makefile("rb")
+            reader.readline()  # banner
+            raw.sendall(b"EHLO pbx01\r\nSTARTTLS\r\n")
+            while not reader.readline().startswith(b"220"):  # EHLO lines, then "220 Ready"
+                pass
+            raw.sendall(b"this is not a TLS ClientHello\r\n" * 20)
+            raw.settimeout(10)
+            try:
+                while raw.recv(4096):
+                    pass
+            except OSError:
+                pass
+
+    await asyncio.to_thread(plaintext_after_starttls)
+    await eventually(lambda: relay.rejected("session_error") == 1, "the counted session error")
+
+    replies = await send(
+        relay.port, _message(), login=(USER, PASSWORD), starttls=pki.client_context()
+    )
+    assert replies["data"][0] == 250
