@@ -73,6 +73,12 @@ class Service:
         consumers = [f"route:{r.name}" for r in routes]
         # An empty kinds list matches every kind.
         interest = {f"route:{r.name}": r.match.kinds or list(Kind) for r in routes}
+        if s.smtp_relay.listen:
+            from notifier.dispatch.relay import RELAY_CONSUMER
+
+            # Relayed mail is always durable: the relay consumer needs no memory tier.
+            consumers.append(RELAY_CONSUMER)
+            interest[RELAY_CONSUMER] = []
         from notifier.forward.consumer import forward_interest, start_forwards
 
         interest |= forward_interest(s)
@@ -197,6 +203,19 @@ class Service:
             )
             self.listening[receiver] = host_port(*server_.addresses[0])
             front.append(server_.close)
+        if (listen := parse_listen(s.smtp_relay.listen)) is not None:
+            from notifier.ingest.smtprelay import SmtpRelay
+
+            r = s.smtp_relay
+            relay_tls = (
+                server_context(r.tls_cert_file, r.tls_key_file, section="smtp_relay")
+                if r.tls_cert_file
+                else None
+            )
+            relay = SmtpRelay(r, spool, metrics, relay_tls)
+            await relay.start(listen.host, listen.port)
+            self.listening["smtp-relay"] = host_port(*relay.addresses[0])
+            front.append(relay.close)
         # HTTP last: /healthz answering means every receiver listens.
         if (listen := parse_listen(s.http.listen)) is not None:
             from notifier.ingest.http import build_ingest_app

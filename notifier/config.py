@@ -187,6 +187,35 @@ class TcpSettings(Section):
     _listen = field_validator("listen")(_check_listen)
 
 
+class SmtpRelaySettings(Section):
+    """The SMTP relay: devices that only know SMTP passwords hand their mails to notifier,
+    which sends them on through `account` (OAuth2 included)."""
+
+    listen: str = ""  # "" = off, e.g. "127.0.0.1:2525"
+    tls_cert_file: str = ""  # with tls_key_file: STARTTLS is offered, and then AUTH
+    tls_key_file: str = ""
+    users: dict[str, SecretStr] = Field(default_factory=dict)
+    users_file: str = ""
+    max_message_bytes: int = Field(default=10 << 20, ge=1024)
+    allowed_senders: list[str] = Field(default_factory=list)  # globs on MAIL FROM; [] = any
+    allowed_recipients: list[str] = Field(default_factory=list)  # globs on RCPT TO; [] = any
+    account: str = ""  # default: the first account
+    rewrite_from: bool = True
+
+    _listen = field_validator("listen")(_check_listen)
+
+    @model_validator(mode="after")
+    def _tls_and_users(self) -> SmtpRelaySettings:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        if self.users and not self.tls_cert_file:
+            raise ValueError(
+                "users are set but AUTH is offered only after STARTTLS, so no one could log "
+                "in: set tls_cert_file and tls_key_file"
+            )
+        return self
+
+
 class ReceiverSpoolSettings(Section):
     """Per-receiver spool policy; an unset key keeps the [spool] default."""
 
@@ -432,6 +461,7 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     syslog: SyslogSettings = Field(default_factory=SyslogSettings)
     tcp: TcpSettings = Field(default_factory=TcpSettings)
+    smtp_relay: SmtpRelaySettings = Field(default_factory=SmtpRelaySettings)
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
     accounts: list[AccountSettings] = Field(default_factory=lambda: [AccountSettings()])
     routes: list[RouteSettings] = Field(default_factory=list)
@@ -481,6 +511,9 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"routes.{i}.account: no account named {route.account!r} (have {names})"
                 )
+        relay = self.smtp_relay.account
+        if relay and relay not in names:
+            raise ValueError(f"smtp_relay.account: no account named {relay!r} (have {names})")
         # Route and forward names key the spool (and routes the alarm state): two of one name
         # would take each other's records. Unnamed ones are called route<index>, forward<index>.
         _check_unique_names("routes", "route", [r.name for r in self.routes])
@@ -520,6 +553,10 @@ class Settings(BaseSettings):
             f.model_copy(update={"name": f.name or f"forward{i}"})
             for i, f in enumerate(self.forwards)
         ]
+
+    def relay_account(self) -> AccountSettings:
+        """The account relayed mails go out through: `smtp_relay.account`, else the first."""
+        return self.account(self.smtp_relay.account or self.accounts[0].name)
 
     # Keys whose values are never shown; each may also be read from a file (``x_file``).
     SECRET_KEYS: ClassVar[frozenset[str]] = frozenset(

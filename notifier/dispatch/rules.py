@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from notifier.config import MatchSettings, RouteSettings
-from notifier.records import Kind, Record, Severity, parse_severity
+from notifier.records import SMTP_RELAY, Kind, Record, Severity, parse_severity
 
 
 class RuleError(ValueError):
@@ -73,6 +73,8 @@ class FirstMatch:
     earlier: tuple[Matcher, ...] = ()
 
     def matches(self, record: Record) -> bool:
+        if record.receiver == SMTP_RELAY:  # relayed mail bypasses routes: the relay sends it
+            return False
         return self.own.matches(record) and not any(m.matches(record) for m in self.earlier)
 
 

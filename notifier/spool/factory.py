@@ -7,7 +7,7 @@ from typing import Any
 
 from notifier.config import ReceiverSpoolSettings, Settings
 from notifier.metrics import Metrics
-from notifier.records import Kind
+from notifier.records import SMTP_RELAY, Kind
 from notifier.spool.base import Overflow, Spool
 from notifier.spool.memory import MemorySpool
 from notifier.spool.policy import ReceiverPolicy, SpoolPolicy
@@ -72,10 +72,14 @@ def receiver_policies(
     receivers: Mapping[str, ReceiverSpoolSettings],
 ) -> dict[str, ReceiverPolicy]:
     """Per-receiver overrides from `[spool.receivers.NAME]`; an unset key keeps the default."""
-    return {
+    policies = {
         receiver: ReceiverPolicy(
             durable_kinds=None if r.durable_kinds is None else frozenset(r.durable_kinds),
             overflow=None if r.overflow is None else Overflow(r.overflow),
         )
         for receiver, r in receivers.items()
     }
+    # The relay answers 250 only for what is on disk, and a full spool must answer 451 rather
+    # than drop the mail it is taking: not configurable.
+    policies[SMTP_RELAY] = ReceiverPolicy(durable_kinds=frozenset(Kind), overflow=Overflow.REJECT)
+    return policies
