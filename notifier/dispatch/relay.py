@@ -20,6 +20,7 @@ from typing import Any
 
 from notifier.backoff import Backoff
 from notifier.config import AccountSettings
+from notifier.dispatch.errors import DispatchError
 from notifier.dispatch.worker import UNEXPECTED_FAILURES_BEFORE_DEAD, keep_stepping, retry_in_s
 from notifier.log import get_logger
 from notifier.mail.accounts import envelope_for
@@ -39,7 +40,7 @@ _LEASE_BATCH = 50
 _VISIBILITY_S = 900.0
 
 
-class RelayError(ValueError):
+class RelayError(DispatchError):
     """A stored mail that cannot be sent as it is (no envelope, headers that cannot be set)."""
 
 

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from notifier.config import MatchSettings, RouteSettings
+from notifier.dispatch.errors import DispatchError
 from notifier.records import SMTP_RELAY, Kind, Record, Severity, parse_severity
 
 
-class RuleError(ValueError):
+class RuleError(DispatchError):
     """A match rule that cannot be compiled; the message names the field and value."""
 
 
