@@ -133,6 +133,7 @@ def test_deps_scripts_do_nothing_when_everything_is_there(tmp_path: Path) -> Non
             "curl",
             "openssl",
             "rsyslogd",
+            "swaks",
             "prometheus-alertmanager",
         ],
     )
@@ -147,8 +148,14 @@ def test_test_deps_name_the_debian_packages_of_the_missing_commands(tmp_path: Pa
     assert "install -y -q --no-install-recommends bsdutils openssl" in log.read_text()
 
 
-def test_test_deps_install_alertmanager_for_the_webhook_tests(tmp_path: Path) -> None:
+def test_swaks_comes_with_the_perl_tls_module_it_only_recommends(tmp_path: Path) -> None:
     env, log = fake_system(tmp_path, ["logger", "curl", "openssl", "rsyslogd"])
+    run_script("install-test-deps.sh", env)
+    assert "install -y -q --no-install-recommends swaks libnet-ssleay-perl" in log.read_text()
+
+
+def test_test_deps_install_alertmanager_for_the_webhook_tests(tmp_path: Path) -> None:
+    env, log = fake_system(tmp_path, ["logger", "curl", "openssl", "rsyslogd", "swaks"])
     run_script("install-test-deps.sh", env)
     assert "install -y -q --no-install-recommends prometheus-alertmanager" in log.read_text()
 

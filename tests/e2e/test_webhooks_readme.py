@@ -27,8 +27,11 @@ TOKEN_PATH = "/etc/notifier/webhook-token"
 
 def webhook_section() -> str:
     text = README.read_text()
-    start = text.index("\n### Alertmanager and Grafana webhooks\n")
-    return text[start : text.find("\n## ", start)]
+    heading = "\n### Alertmanager and Grafana webhooks\n"
+    start = text.index(heading)
+    # Up to the next heading of any level (the SMTP relay's part follows).
+    end = re.compile(r"^##", re.M).search(text, start + len(heading))
+    return text[start : end.start() if end else len(text)]
 
 
 def readme_toml() -> list[dict[str, Any]]:
