@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from notifier.config import Settings
+from notifier.config import Settings, parse_listen
 from notifier.dispatch.rules import RuleError, compile_routes
 from notifier.dispatch.state import AlarmStore
 from notifier.dispatch.worker import RouteTarget, RouteWorker
 from notifier.mail.accounts import build_transport, envelope_for
+from notifier.mail.style import TemplateConfigError, local_host, route_styles
 from notifier.mail.testmail import TestMailError, compose_test_mail
 from notifier.mail.tokens import TokenProvider
 from notifier.mail.transport import MailTransport, SendReport
@@ -80,7 +81,8 @@ def build_dispatcher(
     metrics: Metrics,
     token_providers: Mapping[str, TokenProvider] | None = None,
 ) -> Dispatcher:
-    """One worker per route, one transport per account; raises ValueError for a bad rule.
+    """One worker per route, one transport per account; raises ValueError for a bad rule or
+    template.
 
     `token_providers`: account name -> OAuth2 token provider, for OAuth2 accounts."""
     providers = token_providers or {}
@@ -89,6 +91,11 @@ def build_dispatcher(
         matchers = compile_routes(routes)
     except RuleError as e:
         raise ValueError(str(e)) from None
+    try:
+        styles = route_styles(settings)
+    except TemplateConfigError as e:
+        raise ValueError(str(e)) from None
+    instance = instance_name(settings)
     store = AlarmStore(Path(settings.data_dir) / "alarms.sqlite")
     transports: dict[str, MailTransport] = {}
     locks: dict[str, asyncio.Lock] = {}
@@ -105,6 +112,7 @@ def build_dispatcher(
             transports[account.name],
             envelope_for(account, route.to, route.cc, route.bcc),
             locks[account.name],
+            styles[route.name],
         )
         workers.append(
             RouteWorker(
@@ -116,6 +124,15 @@ def build_dispatcher(
                 metrics,
                 retry_base_s=settings.spool.retry_base_s,
                 retry_max_s=settings.spool.retry_max_s,
+                instance=instance,
             )
         )
     return Dispatcher(settings, workers, transports, store, locks)
+
+
+def instance_name(settings: Settings) -> str:
+    """This notifier among several (the mail footer names it): host:http-port, stable across
+    restarts. The same rule names an instance on a shared PostgreSQL spool and in forward hop
+    markers (wt-pg, wt-forward): one function once those branches meet."""
+    listen = parse_listen(settings.http.listen)
+    return f"{local_host()}:{listen.port if listen is not None else 0}"
