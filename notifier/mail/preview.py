@@ -135,8 +135,9 @@ def _render_problems(
         try:
             template.render(context)
         except Exception as e:  # whatever the operator's template raises
+            error = f"{type(e).__name__}: {str(e).rstrip('.')}"
             return [
-                f"{where}: {type(e).__name__}: {e} (rendering the {sample.value} sample): "
+                f"{where}: {error} (rendering the {sample.value} sample): "
                 "the README lists the variables a template can use"
             ]
     return []

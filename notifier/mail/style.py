@@ -87,7 +87,7 @@ def compile_template(source: str, *, html: bool, key: str) -> jinja2.Template:
         return _sandbox(html).from_string(source)
     except jinja2.TemplateSyntaxError as e:
         raise TemplateConfigError(
-            f"{key}: line {e.lineno}: {e.message}: fix the Jinja2 syntax "
+            f"{key}: line {e.lineno}: {(e.message or '').rstrip('.')}: fix the Jinja2 syntax "
             "(`notifier render --route NAME --sample alarm` shows the result)"
         ) from None
 
