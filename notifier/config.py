@@ -348,6 +348,8 @@ class RouteSettings(Section):
     repeat_interval_s: float = Field(default=14_400.0, ge=0)
     max_mails_per_minute: int = Field(default=10, ge=1)
     max_records_per_mail: int = Field(default=50, ge=1)
+    # Alarm states remembered per route (memory and alarms.sqlite): oldest cleared go first.
+    max_alarm_states: int = Field(default=10_000, ge=1)
 
 
 class OAuth2StoreSettings(Section):

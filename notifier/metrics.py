@@ -59,6 +59,16 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.spool_disk_full = Gauge(
+            "notifier_spool_disk_full",
+            "1 while new records are refused because the disk under data_dir is full",
+            registry=r,
+        )
+        self.spool_disk_full_refused = Counter(
+            "notifier_spool_disk_full_refused",
+            "Records refused because the disk under data_dir is full (delivery goes on)",
+            registry=r,
+        )
         self.spool_fsyncs = Counter(
             "notifier_spool_fsyncs", "Durable commits (fsyncs) of the spool", registry=r
         )
@@ -82,4 +92,16 @@ class Metrics:
         )
         self.dispatch_decisions = Counter(
             "notifier_dispatch_decisions", "Alarm decisions, by reason", ["reason"], registry=r
+        )
+        self.alarm_states = Gauge(
+            "notifier_dispatch_alarm_states",
+            "Alarm states a route remembers (active and recently cleared), by route",
+            ["route"],
+            registry=r,
+        )
+        self.alarm_states_forgotten = Counter(
+            "notifier_dispatch_alarm_states_forgotten",
+            "Alarm states forgotten, by route and reason (expired, bound_cleared, bound_active)",
+            ["route", "reason"],
+            registry=r,
         )

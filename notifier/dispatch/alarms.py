@@ -8,6 +8,8 @@ normal: only transitions are news.
 from __future__ import annotations
 
 import enum
+import heapq
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from notifier.records import Kind, Record, Severity
@@ -37,6 +39,9 @@ _SILENT = frozenset(
 )
 
 
+Key = tuple[str, str, str]  # (device, code, source)
+
+
 @dataclass(frozen=True, slots=True)
 class AlarmState:
     """What we know of one alarm on one route. Times are unix seconds."""
@@ -53,8 +58,40 @@ class AlarmState:
     severity: Severity | None = None  # the set's, for the clear mail (not yet in alarms.sqlite)
 
     @property
-    def key(self) -> tuple[str, str, str]:
+    def key(self) -> Key:
         return (self.device, self.code, self.source)
+
+
+class ForgetReason(enum.StrEnum):
+    """Why an alarm state was forgotten; counted per route."""
+
+    EXPIRED = "expired"  # cleared and not seen for FORGET_CLEARED_AFTER_S
+    BOUND_CLEARED = "bound_cleared"  # over max_alarm_states: the oldest cleared go first
+    # Over the bound with only active alarms left: the least recently seen go, and their clear
+    # will be mailed as clear_unknown.
+    BOUND_ACTIVE = "bound_active"
+
+
+def to_forget(
+    states: Mapping[Key, AlarmState], forget_before: float, max_states: int
+) -> dict[Key, ForgetReason]:
+    """Which states to forget and why; pure.
+
+    Cleared states last seen before `forget_before` expire. If more than `max_states` remain,
+    the oldest (by `last_seen`) cleared ones go, then the oldest active ones: the bound holds
+    whatever devices send, since alarm keys come from the network.
+    """
+    out = {k: ForgetReason.EXPIRED for k, s in states.items() if _expired(s, forget_before)}
+    over = len(states) - len(out) - max_states
+    if over > 0:
+        kept = (s for k, s in states.items() if k not in out)
+        for s in heapq.nsmallest(over, kept, key=lambda s: (s.active, s.last_seen)):
+            out[s.key] = ForgetReason.BOUND_ACTIVE if s.active else ForgetReason.BOUND_CLEARED
+    return out
+
+
+def _expired(state: AlarmState, forget_before: float) -> bool:
+    return not state.active and state.last_seen < forget_before
 
 
 @dataclass(frozen=True, slots=True)

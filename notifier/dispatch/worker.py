@@ -18,10 +18,18 @@ from typing import Any
 
 from notifier.backoff import Backoff
 from notifier.config import RouteSettings
-from notifier.dispatch.alarms import AlarmState, Decision, Reason, decide
+from notifier.dispatch.alarms import (
+    AlarmState,
+    Decision,
+    ForgetReason,
+    Key,
+    Reason,
+    decide,
+    to_forget,
+)
 from notifier.dispatch.rules import FirstMatch, Matcher
-from notifier.dispatch.state import AlarmStore, Key
-from notifier.log import get_logger
+from notifier.dispatch.state import AlarmStore
+from notifier.log import RateLimiter, get_logger
 from notifier.mail.compose import Envelope, MailItem, compose
 from notifier.mail.compose import Reason as MailReason
 from notifier.mail.style import MailStyle
@@ -52,6 +60,10 @@ ACCOUNT_RETRY_MAX_S = 60.0
 
 # How long cleared alarms are remembered (to recognise a repeated or late clear).
 FORGET_CLEARED_AFTER_S = 7 * 24 * 3600.0
+
+# How often a route forgets expired alarm states even when no record comes (wall-clock seconds);
+# also how often state held in memory while the disk was full is written again.
+SWEEP_INTERVAL_S = 60.0
 
 
 class TokenBucket:
@@ -133,6 +145,7 @@ class RouteWorker:
         retry_max_s: float = 900.0,
         instance: str = "notifier",
         lease_batch: int = 1000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.route = route
         self.consumer = f"route:{route.name}"
@@ -144,7 +157,10 @@ class RouteWorker:
         self._retry = Backoff(base_s=retry_base_s, cap_s=retry_max_s)
         self._instance = instance
         self._batch = lease_batch
+        self._clock = clock  # unix time: alarm decisions and forgetting
         self._states: dict[Key, AlarmState] = store.load(self.consumer)
+        self._swept_at = -1e18  # the first step forgets what a lowered bound or age says
+        self._forget_log = RateLimiter(burst=1, period_s=60.0)
         self._overlay: dict[Key, AlarmState] = {}
         self._group = _Group()
         self._bucket = TokenBucket(route.max_mails_per_minute)
@@ -175,6 +191,8 @@ class RouteWorker:
             await self._flush()
 
     async def _step(self) -> None:
+        if self._clock() - self._swept_at >= SWEEP_INTERVAL_S:
+            await self._save_states({})
         leases = await self._spool.lease(self.consumer, self._batch, self._visibility)
         if leases:
             await self._take(leases)
@@ -223,7 +241,7 @@ class RouteWorker:
 
     async def _take(self, leases: list[Lease]) -> None:
         unmatched: list[str] = []
-        now = time.time()
+        now = self._clock()
         for lease in leases:
             record = lease.record
             if not self._matcher.matches(record):
@@ -346,15 +364,51 @@ class RouteWorker:
     async def _commit(self, items: list[MailItem], silent: list[str]) -> None:
         """Store the overlay, then ack: the order that makes a crash redeliver, not lose."""
         if self._overlay:
-            forget_before = time.time() - FORGET_CLEARED_AFTER_S
-            await self._store.save(self.consumer, self._overlay.values(), forget_before)
-            for key, state in self._overlay.items():
-                if not state.active and state.last_seen < forget_before:
-                    self._states.pop(key, None)
-                else:
-                    self._states[key] = state
+            await self._save_states(self._overlay)
             self._overlay.clear()
         await self._spool.ack(self.consumer, [i.record.id for i in items] + silent)
+
+    async def _save_states(self, changed: dict[Key, AlarmState]) -> None:
+        """Store `changed` and forget what age and `max_alarm_states` say, in memory and in
+        the store alike (one transaction)."""
+        now = self._clock()
+        self._swept_at = now
+        states = self._states | changed
+        forget = to_forget(states, now - FORGET_CLEARED_AFTER_S, self.route.max_alarm_states)
+        kept = [state for key, state in changed.items() if key not in forget]
+        await self._store.save(self.consumer, kept, forget)
+        for key in forget:
+            del states[key]
+        self._states = states
+        self._metrics.alarm_states.labels(self.route.name).set(len(self._states))
+        if forget:
+            self._forgotten(Counter(forget.values()))
+
+    def _forgotten(self, reasons: Counter[ForgetReason]) -> None:
+        for reason, n in reasons.items():
+            self._metrics.alarm_states_forgotten.labels(self.route.name, reason.value).inc(n)
+        counts = {reason.value: n for reason, n in reasons.items()}
+        active = bool(reasons[ForgetReason.BOUND_ACTIVE])
+        allowed, suppressed = self._forget_log.allow("active" if active else "cleared")
+        if not allowed:
+            return
+        if active:
+            log.warning(
+                "alarm states over max_alarm_states: forgot active alarms",
+                route=self.route.name,
+                forgotten=counts,
+                suppressed=suppressed,
+                max_alarm_states=self.route.max_alarm_states,
+                hint="their clears will be mailed as clear_unknown; raise max_alarm_states "
+                "if this many alarms are really active",
+            )
+        else:
+            log.info(
+                "alarm states forgotten",
+                route=self.route.name,
+                forgotten=counts,
+                suppressed=suppressed,
+            )
 
     async def _failed(self, group: _Group, error: DeliveryError) -> None:
         self._overlay.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -77,6 +78,11 @@ def connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection
 
 def create(conn: sqlite3.Connection) -> None:
     """Create the tables, or check that an existing file has our schema version."""
+    # Pages freed by delivered records can go back to the file system (`incremental_vacuum`
+    # after a full disk). Only a new, empty file takes it (before WAL mode); on an existing one
+    # the pragma would write, which a full disk refuses.
+    if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
         raise SchemaError(f"SQLite refused WAL mode (got {mode!r}): is the file system local?")
@@ -151,6 +157,13 @@ def consumer_depth(
         dead=dead,
         oldest_ready_age_s=None if head is None else max(0.0, now - head[0]),
     )
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """Undo the transaction a failed statement left open (if any: SQLite may have ended it)."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def file_size(path: Path) -> int:

@@ -11,6 +11,14 @@ again, which is what a crash means anyway. Puts, acks and nacks are fsynced befo
 
 Times in the file are unix seconds, so a lease or retry time survives a restart. A restart voids
 the leases of the previous process at once (only one process may own the spool: a lock file).
+
+A full disk under data_dir stops new records, never delivery. New records are refused (the
+sender hears 503 / SpoolFull) once they would eat into the room kept for delivery (see
+`diskspace.py`); if a write fails for lack of space all the same, leases, acks and nacks are
+held in memory (`held.py`) and written as soon as there is room again. While records are
+refused, delivered records (the history) are deleted and the WAL and the freed pages are given
+back to the file system, so a spool that filled the disk itself accepts again once it has
+delivered, without a restart.
 """
 
 from __future__ import annotations
@@ -29,10 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from notifier.log import get_logger
+from notifier.log import RateLimiter, get_logger
 from notifier.metrics import Metrics
 from notifier.records import Record
-from notifier.spool import schema
+from notifier.spool import diskspace, schema
 from notifier.spool.base import (
     DropNotice,
     Lease,
@@ -49,6 +57,17 @@ from notifier.spool.wake import Waker
 log = get_logger("notifier.spool")
 
 _MAX_OPS_PER_COMMIT = 2000
+
+# While the disk is full: how often delivered records are pruned and space handed back.
+_RECLAIM_INTERVAL_S = 1.0
+
+# What a sender refused for lack of disk space is told to wait before it tries again.
+_DISK_FULL_RETRY_AFTER_S = 10
+
+# While this much room is left, the space under data_dir is looked at before a commit of new
+# records at most every _MEASURE_INTERVAL_S (the spool cannot write that much in between).
+_PLENTY_BYTES = 256 << 20
+_MEASURE_INTERVAL_S = 0.1
 
 
 @dataclass(slots=True)
@@ -118,6 +137,21 @@ class SqliteSpool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._open = False
         self._sync_now = ""
+        self._disk_full = False  # new records refused for lack of space under data_dir
+        self._space: diskspace.DiskSpace | None = None
+        self._measured_at = 0.0  # monotonic
+        self._reclaimed_at = 0.0
+        self._refused_in_episode = 0
+        self._full_log = RateLimiter(burst=3, period_s=300.0)
+        store = self._store
+        # What an operation does instead while its writes are held in memory.
+        self._held_ops: dict[Callable[..., Any], Callable[..., Any]] = {
+            store.lease: store.held_lease,
+            store.extend: store.held_extend,
+            store.ack: store.held_ack,
+            store.nack: store.held_nack,
+            store.retry_now: store.held_retry_now,
+        }
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -321,6 +355,8 @@ class SqliteSpool:
             error.__cause__ = e  # a damaged file gets its own hint at start
             self._post([(ready, None, error)], False)
             return
+        if self._store.held:  # opened on a full disk: deliver, refuse new records
+            self._disk_check()
         self._post([(ready, None, None)], False)
         stop = False
         while not stop:
@@ -368,6 +404,8 @@ class SqliteSpool:
 
     def _idle(self) -> None:
         self._guarded(self._check_external_change)
+        if self._disk_full:
+            self._disk_check()
         if time.time() - self._store.snapshot.taken_at >= self._stats_interval:
             self._guarded(self._store.take_snapshot)
 
@@ -377,10 +415,26 @@ class SqliteSpool:
 
     def _process(self, ops: list[_Op]) -> None:
         store = self._store
+        results: list[_Result] = []
+        puts = [op for op in ops if op.fn == store.put]
+        if (puts or self._disk_full) and self._refusing_puts():
+            # New records are refused while the disk is full; everything else goes on.
+            results = [(op.future, None, self._refuse(op)) for op in puts]
+            ops = [op for op in ops if op.fn != store.put]
+        if store.held:
+            self._post(results + self._run_held(ops), False)
+            return
+        if ops:
+            self._commit(ops, results)
+        else:
+            self._post(results, False)
+
+    def _commit(self, ops: list[_Op], results: list[_Result]) -> None:
+        """Run `ops` as one transaction and hand each caller its result."""
+        store = self._store
         conn = store.conn
         assert conn is not None
         durable = any(op.durable for op in ops)
-        results: list[_Result] = []
         try:
             self._check_external_change()
             want = self._sync if durable else "OFF"
@@ -402,12 +456,18 @@ class SqliteSpool:
             store.leave_history(txn.counts)
             conn.execute("COMMIT")
         except sqlite3.Error as e:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
+            schema.rollback(conn)
+            if diskspace.is_disk_full(e):
+                # Nothing of it was written: hold the deliveries' changes, refuse the records.
+                self._enter_disk_full()
+                puts = [op for op in ops if op.fn == store.put]
+                held = self._run_held([op for op in ops if op.fn != store.put])
+                refused = [(op.future, None, self._refuse(op)) for op in puts]
+                self._post(results + refused + held, False)
+                return
             log.error("spool commit failed", path=str(self.path), error=str(e))
             failed: list[_Result] = [(op.future, None, _caller_error(op, e)) for op in ops]
-            self._post(failed, False)
+            self._post(results + failed, False)
             return
         store.counts = txn.counts
         self._commits += 1
@@ -431,6 +491,164 @@ class SqliteSpool:
             ):
                 self._unchecked_commits = self._unchecked_bytes = 0
                 self._guarded(self._checkpoint)
+
+    # -- a full disk -----------------------------------------------------------------------
+
+    def _run_held(self, ops: list[_Op]) -> list[_Result]:
+        """Run `ops` without writing: leases, acks and nacks are held in memory."""
+        txn = self._store.begin(time.time())
+        results: list[_Result] = []
+        for op in ops:
+            try:
+                result = self._held_ops.get(op.fn, op.fn)(txn, *op.args)
+            except Exception as e:
+                results.append((op.future, None, _caller_error(op, e)))
+            else:
+                results.append((op.future, result, None))
+        for action in txn.after:
+            action()
+        return results
+
+    def _refusing_puts(self) -> bool:
+        plenty = self._space is not None and self._space.room > _PLENTY_BYTES
+        if plenty and time.monotonic() - self._measured_at < _MEASURE_INTERVAL_S:
+            return self._disk_full
+        return self._disk_check()
+
+    def _disk_check(self) -> bool:
+        """Look at the space under data_dir, write held changes and give space back when it
+        helps; returns whether new records are refused now."""
+        space = self._measure()
+        self._measured_at = time.monotonic()
+        if space is None:  # cannot tell: let SQLite say when it is full
+            return self._disk_full
+        held = bool(self._store.held)
+        if space.room <= 0 and not held and time.time() - self._reclaimed_at >= _RECLAIM_INTERVAL_S:
+            self._reclaim()
+            space = self._measure() or space
+        if space.room > 0 and held:
+            held = not self._write_held()
+        self._space = space
+        full = space.room <= 0 or held
+        if full and not self._disk_full:
+            self._enter_disk_full()
+        elif not full and self._disk_full:
+            self._leave_disk_full()
+        return full
+
+    def _measure(self) -> diskspace.DiskSpace | None:
+        conn = self._store.conn
+        assert conn is not None
+        try:
+            (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+            (free_pages,) = conn.execute("PRAGMA freelist_count").fetchone()
+            return diskspace.measure(self.path, page_size, free_pages)
+        except (OSError, sqlite3.Error) as e:
+            log.warning("cannot measure the space under data_dir", path=str(self.path), error=e)
+            return None
+
+    def _write_held(self) -> bool:
+        """Write what was held while the disk was full; False if there is still no room."""
+        store = self._store
+        conn = store.conn
+        assert conn is not None
+        self._durable_sync(conn)
+        txn = store.begin(time.time())
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            n = store.write_held(txn)
+            store.leave_history(txn.counts)
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            schema.rollback(conn)
+            if not diskspace.is_disk_full(e):
+                log.error("spool: writing held deliveries failed", path=str(self.path), error=e)
+            return False
+        store.counts = txn.counts
+        for action in txn.after:
+            action()
+        log.info("spool: deliveries held while the disk was full are written", deliveries=n)
+        self._post([], True)  # acked records may have made room; nacked ones may be due
+        return True
+
+    def _reclaim(self) -> None:
+        """Give space back: delete delivered records (the history), copy the WAL into the
+        file and truncate it, and return the freed pages to the file system."""
+        store = self._store
+        conn = store.conn
+        assert conn is not None
+        self._reclaimed_at = time.time()
+        self._durable_sync(conn)
+        txn = store.begin(self._reclaimed_at)
+        pruned = 0
+        # Each step on its own: on a disk full to the last byte the delete may fail while a
+        # checkpoint still gives the WAL back, or the other way round.
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            pruned = store.prune_delivered(txn)
+            conn.execute("COMMIT")
+            store.counts = txn.counts
+        except sqlite3.Error:
+            schema.rollback(conn)
+        for step in (
+            "PRAGMA wal_checkpoint(TRUNCATE);",
+            "PRAGMA incremental_vacuum;",  # as a script: it frees one page per step
+            "PRAGMA wal_checkpoint(TRUNCATE);",
+        ):
+            with contextlib.suppress(sqlite3.Error):
+                conn.executescript(step)
+        if pruned:
+            log.info(
+                "spool: delivered records deleted to make room (the history page shows fewer)",
+                path=str(self.path),
+                records=pruned,
+            )
+
+    def _durable_sync(self, conn: sqlite3.Connection) -> None:
+        """A checkpoint or a held write must be synced like any durable commit."""
+        if self._sync_now != self._sync:
+            conn.execute(f"PRAGMA synchronous = {self._sync}")
+            self._sync_now = self._sync
+
+    def _enter_disk_full(self) -> None:
+        if self._disk_full:
+            return
+        self._disk_full = True
+        self._refused_in_episode = 0
+        if self._metrics is not None:
+            self._metrics.spool_disk_full.set(1)
+        allowed, suppressed = self._full_log.allow("full")
+        if allowed:
+            space = self._space
+            log.error(
+                diskspace.full_message(self.path.parent),
+                path=str(self.path),
+                free_bytes=space.free if space else None,
+                kept_for_delivery_bytes=space.headroom + space.wal if space else None,
+                suppressed=suppressed,
+                hint="delete or move files under data_dir (or grow the file system); "
+                "the spool also gives back the space of what it delivers",
+            )
+
+    def _leave_disk_full(self) -> None:
+        self._disk_full = False
+        if self._metrics is not None:
+            self._metrics.spool_disk_full.set(0)
+        log.info(
+            "disk space back under data_dir: new records accepted again",
+            path=str(self.path),
+            refused=self._refused_in_episode,
+            free_bytes=self._space.free if self._space else None,
+        )
+        self._post([], True)
+
+    def _refuse(self, op: _Op) -> SpoolFull:
+        n = len(op.args[0])
+        self._store.rejected += n
+        self._refused_in_episode += n
+        if self._metrics is not None:
+            self._metrics.spool_disk_full_refused.inc(n)
+        return SpoolFull(diskspace.REFUSAL, retry_after_s=_DISK_FULL_RETRY_AFTER_S)
 
     def _checkpoint(self) -> None:
         """Copy the WAL into the database file; runs with synchronous FULL (or NORMAL), so

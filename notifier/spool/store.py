@@ -21,7 +21,9 @@ from notifier.log import get_logger
 from notifier.records import Kind, Record
 from notifier.spool import schema
 from notifier.spool.base import Lease, Overflow, SpoolFull
+from notifier.spool.diskspace import is_disk_full
 from notifier.spool.drops import DropLedger
+from notifier.spool.held import ACKED, COLUMNS, Held, HeldDelivery, pick
 from notifier.spool.policy import SpoolPolicy, drop_order
 from notifier.spool.schema import DEAD, QUEUED, ROW_OVERHEAD
 
@@ -106,6 +108,7 @@ class Store:
         self.snapshot = Snapshot()
         self.rejected = 0
         self._data_version = 0
+        self.held = Held()  # deliveries changed while the disk was full, not written yet
 
     def open(self) -> None:
         """Connect (on the writer thread), create the tables, recover."""
@@ -144,23 +147,29 @@ class Store:
         conn = self.conn
         assert conn is not None
         now = time.time()
-        conn.execute("BEGIN IMMEDIATE")
-        for consumer in self._consumers:
-            # Ready at time 0: first in line again, as they were when leased.
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for consumer in self._consumers:
+                # Ready at time 0: first in line again, as they were when leased.
+                conn.execute(
+                    "UPDATE deliveries SET leased = 0, ready_at = 0 "
+                    "WHERE consumer = ? AND state = ? AND ready_at > ? AND leased = 1",
+                    (consumer, QUEUED, now),
+                )
+            self.counts = self._count()
+            self._prune_range(self.counts, 0, self.counts.floor)
+            known = sorted({*self._consumers, *self.counts.queued, *self.counts.dead})
             conn.execute(
-                "UPDATE deliveries SET leased = 0, ready_at = 0 "
-                "WHERE consumer = ? AND state = ? AND ready_at > ? AND leased = 1",
-                (consumer, QUEUED, now),
+                "INSERT INTO meta VALUES ('consumers', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (json.dumps(known),),
             )
-        self.counts = self._count()
-        self._prune_range(self.counts, 0, self.counts.floor)
-        known = sorted({*self._consumers, *self.counts.queued, *self.counts.dead})
-        conn.execute(
-            "INSERT INTO meta VALUES ('consumers', ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (json.dumps(known),),
-        )
-        conn.execute("COMMIT")
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            schema.rollback(conn)
+            if not is_disk_full(e):
+                raise
+            self._recover_held(now)
         self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
         strangers = {c for c in (*self.counts.queued, *self.counts.dead)} - set(self._consumers)
         for stranger in sorted(strangers):
@@ -172,6 +181,22 @@ class Store:
                 hint="they count against the queue limit: configure the destination again, "
                 "or drop them with `notifier spool purge --consumer NAME`",
             )
+
+    def _recover_held(self, now: float) -> None:
+        """`_recover` on a full disk: the leases are voided in memory (held), so what the
+        file holds is delivered all the same; they are written once there is room."""
+        conn = self.conn
+        assert conn is not None
+        for consumer in self._consumers:
+            held = self.held.of(consumer)
+            for row in conn.execute(
+                f"SELECT {COLUMNS} FROM deliveries "
+                "WHERE consumer = ? AND state = ? AND ready_at > ? AND leased = 1",
+                (consumer, QUEUED, now),
+            ):
+                delivery = held[row[0]] = HeldDelivery.of_row(row)
+                delivery.leased, delivery.ready_at = False, 0.0
+        self.counts = self._count()
 
     def _count(self) -> Counts:
         conn = self.conn
@@ -439,6 +464,12 @@ class Store:
             "WHERE consumer = ? AND seq = ?",
             [(until, consumer, seq) for seq, _, _ in rows],
         )
+        return self._leases(consumer, rows), None
+
+    def _leases(self, consumer: str, rows: list[tuple[int, int, str]]) -> list[Lease]:
+        """Leases of (seq, attempts before this lease, last error), their records read."""
+        conn = self.conn
+        assert conn is not None
         records: dict[int, Record] = {}
         for start in range(0, len(rows), _CHUNK):
             chunk = [seq for seq, _, _ in rows[start : start + _CHUNK]]
@@ -450,7 +481,7 @@ class Store:
         return [
             Lease(records[seq], consumer, attempts, last_error)
             for seq, attempts, last_error in rows
-        ], None
+        ]
 
     def extend(self, txn: Txn, consumer: str, record_ids: list[str], visibility_s: float) -> None:
         conn = self.conn
@@ -463,11 +494,14 @@ class Store:
         )
 
     def ack(self, txn: Txn, consumer: str, record_ids: list[str]) -> None:
+        self._ack_seqs(txn, consumer, self._seqs(record_ids).values())
+
+    def _ack_seqs(self, txn: Txn, consumer: str, seqs: Iterable[int]) -> None:
         conn = self.conn
         assert conn is not None
         c = txn.counts
         settled: list[int] = []
-        for seq in self._seqs(record_ids).values():
+        for seq in seqs:
             row = conn.execute(
                 "DELETE FROM deliveries WHERE consumer = ? AND seq = ? RETURNING state",
                 (consumer, seq),
@@ -516,6 +550,139 @@ class Store:
             (txn.now, consumer, QUEUED, txn.now),
         )
         return int(cursor.rowcount)
+
+    # -- while the disk is full: read the rows, hold the changes (see held.py) -----------------
+
+    def held_lease(
+        self, txn: Txn, consumer: str, limit: int, visibility_s: float
+    ) -> tuple[list[Lease], float | None]:
+        """`lease` without a write: the lease is held in memory."""
+        conn = self.conn
+        assert conn is not None
+        held = self.held.of(consumer)
+        rows = conn.execute(
+            f"SELECT {COLUMNS} FROM deliveries "
+            "WHERE consumer = ? AND state = ? AND ready_at <= ? ORDER BY ready_at, seq LIMIT ?",
+            (consumer, QUEUED, txn.now, max(limit, 0) + len(held)),
+        ).fetchall()
+        picked = pick(rows, held, txn.now, limit)
+        if not picked:
+            return [], self._held_next_due(consumer, held)
+        leased: list[tuple[int, int, str]] = []
+        for seq, delivery in picked:
+            leased.append((seq, delivery.attempts, delivery.last_error))
+            delivery.leased, delivery.ready_at = True, txn.now + visibility_s
+            delivery.attempts += 1
+            held[seq] = delivery
+        return self._leases(consumer, leased), None
+
+    def _held_next_due(self, consumer: str, held: dict[int, HeldDelivery]) -> float | None:
+        conn = self.conn
+        assert conn is not None
+        rows = conn.execute(
+            "SELECT seq, ready_at FROM deliveries WHERE consumer = ? AND state = ? "
+            "ORDER BY ready_at LIMIT ?",
+            (consumer, QUEUED, len(held) + 1),
+        )
+        due = [ready_at for seq, ready_at in rows if seq not in held]
+        due += [d.ready_at for d in held.values() if d.state == QUEUED]
+        return min(due, default=None)
+
+    def _held_delivery(self, consumer: str, seq: int) -> HeldDelivery | None:
+        held = self.held.of(consumer)
+        delivery = held.get(seq)
+        if delivery is None:
+            conn = self.conn
+            assert conn is not None
+            row = conn.execute(
+                f"SELECT {COLUMNS} FROM deliveries WHERE consumer = ? AND seq = ?",
+                (consumer, seq),
+            ).fetchone()
+            if row is None:
+                return None
+            delivery = held[seq] = HeldDelivery.of_row(row)
+        return delivery
+
+    def _held_deliveries(self, consumer: str, record_ids: list[str]) -> list[HeldDelivery]:
+        found = (self._held_delivery(consumer, seq) for seq in self._seqs(record_ids).values())
+        return [d for d in found if d is not None and d.state == QUEUED]
+
+    def held_extend(
+        self, txn: Txn, consumer: str, record_ids: list[str], visibility_s: float
+    ) -> None:
+        for delivery in self._held_deliveries(consumer, record_ids):
+            if delivery.leased:
+                delivery.ready_at = txn.now + visibility_s
+
+    def held_ack(self, txn: Txn, consumer: str, record_ids: list[str]) -> None:
+        for delivery in self._held_deliveries(consumer, record_ids):
+            delivery.state = ACKED
+
+    def held_nack(
+        self,
+        txn: Txn,
+        consumer: str,
+        record_ids: list[str],
+        error: str,
+        retry_in_s: float | None,
+    ) -> None:
+        for delivery in self._held_deliveries(consumer, record_ids):
+            delivery.leased = False
+            delivery.ready_at = txn.now + (retry_in_s or 0.0)
+            delivery.last_error = error[:_MAX_ERROR_CHARS]
+            if retry_in_s is None:
+                delivery.state = DEAD
+
+    def held_retry_now(self, txn: Txn, consumer: str) -> int:
+        conn = self.conn
+        assert conn is not None
+        waiting = conn.execute(
+            "SELECT seq FROM deliveries "
+            "WHERE consumer = ? AND state = ? AND leased = 0 AND ready_at > ?",
+            (consumer, QUEUED, txn.now),
+        ).fetchall()
+        for (seq,) in waiting:
+            self._held_delivery(consumer, seq)
+        count = 0
+        for delivery in self.held.of(consumer).values():
+            if delivery.state == QUEUED and not delivery.leased and delivery.ready_at > txn.now:
+                delivery.ready_at = txn.now
+                count += 1
+        return count
+
+    def write_held(self, txn: Txn) -> int:
+        """Write the held changes (space is back); returns how many. `held` is cleared once
+        the transaction is committed."""
+        conn = self.conn
+        assert conn is not None
+        c = txn.counts
+        for consumer, held in self.held.by_consumer.items():
+            self._ack_seqs(txn, consumer, [seq for seq, d in held.items() if d.state == ACKED])
+            for seq, d in held.items():
+                if d.state == ACKED:
+                    continue
+                values = (d.state, d.ready_at, int(d.leased), d.attempts, d.last_error)
+                row = conn.execute(
+                    "UPDATE deliveries SET state = ?, ready_at = ?, leased = ?, attempts = ?, "
+                    "last_error = ? WHERE consumer = ? AND seq = ? AND state = ? RETURNING 1",
+                    (*values, consumer, seq, QUEUED),
+                ).fetchone()
+                if row is not None and d.state == DEAD:
+                    c.queued[consumer] -= 1
+                    c.dead[consumer] += 1
+        txn.after.append(self.held.clear)
+        return len(self.held)
+
+    def prune_delivered(self, txn: Txn) -> int:
+        """Delete every delivered record, history included: room for alarms matters more than
+        the history page when the disk is full. Returns how many."""
+        conn = self.conn
+        assert conn is not None
+        c = txn.counts
+        sizes = conn.execute("DELETE FROM records WHERE pending = 0 RETURNING size").fetchall()
+        c.rows -= len(sizes)
+        c.bytes -= sum(size for (size,) in sizes) + len(sizes) * ROW_OVERHEAD
+        return len(sizes)
 
     def _delete(self, c: Counts, seqs: list[int], *, only_outside_history: bool) -> None:
         """Delete settled records (pending = 0), keeping the history window if asked."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from notifier.dispatch.alarms import AlarmState, Reason, decide
+from notifier.dispatch.alarms import AlarmState, ForgetReason, Reason, decide, to_forget
 from notifier.records import Kind, Record, Severity
 
 HOUR = 3600.0
@@ -97,3 +97,39 @@ def test_clear_older_than_a_set_seen_since_leaves_the_alarm_active() -> None:
     stale = decide(again.state, rec(Kind.CLEAR, 20), now=40, repeat_interval_s=HOUR)
     assert stale.reason is Reason.STALE_CLEAR and not stale.notify
     assert stale.state is not None and stale.state.active
+
+
+def state(code: str, *, active: bool, last_seen: float) -> AlarmState:
+    return AlarmState("gw01", code, "RELAY/RECH", active, 0.0, last_seen, 1, 0.0)
+
+
+def by_key(*states: AlarmState) -> dict[tuple[str, str, str], AlarmState]:
+    return {s.key: s for s in states}
+
+
+def test_cleared_alarm_not_seen_for_the_forget_age_is_forgotten_an_active_one_is_not() -> None:
+    old_clear = state("a", active=False, last_seen=100)
+    old_active = state("b", active=True, last_seen=100)
+    new_clear = state("c", active=False, last_seen=900)
+    forget = to_forget(by_key(old_clear, old_active, new_clear), 500, max_states=10)
+    assert forget == {old_clear.key: ForgetReason.EXPIRED}
+
+
+def test_over_the_bound_the_oldest_cleared_go_before_any_active() -> None:
+    states = by_key(
+        state("active-oldest", active=True, last_seen=1),
+        state("clear-old", active=False, last_seen=2),
+        state("clear-new", active=False, last_seen=3),
+        state("active-new", active=True, last_seen=4),
+    )
+    forget = to_forget(states, 0, max_states=3)
+    assert forget == {("gw01", "clear-old", "RELAY/RECH"): ForgetReason.BOUND_CLEARED}
+
+
+def test_over_the_bound_with_only_active_alarms_the_least_recently_seen_go() -> None:
+    states = by_key(*(state(f"a{i}", active=True, last_seen=i) for i in range(5)))
+    forget = to_forget(states, 0, max_states=3)
+    assert forget == {
+        ("gw01", "a0", "RELAY/RECH"): ForgetReason.BOUND_ACTIVE,
+        ("gw01", "a1", "RELAY/RECH"): ForgetReason.BOUND_ACTIVE,
+    }

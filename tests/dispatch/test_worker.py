@@ -4,14 +4,16 @@ misbehaves the way a bug would (the outbox, but raising once)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
 from notifier.config import MatchSettings, RouteSettings
 from notifier.dispatch.rules import compile_match
 from notifier.dispatch.state import AlarmStore
-from notifier.dispatch.worker import RouteTarget, RouteWorker
+from notifier.dispatch.worker import FORGET_CLEARED_AFTER_S, RouteTarget, RouteWorker
 from notifier.mail.compose import Envelope
 from notifier.mail.outbox import Outbox
 from notifier.mail.transport import DeliveryError, Outgoing, SendResult
@@ -36,19 +38,91 @@ class BrokenOnce(Outbox):
         return await super().send(messages)
 
 
-def alarm() -> Record:
+def alarm(kind: Kind = Kind.ALARM, at: float = 1000.0, code: str = "0x00010002") -> Record:
     return Record(
-        kind=Kind.ALARM,
-        received_at=1000.0,
+        kind=kind,
+        received_at=at,
         sender="192.0.2.1",
         receiver="json",
         raw=b"",
         device="gw01",
-        code="0x00010002",
+        code=code,
         source="RELAY/RECH",
         severity=Severity.MAJOR,
         text="Registration down",
     )
+
+
+class FakeClock:
+    """Unix time the test sets: days pass at once."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+T0 = 1_800_000_000.0  # the fake clock's start (unix time)
+
+
+@dataclass
+class Rig:
+    """A route worker with a memory spool, the alarm store, metrics and a fake clock."""
+
+    spool: MemorySpool
+    store: AlarmStore
+    metrics: Metrics
+    clock: FakeClock
+    worker: RouteWorker
+
+
+def rig(tmp_path: Path, max_alarm_states: int = 10_000, spool_entries: int = 10_000) -> Rig:
+    route = RouteSettings(
+        name="ops",
+        group_wait_s=0,
+        group_interval_s=0,
+        max_mails_per_minute=100_000,
+        max_alarm_states=max_alarm_states,
+    )
+    target = RouteTarget(
+        "ops",
+        Outbox(tmp_path / "outbox"),
+        Envelope("n@example.test", "n", ("ops@example.test",)),
+        asyncio.Lock(),
+    )
+    spool = MemorySpool(["route:ops"], max_entries=spool_entries)
+    store = AlarmStore(tmp_path / "alarms.sqlite")
+    metrics = Metrics()
+    clock = FakeClock(T0)
+    worker = RouteWorker(
+        route, compile_match(MatchSettings()), spool, store, target, metrics, clock=clock
+    )
+    return Rig(spool, store, metrics, clock, worker)
+
+
+@asynccontextmanager
+async def running(worker: RouteWorker) -> AsyncIterator[None]:
+    task = asyncio.create_task(worker.run())
+    try:
+        yield
+    finally:
+        worker.stop()
+        await task
+
+
+async def until(done: Callable[[], bool], timeout: float = 120) -> None:
+    async with asyncio.timeout(timeout):
+        while not done():
+            await asyncio.sleep(0.05)
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def delivered(spool: MemorySpool) -> bool:
+    return spool.entries == 0
 
 
 async def test_a_send_that_raises_retries_the_alarm_instead_of_suppressing_it(
@@ -85,3 +159,77 @@ async def test_a_send_that_raises_retries_the_alarm_instead_of_suppressing_it(
     assert transport.raised
     assert "[ALARM Major] gw01" in mail.read_text()
     assert spool.stats().depth.get(("route:ops", "ready"), 0) == 0
+
+
+FORGOTTEN = "notifier_dispatch_alarm_states_forgotten_total"
+
+
+async def test_alarm_states_stay_bounded_over_ever_new_keys(tmp_path: Path) -> None:
+    """20,000 alarms set and cleared, each with a new code: the route remembers at most
+    max_alarm_states (10,000 by default), in memory and in alarms.sqlite, and counts the rest."""
+    keys = 20_000
+    r = rig(tmp_path, spool_entries=2 * keys)
+    bound = r.worker.route.max_alarm_states
+    for i in range(keys):
+        code = f"0x{i:08x}"
+        await r.spool.put([alarm(Kind.ALARM, T0 + i, code), alarm(Kind.CLEAR, T0 + i + 0.5, code)])
+    r.clock.now = T0 + keys
+    try:
+        async with running(r.worker):
+            await until(lambda: delivered(r.spool))
+    finally:
+        await r.store.close()
+    assert bound == 10_000
+    assert sample(r.metrics, "notifier_dispatch_alarm_states", route="ops") == bound
+    assert sample(r.metrics, FORGOTTEN, route="ops", reason="bound_cleared") == keys - bound
+    assert sample(r.metrics, FORGOTTEN, route="ops", reason="bound_active") == 0
+    reopened = AlarmStore(tmp_path / "alarms.sqlite")
+    kept = reopened.load("route:ops")
+    await reopened.close()
+    assert len(kept) == bound
+    # The newest are the ones kept: a late clear of those is still recognised.
+    assert min(s.last_seen for s in kept.values()) == T0 + (keys - bound) + 0.5
+
+
+async def test_cleared_alarms_are_forgotten_after_a_week_without_any_new_record(
+    tmp_path: Path,
+) -> None:
+    r = rig(tmp_path)
+    for i in range(300):
+        code = f"0x{i:08x}"
+        await r.spool.put([alarm(Kind.ALARM, T0, code), alarm(Kind.CLEAR, T0 + 1, code)])
+    await r.spool.put([alarm(Kind.ALARM, T0, "still-active")])
+    try:
+        async with running(r.worker):
+            await until(lambda: delivered(r.spool))
+            assert sample(r.metrics, "notifier_dispatch_alarm_states", route="ops") == 301
+            # A week and a bit passes with no record at all: the periodic sweep forgets.
+            r.clock.now = T0 + FORGET_CLEARED_AFTER_S + 3600
+            await until(lambda: sample(r.metrics, FORGOTTEN, route="ops", reason="expired") == 300)
+    finally:
+        await r.store.close()
+    assert sample(r.metrics, "notifier_dispatch_alarm_states", route="ops") == 1
+    assert r.worker.status()["active_alarms"] == 1
+    reopened = AlarmStore(tmp_path / "alarms.sqlite")
+    assert list(reopened.load("route:ops")) == [("gw01", "still-active", "RELAY/RECH")]
+    await reopened.close()
+
+
+async def test_an_active_alarm_forgotten_over_the_bound_has_its_clear_mailed_as_unknown(
+    tmp_path: Path,
+) -> None:
+    r = rig(tmp_path, max_alarm_states=2)
+    for i, code in enumerate(("0x00000001", "0x00000002", "0x00000003")):
+        await r.spool.put([alarm(Kind.ALARM, T0 + i, code)])
+    try:
+        async with running(r.worker):
+            await until(
+                lambda: sample(r.metrics, FORGOTTEN, route="ops", reason="bound_active") == 1
+            )
+            await r.spool.put([alarm(Kind.CLEAR, T0 + 10, "0x00000001")])
+            await until(lambda: delivered(r.spool))
+    finally:
+        await r.store.close()
+    assert sample(r.metrics, "notifier_dispatch_decisions_total", reason="clear_unknown") == 1
+    mails = sorted((tmp_path / "outbox").glob("*.eml"), key=lambda p: p.stat().st_mtime)
+    assert "alarm cleared (notifier had not seen it set)" in mails[-1].read_text()

@@ -9,7 +9,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.testclient import TestClient
 
 from notifier.web.guard import AdminGuard
 from tests.service import NotifierProcess
@@ -68,12 +67,22 @@ def test_status_page_wants_the_admin_password_when_one_is_set(tmp_path: Path) ->
         proc.stop()
 
 
-def test_without_admin_password_pages_answer_loopback_only() -> None:
+async def test_without_admin_password_pages_answer_loopback_only() -> None:
     async def page(request: Request) -> Response:
         return PlainTextResponse("secret page")
 
     app = Starlette(routes=[Route("/", AdminGuard("")(page))])
-    # Starlette's test client connects from the address "testclient": not loopback.
-    response = TestClient(app).get("/")
-    assert response.status_code == 403
-    assert "web.admin_password" in response.text
+
+    async def get_from(address: str) -> httpx.Response:
+        # In process: the ASGI transport hands the app `address` as the client's; no traffic.
+        transport = httpx.ASGITransport(app=app, client=(address, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://notifier") as client:
+            return await client.get("/")
+
+    refused = await get_from("192.0.2.7")
+    assert refused.status_code == 403
+    assert "web.admin_password" in refused.text
+    assert "secret page" not in refused.text
+    for loopback in ("127.0.0.1", "::1"):
+        allowed = await get_from(loopback)
+        assert allowed.status_code == 200 and allowed.text == "secret page", loopback
