@@ -281,8 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add(
         "check-config",
-        "compile the config as `run` does (rules, addresses, TLS files, OAuth2 settings) and "
-        "print the effective values, secrets masked",
+        "compile the config as `run` does (rules, addresses, TLS files, OAuth2 settings, mail "
+        "templates) and print the effective values, secrets masked",
     )
     p.add_argument(
         "--quiet",

@@ -225,3 +225,17 @@ def test_render_previews_the_german_example_without_sending(tmp_path: Path) -> N
     assert unknown.returncode == 2
     assert "no route named 'nope' (have alarme)" in unknown.stderr
     assert list(tmp_path.iterdir()) == []  # nothing sent: no outbox, no spool
+
+
+def test_the_readmes_template_example_passes_check_config_and_renders(tmp_path: Path) -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    start = readme.index("\n## Mail templates and time zone\n")
+    section = readme[start : readme.index("\n## ", start + 1)]
+    (example,) = re.findall(r"```toml\n(.*?)```", section, re.S)
+    config = tmp_path / "n.toml"
+    config.write_text(example)
+    assert notifier("check-config", "--quiet", "--config", str(config)).stdout == ""
+    out = notifier("render", "--config", str(config), "--route", "pbx", "--sample", "clear")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("Subject: [CLEARED] gw01: Registration down\n")
+    assert re.search(r"Gerät gw01, Code 0x00010002, Critical, seit \d{4}-\d\d-\d\d ", out.stdout)
