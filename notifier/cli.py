@@ -144,9 +144,8 @@ def cmd_test_mail(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     import time
 
-    from notifier.dispatch.service import instance_name
     from notifier.mail.preview import Sample, render_sample
-    from notifier.mail.style import TemplateConfigError
+    from notifier.mail.style import TemplateConfigError, instance_name
 
     settings = _settings(args)
     routes = [r.name for r in settings.effective_routes()]

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from notifier.config import Settings, parse_listen
+from notifier.config import Settings
 from notifier.dispatch.rules import RuleError, compile_routes
 from notifier.dispatch.state import AlarmStore
 from notifier.dispatch.worker import RouteTarget, RouteWorker
 from notifier.mail.accounts import build_transport, envelope_for
-from notifier.mail.style import TemplateConfigError, local_host, route_styles
+from notifier.mail.style import TemplateConfigError, instance_name, route_styles
 from notifier.mail.testmail import TestMailError, compose_test_mail
 from notifier.mail.tokens import TokenProvider
 from notifier.mail.transport import MailTransport, SendReport
@@ -128,11 +128,3 @@ def build_dispatcher(
             )
         )
     return Dispatcher(settings, workers, transports, store, locks)
-
-
-def instance_name(settings: Settings) -> str:
-    """This notifier among several (the mail footer names it): host:http-port, stable across
-    restarts. The same rule names an instance on a shared PostgreSQL spool and in forward hop
-    markers (wt-pg, wt-forward): one function once those branches meet."""
-    listen = parse_listen(settings.http.listen)
-    return f"{local_host()}:{listen.port if listen is not None else 0}"

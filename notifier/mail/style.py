@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from notifier.config import RouteSettings, Settings
+from notifier.config import RouteSettings, Settings, parse_listen
 
 # The same Jinja2 settings for the built-in templates and the routes' own.
 TEMPLATE_OPTIONS: dict[str, Any] = {
@@ -58,6 +58,14 @@ class RouteTemplates:
 def local_host() -> str:
     """This machine's name, as the mail footer shows it."""
     return socket.gethostname() or "unknown host"
+
+
+def instance_name(settings: Settings) -> str:
+    """This notifier among several (the mail footer names it): host:http-port, stable across
+    restarts. The same rule names an instance on a shared PostgreSQL spool and in forward hop
+    markers (wt-pg, wt-forward): one function once those branches meet."""
+    listen = parse_listen(settings.http.listen)
+    return f"{local_host()}:{listen.port if listen is not None else 0}"
 
 
 @dataclass(frozen=True)
