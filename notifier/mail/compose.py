@@ -415,8 +415,12 @@ def mail_context(
     instance: str = "notifier",
     style: MailStyle,
     now: float,
+    counted: Sequence[MailItem] | None = None,
 ) -> dict[str, Any]:
-    """What every template sees (the README lists it): the values, already safe for a body."""
+    """What every template sees (the README lists it): the values, already safe for a body.
+
+    `items`: the records listed; `counted`: every record the mail reports (default: `items`),
+    for `counts`."""
     rows = [_row(item, style.zone) for item in items]
     return {
         "subject": subject,
@@ -424,7 +428,7 @@ def mail_context(
         "row": rows[0],
         "digest": len(items) > 1 or omitted > 0,
         "count": len(items) + omitted,
-        "counts": count_items(items),
+        "counts": count_items(items if counted is None else counted),
         "omitted": omitted,
         "dropped": [(Kind(kind).value, n) for kind, n in (dropped or {}).items() if n > 0],
         "route": one_line(style.route),
@@ -512,6 +516,7 @@ def compose(
         instance=instance,
         style=style,
         now=when,
+        counted=items,
     )
     # One line whatever the template made of it; empty: the built-in subject.
     subject = header_text(render_part("subject", context, style), limit=SUBJECT_LIMIT)
