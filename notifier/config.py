@@ -370,6 +370,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", validate_default=True, case_sensitive=True)
 
     data_dir: str = "./var"
+    instance_name: str = ""  # this notifier among several (mail footer); "": hostname:http-port
     log: LogSettings = Field(default_factory=LogSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)

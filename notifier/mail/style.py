@@ -61,9 +61,12 @@ def local_host() -> str:
 
 
 def instance_name(settings: Settings) -> str:
-    """This notifier among several (the mail footer names it): host:http-port, stable across
-    restarts. The same rule names an instance on a shared PostgreSQL spool and in forward hop
-    markers (wt-pg, wt-forward): one function once those branches meet."""
+    """This notifier among several (the mail footer names it): `instance_name`, else
+    hostname:http-port, stable across restarts. The same rule names an instance on a shared
+    PostgreSQL spool and in forward hop markers (wt-pg, wt-forward): one function once those
+    branches meet."""
+    if settings.instance_name:
+        return settings.instance_name
     listen = parse_listen(settings.http.listen)
     return f"{local_host()}:{listen.port if listen is not None else 0}"
 

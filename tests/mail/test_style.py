@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -11,6 +12,7 @@ from notifier.config import load_settings
 from notifier.mail.compose import MailItem, Reason, compose
 from notifier.mail.preview import template_problems
 from notifier.mail.style import MailStyle, RouteTemplates, TemplateConfigError, compile_template
+from notifier.mail.testmail import compose_test_mail
 from notifier.records import Kind
 from tests.mail.conftest import ENVELOPE, NOW, alarm
 from tests.mail.test_compose import plain, received
@@ -68,3 +70,10 @@ def test_check_config_renders_each_route_template_with_the_samples() -> None:
     assert problems[0].startswith("routes.0.body_template: UndefinedError")
     assert "(rendering the alarm sample)" in problems[0]
     assert problems[1].startswith("routes.1.subject_template: SecurityError")
+
+
+def test_the_footer_names_the_configured_instance_and_this_host() -> None:
+    settings = load_settings(environ={"NOTIFIER_INSTANCE_NAME": "berlin-2"})
+    message = received(compose_test_mail(settings, to="ops@example.com", now=NOW).message)
+    assert message["Subject"] == "[TEST] notifier test mail from berlin-2"
+    assert f"Sent by notifier on {socket.gethostname()} (instance berlin-2), " in plain(message)
