@@ -20,6 +20,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from notifier.config import RouteSettings, Settings, parse_listen
+from notifier.mail.transport import MailError
 
 # The same Jinja2 settings for the built-in templates and the routes' own.
 TEMPLATE_OPTIONS: dict[str, Any] = {
@@ -37,8 +38,9 @@ TEMPLATE_KEYS = (
 )
 
 
-class TemplateConfigError(ValueError):
-    """A route template that does not compile; the message names the key and the line."""
+class TemplateConfigError(MailError, ValueError):
+    """A route template that does not compile; the message names the key and the line (a
+    config error: ValueError too, like the other config checks)."""
 
 
 @dataclass(frozen=True)
