@@ -108,6 +108,14 @@ def cmd_spool(args: argparse.Namespace) -> int:
     from notifier.spool import admin
 
     settings = _settings(args)
+    if settings.spool.backend != "sqlite":
+        # They would open (and create) an empty SQLite file and report nothing waiting.
+        raise CliError(
+            f"spool {args.spool_cmd}: works on the SQLite spool only for now; with "
+            'backend = "postgresql" the queue is in the spool_records and spool_deliveries '
+            "tables of the database",
+            EXIT_USAGE,
+        )
     result: Callable[[], Any]
     data_dir = settings.data_dir
     if args.spool_cmd == "stats":
@@ -145,7 +153,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     import time
 
     from notifier.mail.preview import Sample, render_sample
-    from notifier.mail.style import TemplateConfigError, instance_name
+    from notifier.mail.style import TemplateConfigError
 
     settings = _settings(args)
     routes = [r.name for r in settings.effective_routes()]
@@ -154,7 +162,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         raise CliError(f"render: no route named {route!r} (have {', '.join(routes)})", EXIT_USAGE)
     try:
         message = render_sample(
-            settings, route, Sample(args.sample), time.time(), instance_name(settings)
+            settings, route, Sample(args.sample), time.time(), settings.instance()
         )
     except TemplateConfigError as e:
         raise CliError(f"config: {e}", EXIT_USAGE) from None

@@ -35,3 +35,7 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+# The throwaway PostgreSQL server (`pg_server`, `pg_dsn`), started only by tests that use it.
+pytest_plugins = ("tests.pg",)

@@ -6,14 +6,15 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from notifier.config import Settings
+from notifier.config import AccountSettings, Settings
+from notifier.dispatch.relay import RelayWorker
 from notifier.dispatch.rules import RuleError, compile_routes
 from notifier.dispatch.state import AlarmStore
 from notifier.dispatch.worker import RouteTarget, RouteWorker
 from notifier.mail.accounts import build_transport, envelope_for
-from notifier.mail.style import TemplateConfigError, instance_name, route_styles
+from notifier.mail.style import TemplateConfigError, route_styles
 from notifier.mail.testmail import TestMailError, compose_test_mail
 from notifier.mail.tokens import TokenProvider
 from notifier.mail.transport import MailTransport, SendReport
@@ -21,12 +22,30 @@ from notifier.metrics import Metrics
 from notifier.spool.base import Spool
 
 
+class Worker(Protocol):
+    """A spool consumer that mails through an account: a route's worker, or the relay's."""
+
+    @property
+    def consumer(self) -> str: ...
+
+    @property
+    def account(self) -> str: ...
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    async def retry_now(self) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
 @dataclass
 class Dispatcher:
-    """The running route workers and the account transports they share."""
+    """The running route workers (and the SMTP relay's) and the account transports they share."""
 
     settings: Settings
-    workers: list[RouteWorker]
+    workers: list[Worker]
     transports: dict[str, MailTransport]
     store: AlarmStore
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
@@ -95,21 +114,26 @@ def build_dispatcher(
         styles = route_styles(settings)
     except TemplateConfigError as e:
         raise ValueError(str(e)) from None
-    instance = instance_name(settings)
+    instance = settings.instance()
     store = AlarmStore(Path(settings.data_dir) / "alarms.sqlite")
     transports: dict[str, MailTransport] = {}
     locks: dict[str, asyncio.Lock] = {}
-    workers: list[RouteWorker] = []
-    for route, matcher in zip(routes, matchers, strict=True):
-        account = settings.account(route.account)
+    workers: list[Worker] = []
+
+    def transport_of(account: AccountSettings) -> MailTransport:
+        """One transport and one lock per account, whoever sends through it."""
         if account.name not in transports:
             transports[account.name] = build_transport(
                 settings.data_dir, account, providers.get(account.name)
             )
             locks[account.name] = asyncio.Lock()
+        return transports[account.name]
+
+    for route, matcher in zip(routes, matchers, strict=True):
+        account = settings.account(route.account)
         target = RouteTarget(
             account.name,
-            transports[account.name],
+            transport_of(account),
             envelope_for(account, route.to, route.cc, route.bcc),
             locks[account.name],
             styles[route.name],
@@ -125,6 +149,20 @@ def build_dispatcher(
                 retry_base_s=settings.spool.retry_base_s,
                 retry_max_s=settings.spool.retry_max_s,
                 instance=instance,
+            )
+        )
+    if settings.smtp_relay.listen:
+        account = settings.relay_account()
+        workers.append(
+            RelayWorker(
+                account,
+                transport_of(account),
+                locks[account.name],
+                spool,
+                metrics,
+                rewrite_from=settings.smtp_relay.rewrite_from,
+                retry_base_s=settings.spool.retry_base_s,
+                retry_max_s=settings.spool.retry_max_s,
             )
         )
     return Dispatcher(settings, workers, transports, store, locks)

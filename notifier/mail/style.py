@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from notifier.config import RouteSettings, Settings, parse_listen
+from notifier.config import RouteSettings, Settings
 from notifier.mail.transport import MailError
 
 # The same Jinja2 settings for the built-in templates and the routes' own.
@@ -60,17 +60,6 @@ class RouteTemplates:
 def local_host() -> str:
     """This machine's name, as the mail footer shows it."""
     return socket.gethostname() or "unknown host"
-
-
-def instance_name(settings: Settings) -> str:
-    """This notifier among several (the mail footer names it): `instance_name`, else
-    hostname:http-port, stable across restarts. The same rule names an instance on a shared
-    PostgreSQL spool and in forward hop markers (wt-pg, wt-forward): one function once those
-    branches meet."""
-    if settings.instance_name:
-        return settings.instance_name
-    listen = parse_listen(settings.http.listen)
-    return f"{local_host()}:{listen.port if listen is not None else 0}"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from email.message import EmailMessage
 from notifier.config import Settings
 from notifier.mail.accounts import envelope_for
 from notifier.mail.compose import MailItem, Reason, compose
-from notifier.mail.style import MailStyle, instance_name, mail_zone
+from notifier.mail.style import MailStyle, mail_zone
 from notifier.mail.transport import MailError, SendReport
 from notifier.records import Kind, Record, Severity
 
@@ -64,7 +64,7 @@ def compose_test_mail(
     message = compose(
         [MailItem(record, Reason.TEST)],
         envelope,
-        instance=instance_name(settings),
+        instance=settings.instance(),
         style=MailStyle(zone=mail_zone(settings)),
         now=when,
     )
