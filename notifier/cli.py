@@ -1,5 +1,5 @@
 """The command line: `notifier run | check-config | send-alarm | spool ... | test-mail |
-oauth2 ...`, each taking `--config FILE` before or after the command and its action.
+render | oauth2 ...`, each taking `--config FILE` before or after the command and its action.
 
 Exit status: 0 on success, 2 for usage or config errors, 1 otherwise; errors are one line on
 stderr.
@@ -149,6 +149,31 @@ def cmd_test_mail(args: argparse.Namespace) -> int:
     return send_test_mail(settings, account=args.account, to=args.to)
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    import time
+
+    from notifier.mail.preview import Sample, render_sample
+    from notifier.mail.style import TemplateConfigError
+
+    settings = _settings(args)
+    routes = [r.name for r in settings.effective_routes()]
+    route = args.route or routes[0]
+    if route not in routes:
+        raise CliError(f"render: no route named {route!r} (have {', '.join(routes)})", EXIT_USAGE)
+    try:
+        message = render_sample(
+            settings, route, Sample(args.sample), time.time(), settings.instance()
+        )
+    except TemplateConfigError as e:
+        raise CliError(f"config: {e}", EXIT_USAGE) from None
+    part = message.get_body(("html",) if args.html else ("plain",))
+    assert part is not None  # compose always writes both
+    if not args.html:
+        print(f"Subject: {message['Subject']}\n")
+    print(str(part.get_content()).rstrip("\n"))
+    return EXIT_OK
+
+
 def cmd_oauth2(args: argparse.Namespace) -> int:
     from notifier.oauth2 import cli as oauth2_cli
 
@@ -263,8 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add(
         "check-config",
-        "compile the config as `run` does (rules, addresses, TLS files, OAuth2 settings) and "
-        "print the effective values, secrets masked",
+        "compile the config as `run` does (rules, addresses, TLS files, OAuth2 settings, mail "
+        "templates) and print the effective values, secrets masked",
     )
     p.add_argument(
         "--quiet",
@@ -352,6 +377,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--to", default="", help="recipient (default: the first route's of that account)"
     )
     p.set_defaults(func=cmd_test_mail)
+
+    p = sub.add(
+        "render",
+        "print the mail a route would send for a sample alarm, clear or digest, with the "
+        "route's templates and the mail time zone (nothing is sent)",
+    )
+    p.add_argument("--route", "-r", default="", help="route name (default: the first route)")
+    p.add_argument(
+        "--sample",
+        choices=["alarm", "clear", "digest"],
+        default="alarm",
+        help="a new alarm, its clear an hour later, or a digest of a storm (default: alarm)",
+    )
+    p.add_argument(
+        "--html",
+        action="store_true",
+        help="print the HTML body instead of the subject and the text body (default: text)",
+    )
+    p.set_defaults(func=cmd_render)
 
     p = sub.add("oauth2", "sign OAuth2 mail accounts in and out")
     p.set_defaults(func=cmd_oauth2)

@@ -21,6 +21,7 @@ import json
 import os
 import socket
 import tomllib
+import zoneinfo
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -351,6 +352,24 @@ class AccountSettings(Section):
         return not self.server
 
 
+def _check_timezone(value: str) -> str:
+    if value.upper() == "UTC":
+        return value
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value!r}: use an IANA name such as 'Europe/Berlin' or 'UTC'"
+        ) from None
+    return value
+
+
+class MailSettings(Section):
+    timezone: str = "UTC"  # times in mails, e.g. "Europe/Berlin"
+
+    _timezone = field_validator("timezone")(_check_timezone)
+
+
 class MatchSettings(Section):
     kinds: list[Kind] = Field(default_factory=lambda: [Kind.ALARM, Kind.CLEAR, Kind.EVENT])
     severities: list[str] = Field(default_factory=list)
@@ -375,6 +394,10 @@ class RouteSettings(Section):
     match: MatchSettings = Field(default_factory=MatchSettings)
     # First match wins; `continue = true` lets records this route takes go on to later routes.
     continue_matching: bool = Field(default=False, alias="continue")
+    # The route's own Jinja2 templates (sandboxed; "" = the built-in one); README: variables.
+    subject_template: str = ""
+    body_template: str = ""
+    body_html_template: str = ""
     group_wait_s: float = Field(default=10.0, ge=0)
     group_interval_s: float = Field(default=300.0, ge=0)
     repeat_interval_s: float = Field(default=14_400.0, ge=0)
@@ -475,7 +498,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", validate_default=True, case_sensitive=True)
 
     data_dir: str = "./var"
-    # This process among several (hop markers, leases on a shared database); "": host:http-port.
+    # This process among several (hop markers, leases on a shared database, the mail footer);
+    # "": host:http-port.
     instance_name: str = ""
     log: LogSettings = Field(default_factory=LogSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
@@ -490,6 +514,7 @@ class Settings(BaseSettings):
     web: WebSettings = Field(default_factory=WebSettings)
     oauth2: OAuth2StoreSettings = Field(default_factory=OAuth2StoreSettings)
     webhooks: WebhooksSettings = Field(default_factory=WebhooksSettings)
+    mail: MailSettings = Field(default_factory=MailSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -2,25 +2,26 @@
 
 `notifier run` and `notifier check-config` both call `config_problems`, so what check-config
 calls valid, run does not refuse: route rules (regular expressions, code ranges, severities),
-mail addresses, OAuth2 account settings, TLS files and the mail templates.
+mail addresses, OAuth2 account settings, TLS files and the mail templates (the built-in
+ones and every route's own, rendered with sample mails).
 """
 
 from __future__ import annotations
 
 import ssl
 
-import jinja2
-
 from notifier.config import Settings
 
 
 def config_problems(settings: Settings) -> list[str]:
     """One line per problem, each naming its key; [] when `run` can start on `settings`."""
+    from notifier.mail.preview import template_problems
+
     return (
         account_problems(settings)
         + route_problems(settings)
         + tls_problems(settings)
-        + template_problems()
+        + template_problems(settings)
         + forward_problems(settings)
     )
 
@@ -79,13 +80,3 @@ def tls_problems(settings: Settings) -> list[str]:
                 "it must hold PEM certificates"
             )
     return problems
-
-
-def template_problems() -> list[str]:
-    from notifier.mail.compose import load_templates
-
-    try:
-        load_templates()
-    except jinja2.TemplateError as e:
-        return [f"mail templates: {e}: reinstall notifier"]
-    return []

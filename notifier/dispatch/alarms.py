@@ -12,7 +12,7 @@ import heapq
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from notifier.records import Kind, Record
+from notifier.records import Kind, Record, Severity
 
 
 class Reason(enum.StrEnum):
@@ -55,6 +55,7 @@ class AlarmState:
     count: int  # sets received while active, including the first
     last_notified: float  # when a mail about it last went out
     cleared_at: float | None = None
+    severity: Severity | None = None  # the set's, for the clear mail (not yet in alarms.sqlite)
 
     @property
     def key(self) -> Key:
@@ -99,6 +100,7 @@ class Decision:
     state: AlarmState | None  # the state to keep after this record (None: nothing to keep)
     active_since: float | None = None  # for clears and reminders: when the alarm was set
     repeat_count: int = 0
+    set_severity: Severity | None = None  # for clears: the severity the alarm was set with
 
     @property
     def notify(self) -> bool:
@@ -123,7 +125,7 @@ def decide(
             if prev is not None and prev.cleared_at is not None and at < prev.cleared_at:
                 # Set older than the clear we already mailed: delivered late from a device queue.
                 return Decision(Reason.LATE_SET, prev)
-            state = AlarmState(device, code, source, True, at, at, 1, now)
+            state = AlarmState(device, code, source, True, at, at, 1, now, severity=record.severity)
             return Decision(Reason.NEW_ALARM, state, active_since=at, repeat_count=1)
         seen = replace(prev, last_seen=max(prev.last_seen, at), count=prev.count + 1)
         if repeat_interval_s > 0 and now - prev.last_notified >= repeat_interval_s:
@@ -147,4 +149,10 @@ def decide(
         # device): the alarm came back since, so it stays active.
         return Decision(Reason.STALE_CLEAR, prev, active_since=prev.first_set)
     state = replace(prev, active=False, last_seen=at, cleared_at=at, last_notified=now)
-    return Decision(Reason.CLEARED, state, active_since=prev.first_set, repeat_count=prev.count)
+    return Decision(
+        Reason.CLEARED,
+        state,
+        active_since=prev.first_set,
+        repeat_count=prev.count,
+        set_severity=prev.severity,
+    )

@@ -14,6 +14,7 @@ from notifier.dispatch.rules import RuleError, compile_routes
 from notifier.dispatch.state import AlarmStore
 from notifier.dispatch.worker import RouteTarget, RouteWorker
 from notifier.mail.accounts import build_transport, envelope_for
+from notifier.mail.style import TemplateConfigError, route_styles
 from notifier.mail.testmail import TestMailError, compose_test_mail
 from notifier.mail.tokens import TokenProvider
 from notifier.mail.transport import MailTransport, SendReport
@@ -99,7 +100,8 @@ def build_dispatcher(
     metrics: Metrics,
     token_providers: Mapping[str, TokenProvider] | None = None,
 ) -> Dispatcher:
-    """One worker per route, one transport per account; raises ValueError for a bad rule.
+    """One worker per route, one transport per account; raises ValueError for a bad rule or
+    template.
 
     `token_providers`: account name -> OAuth2 token provider, for OAuth2 accounts."""
     providers = token_providers or {}
@@ -108,6 +110,11 @@ def build_dispatcher(
         matchers = compile_routes(routes)
     except RuleError as e:
         raise ValueError(str(e)) from None
+    try:
+        styles = route_styles(settings)
+    except TemplateConfigError as e:
+        raise ValueError(str(e)) from None
+    instance = settings.instance()
     store = AlarmStore(Path(settings.data_dir) / "alarms.sqlite")
     transports: dict[str, MailTransport] = {}
     locks: dict[str, asyncio.Lock] = {}
@@ -129,6 +136,7 @@ def build_dispatcher(
             transport_of(account),
             envelope_for(account, route.to, route.cc, route.bcc),
             locks[account.name],
+            styles[route.name],
         )
         workers.append(
             RouteWorker(
@@ -140,6 +148,7 @@ def build_dispatcher(
                 metrics,
                 retry_base_s=settings.spool.retry_base_s,
                 retry_max_s=settings.spool.retry_max_s,
+                instance=instance,
             )
         )
     if settings.smtp_relay.listen:

@@ -32,6 +32,7 @@ from notifier.dispatch.state import AlarmStore
 from notifier.log import RateLimiter, get_logger
 from notifier.mail.compose import Envelope, MailItem, compose
 from notifier.mail.compose import Reason as MailReason
+from notifier.mail.style import MailStyle
 from notifier.mail.transport import DeliveryError, MailTransport, Outcome
 from notifier.metrics import Metrics
 from notifier.records import Kind, Record
@@ -153,6 +154,7 @@ class RouteTarget:
     transport: MailTransport
     envelope: Envelope
     lock: asyncio.Lock  # one session at a time per account transport
+    style: MailStyle = field(default_factory=MailStyle)  # the route's templates, time zone
 
 
 class RouteWorker:
@@ -293,6 +295,7 @@ class RouteWorker:
                         repeat_count=0
                         if decision.reason is Reason.NEW_ALARM
                         else decision.repeat_count,
+                        set_severity=decision.set_severity,
                     )
                 )
             else:
@@ -329,6 +332,7 @@ class RouteWorker:
                 max_shown=self.route.max_records_per_mail,
                 dropped=self._pending_drops.counts if self._pending_drops else None,
                 instance=self._instance,
+                style=self._target.style,
             )
             step = "send"
             async with self._target.lock:

@@ -18,16 +18,22 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from email import headerregistry
 from email.errors import NonASCIILocalPartDefect
 from email.headerregistry import Address, Group
 from email.message import EmailMessage
 from functools import cache
+from typing import Any
 
 import jinja2
 
-from notifier.mail.text import body_text, format_duration, header_text, iso_utc, one_line
+from notifier.log import RateLimiter, get_logger
+from notifier.mail.style import TEMPLATE_OPTIONS, MailStyle
+from notifier.mail.text import body_text, format_duration, format_time, header_text, one_line
 from notifier.mail.transport import Outgoing
 from notifier.records import Kind, Record, Severity
+
+log = get_logger("notifier.mail")
 
 SUBJECT_LIMIT = 180  # characters; long subjects are cut on screens and by some servers anyway
 _IDS_IN_HEADER = 8  # more record ids than this: a count and a hash instead
@@ -55,12 +61,15 @@ class MailItem:
     set record's `.time`); for a clear the mail shows how long the alarm was active.
     `repeat_count`: how many times the device sent this alarm while it was active (REPEAT,
     CLEAR); devices re-send an active alarm about every 30 minutes.
+    `set_severity`: for a clear, the severity the alarm was set with (a clear often carries
+    another one); None when unknown, then the clear's own is shown.
     """
 
     record: Record
     reason: Reason
     active_since: float | None = None
     repeat_count: int = 0
+    set_severity: Severity | None = None
 
 
 # Configured addresses repeat on every mail; parsing them is a good part of composing one.
@@ -128,6 +137,28 @@ class Envelope:
         return self.from_address.domain
 
 
+# BaseHeader as a base too: the registry mixes it in anyway, and so mypy sees `fold` and `name`.
+class _SubjectHeader(headerregistry.UniqueUnstructuredHeader, headerregistry.BaseHeader):  # type: ignore[misc]
+    """A Subject that never leaves its first line empty.
+
+    Python's folder moves a whole value that fits on a line of its own (70 to 77 characters)
+    to the next line: ``Subject:`` CRLF `` value``, which readers show with a leading space.
+    Here the value starts after ``Subject: `` and that line may run to 87 characters, far below
+    the 998 that RFC 5322 allows; longer values fold inside, between words, as before."""
+
+    def fold(self, *, policy: email.policy.Policy) -> str:
+        folded = super().fold(policy=policy)
+        name = self.name
+        empty_first = f"{name}:{policy.linesep} "
+        if folded.startswith(empty_first):
+            folded = f"{name}: " + folded[len(empty_first) :]
+        return folded
+
+
+_HEADERS = headerregistry.HeaderRegistry()
+_HEADERS.map_to_type("subject", _SubjectHeader)
+_POLICY = email.policy.default.clone(header_factory=_HEADERS)
+
 _DOMAIN_SAFE = re.compile(r"^[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?$")
 
 
@@ -156,6 +187,22 @@ def _severity_name(record: Record) -> str:
     if record.severity is Severity.INDETERMINATE and not record.severity_raw:
         return ""
     return record.severity.value.capitalize()
+
+
+def shown_severity(item: MailItem) -> tuple[str, str]:
+    """(the severity a mail shows, the sender's raw value when it says something else).
+
+    A clear shows the severity its alarm was set with: the people reading it were told
+    "Critical", whatever the clear itself carries. The raw value only when it differs from the
+    name ("Major (sent as 2)", never "Major (sent as major)")."""
+    if item.reason is Reason.CLEAR and item.set_severity is not None:
+        if item.set_severity is Severity.INDETERMINATE:
+            return "", ""
+        return item.set_severity.value.capitalize(), ""
+    record = item.record
+    raw = record.severity_raw.strip()
+    same = raw.lower() in ("", record.severity.value)
+    return _severity_name(record), "" if same else raw
 
 
 def status_label(item: MailItem) -> str:
@@ -237,6 +284,19 @@ def _first_distinct(values: Iterable[str], show: int) -> tuple[list[str], int]:
     return distinct[:show], max(len(distinct) - show, 0)
 
 
+def count_items(items: Iterable[MailItem]) -> dict[str, int]:
+    """How many records of a mail are alarms (set or still active), clears, events, ..."""
+    groups = {"alarm": 0, "cleared": 0, "event": 0, "log": 0, "test": 0}
+    for item in items:
+        if item.reason in (Reason.NEW, Reason.REPEAT):
+            groups["alarm"] += 1
+        elif item.reason in (Reason.CLEAR, Reason.CLEAR_UNKNOWN):
+            groups["cleared"] += 1
+        else:
+            groups[item.reason.value] += 1
+    return groups
+
+
 def subject_for(items: Sequence[MailItem], omitted: int = 0, instance: str = "notifier") -> str:
     """The subject: one record (``[ALARM Major] gw01 RELAY/RECH: Registration down (0x..)``,
     ``[CLEARED] ... (active 1h 5m)``) or a digest (``[3 ALARMS, 1 CLEARED] gw01, gw02``)."""
@@ -254,15 +314,7 @@ def subject_for(items: Sequence[MailItem], omitted: int = 0, instance: str = "no
         bare = describe(item.record.evolve(text=""))
         room = max(SUBJECT_LIMIT - len(label) - len(tail) - len(bare) + len("(no text)"), 20)
         return header_text(label + describe(item.record, room) + tail, limit=SUBJECT_LIMIT)
-    groups = {"ALARM": 0, "CLEARED": 0, "EVENT": 0, "LOG": 0, "TEST": 0}
-    for item in items:
-        if item.reason in (Reason.NEW, Reason.REPEAT):
-            groups["ALARM"] += 1
-        elif item.reason in (Reason.CLEAR, Reason.CLEAR_UNKNOWN):
-            groups["CLEARED"] += 1
-        else:
-            groups[item.reason.value.upper()] += 1
-    counts = [_plural(n, word) for word, n in groups.items() if n]
+    counts = [_plural(n, word.upper()) for word, n in count_items(items).items() if n]
     if omitted:
         counts.append(f"+{omitted} MORE")
     devices, more = _first_distinct(
@@ -292,27 +344,32 @@ class Row:
     details: str
     sender: str
     receiver: str
-    active: str
+    active: str  # clears only: how long the alarm was active
+    set_at: str  # clears and reminders: when the alarm was set
     repeat_count: int
     record_id: str
     kind: str
+    reason_code: str
     labels: tuple[tuple[str, str], ...] = ()  # an alert's labels (Alertmanager, Grafana)
 
 
-def _row(item: MailItem) -> Row:
+def _row(item: MailItem, zone: dt.tzinfo) -> Row:
     record = item.record
-    active = active_for(item)
+    # A new alarm has been active for no time: "Active for" belongs on clears only.
+    active = active_for(item) if item.reason is Reason.CLEAR else None
+    was_set = item.reason in (Reason.CLEAR, Reason.REPEAT)
+    severity, severity_raw = shown_severity(item)
     return Row(
         status=status_label(item),
         reason=reason_text(item),
-        time=iso_utc(record.time),
-        device_time=iso_utc(record.device_time),
-        received=iso_utc(record.received_at),
+        time=format_time(record.time, zone),
+        device_time=format_time(record.device_time, zone),
+        received=format_time(record.received_at, zone),
         device=one_line(_device(record)),
         serial=one_line(record.serial),
         code=one_line(record.code),
-        severity=_severity_name(record) or "not sent",
-        severity_raw=one_line(record.severity_raw),
+        severity=severity or "not sent",
+        severity_raw=one_line(severity_raw),
         source=one_line(_source(record)),
         text=body_text(record.text),
         text_line=one_line(record.text),
@@ -320,10 +377,12 @@ def _row(item: MailItem) -> Row:
         sender=one_line(record.sender),
         receiver=one_line(record.receiver),
         active=format_duration(active) if active is not None else "",
+        set_at=format_time(item.active_since, zone) if was_set else "",
         repeat_count=item.repeat_count,
         record_id=one_line(record.id),
         kind=record.kind.value,
         labels=tuple((one_line(k), one_line(v)) for k, v in record.labels.items()),
+        reason_code=item.reason.value,
     )
 
 
@@ -332,14 +391,18 @@ def _templates() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.PackageLoader("notifier.mail", "templates"),
         autoescape=lambda name: bool(name and name.endswith(".html.j2")),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
+        **TEMPLATE_OPTIONS,
     )
 
 
 TEMPLATES = ("mail.txt.j2", "mail.html.j2")
+_BUILT_IN = {"text": "mail.txt.j2", "html": "mail.html.j2"}
+_TEMPLATE_KEY = {
+    "subject": "subject_template",
+    "text": "body_template",
+    "html": "body_html_template",
+}
+_template_log = RateLimiter(burst=1, period_s=300.0)
 
 
 def load_templates() -> None:
@@ -351,30 +414,67 @@ def load_templates() -> None:
         env.get_template(name)
 
 
-def render_bodies(
+def mail_context(
     items: Sequence[MailItem],
     *,
     subject: str,
     omitted: int = 0,
     dropped: Mapping[Kind, int] | None = None,
     instance: str = "notifier",
+    style: MailStyle,
     now: float,
-) -> tuple[str, str]:
-    """The text and the HTML body."""
-    context = {
+    counted: Sequence[MailItem] | None = None,
+) -> dict[str, Any]:
+    """What every template sees (the README lists it): the values, already safe for a body.
+
+    `items`: the records listed; `counted`: every record the mail reports (default: `items`),
+    for `counts`."""
+    rows = [_row(item, style.zone) for item in items]
+    return {
         "subject": subject,
-        "rows": [_row(item) for item in items],
+        "rows": rows,
+        "row": rows[0],
         "digest": len(items) > 1 or omitted > 0,
+        "count": len(items) + omitted,
+        "counts": count_items(items if counted is None else counted),
         "omitted": omitted,
         "dropped": [(Kind(kind).value, n) for kind, n in (dropped or {}).items() if n > 0],
+        "route": one_line(style.route),
         "instance": one_line(instance),
-        "generated": iso_utc(now),
+        "host": one_line(style.host),
+        "generated": format_time(now, style.zone),
+        "timezone": style.zone_name,
     }
-    env = _templates()
-    return (
-        env.get_template("mail.txt.j2").render(context),
-        env.get_template("mail.html.j2").render(context),
-    )
+
+
+def render_part(part: str, context: Mapping[str, Any], style: MailStyle) -> str:
+    """One part ("subject", "text", "html") from the route's template, or the built-in one.
+
+    A route template that fails on this mail's values costs the reader the route's layout, never
+    the mail: the built-in one is used and the failure logged (`check-config` renders samples,
+    so this is rare)."""
+    custom = style.templates.part(part)
+    if custom is not None:
+        try:
+            return custom.render(context)
+        except Exception as e:  # any error in an operator's template: fall back, never lose
+            _template_failed(style.route, part, e)
+    if part == "subject":
+        return str(context["subject"])
+    return _templates().get_template(_BUILT_IN[part]).render(context)
+
+
+def _template_failed(route: str, part: str, error: Exception) -> None:
+    allowed, suppressed = _template_log.allow(f"{route}/{part}")
+    if allowed:
+        log.warning(
+            "route template failed: this mail uses the built-in one",
+            route=route,
+            key=_TEMPLATE_KEY[part],
+            error=f"{type(error).__name__}: {error}",
+            suppressed=suppressed,
+            hint=f"try it with `notifier render --route {route} --sample alarm|clear|digest`",
+        )
 
 
 def _record_ids_header(ids: Sequence[str]) -> str:
@@ -394,6 +494,7 @@ def compose(
     max_shown: int | None = None,
     dropped: Mapping[Kind, int] | None = None,
     instance: str = "notifier",
+    style: MailStyle | None = None,
     now: float | None = None,
 ) -> EmailMessage:
     """One mail about `items` (one record, or a digest with one row per record).
@@ -406,22 +507,31 @@ def compose(
 
     `omitted`: records the caller left out to respect its per-mail maximum ("N more records not
     shown"). `dropped`: records lost because a queue was full, by kind (a notice in the body).
+    `style`: the route's templates, the time zone of the times, the host (default: built-in
+    templates, UTC, this host). `instance`: the notifier instance named in the footer.
     Raises ValueError for an empty `items` or an invalid address in `envelope`.
     """
     if not items:
         raise ValueError("compose needs at least one record")
     when = time.time() if now is None else now
-    subject = subject_for(items, omitted, instance)
+    style = style or MailStyle()
     shown = items if max_shown is None else items[: max(max_shown, 1)]
-    text, html = render_bodies(
+    context = mail_context(
         shown,
-        subject=subject,
+        subject=subject_for(items, omitted, instance),
         omitted=omitted + len(items) - len(shown),
         dropped=dropped,
         instance=instance,
+        style=style,
         now=when,
+        counted=items,
     )
-    message = EmailMessage(policy=email.policy.default)
+    # One line whatever the template made of it; empty: the built-in subject.
+    subject = header_text(render_part("subject", context, style), limit=SUBJECT_LIMIT)
+    context["subject"] = subject = subject or context["subject"]
+    text = render_part("text", context, style)
+    html = render_part("html", context, style)
+    message = EmailMessage(policy=_POLICY)
     message["From"] = envelope.from_address
     if envelope.to:
         message["To"] = [parse_mailbox(entry) for entry in envelope.to]

@@ -10,6 +10,7 @@ from email.message import EmailMessage
 from notifier.config import Settings
 from notifier.mail.accounts import envelope_for
 from notifier.mail.compose import MailItem, Reason, compose
+from notifier.mail.style import MailStyle, mail_zone
 from notifier.mail.transport import MailError, SendReport
 from notifier.records import Kind, Record, Severity
 
@@ -60,7 +61,14 @@ def compose_test_mail(
         severity=Severity.INFO,
     )
     envelope = envelope_for(acct, recipients, [], [])
-    return TestMail(acct.name, compose([MailItem(record, Reason.TEST)], envelope, now=when))
+    message = compose(
+        [MailItem(record, Reason.TEST)],
+        envelope,
+        instance=settings.instance(),
+        style=MailStyle(zone=mail_zone(settings)),
+        now=when,
+    )
+    return TestMail(acct.name, message)
 
 
 def describe_report(report: SendReport) -> list[str]:

@@ -55,15 +55,16 @@ def one_line(value: str) -> str:
     return body_text(value).replace("\n", " ⏎ ")
 
 
-def iso_utc(timestamp: float | None) -> str:
-    """Unix seconds as ISO 8601 UTC to the second (``2026-11-27T21:50:19Z``); '' for None."""
+def format_time(timestamp: float | None, zone: dt.tzinfo = dt.UTC) -> str:
+    """Unix seconds as people read them in mails, to the second, in `zone` (the mail time zone):
+    ``2026-11-27 22:50:19 CET``; '' for None."""
     if timestamp is None:
         return ""
     try:
-        moment = dt.datetime.fromtimestamp(timestamp, dt.UTC)
+        moment = dt.datetime.fromtimestamp(timestamp, zone)
     except (OverflowError, OSError, ValueError):
         return f"{timestamp!r} (out of range)"
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def format_duration(seconds: float) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -101,7 +102,7 @@ def test_test_mail_without_smtp_server_writes_the_outbox(tmp_path: Path) -> None
     assert "transport: outbox" in out.stdout
     (mail,) = (tmp_path / "var" / "outbox").glob("*.eml")
     text = mail.read_text()
-    assert "Subject: [TEST] notifier test mail from notifier" in text
+    assert f"Subject: [TEST] notifier test mail from {socket.gethostname()}:" in text
     assert "through account 'ops'" in text
 
 

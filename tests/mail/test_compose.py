@@ -122,8 +122,8 @@ def test_single_mail_body_shows_every_field() -> None:
         "0x00010002",
         "Major (sent as 2)",
         "RELAY/RECH",
-        "Device time:  2025-11-27T21:50:17Z",
-        "Received:     2025-11-27T21:50:18Z",
+        "Device time:  2025-11-27 21:50:17 UTC",
+        "Received:     2025-11-27 21:50:18 UTC",
         "192.0.2.10:514 via syslog-udp",
         '<relay prot="SH323"/>',
         record.id,
@@ -235,3 +235,38 @@ def test_parse_mailbox_takes_names_and_quoted_commas() -> None:
 def test_compose_needs_records() -> None:
     with pytest.raises(ValueError):
         compose([], ENVELOPE)
+
+
+def test_clear_shows_the_severity_the_alarm_was_set_with_and_when() -> None:
+    record = alarm(kind=Kind.CLEAR, severity=Severity.MAJOR, device_time=NOW)
+    item = MailItem(record, Reason.CLEAR, active_since=NOW - 3900, set_severity=Severity.CRITICAL)
+    text = plain(one(item))
+    assert "Severity:     Critical\n" in text
+    assert "Alarm set:    2025-11-27 20:45:20 UTC\n" in text
+    assert "Active for:   1h 5m\n" in text
+
+
+def test_clear_whose_set_severity_is_unknown_shows_its_own() -> None:
+    record = alarm(kind=Kind.CLEAR, device_time=NOW)
+    text = plain(one(MailItem(record, Reason.CLEAR, active_since=NOW - 60)))
+    assert "Severity:     Major (sent as 2)\n" in text
+
+
+def test_new_alarm_has_no_active_for_and_no_raw_severity_repeating_the_name() -> None:
+    record = alarm(severity_raw="MAJOR")
+    text = plain(one(MailItem(record, Reason.NEW, active_since=record.time)))
+    assert "Severity:     Major\n" in text
+    assert "Active for" not in text
+    assert "Alarm set" not in text
+
+
+@pytest.mark.parametrize("length", range(60, 130, 3))
+@pytest.mark.parametrize("word", ["word", "x" * 70, "Störung"])
+def test_subject_is_never_folded_right_after_the_header_name(length: int, word: str) -> None:
+    message = compose([MailItem(alarm(), Reason.NEW)], ENVELOPE, now=NOW)
+    value = ("[EVENT] " + " ".join([word] * 40))[:length].strip()
+    message.replace_header("Subject", value)
+    flat = flatten_message(message, cte_type="7bit")
+    (line,) = [x for x in flat.split(b"\r\n") if x.startswith(b"Subject:")]
+    assert line.startswith(b"Subject: [EVENT]"), line  # folded, if at all, inside the value
+    assert received(message)["Subject"] == value

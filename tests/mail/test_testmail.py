@@ -4,6 +4,7 @@ running service sends when the button is pressed."""
 from __future__ import annotations
 
 import email.policy
+import socket
 from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
@@ -29,7 +30,10 @@ def test_test_mail_names_the_account_and_goes_to_its_routes_recipients() -> None
     settings = load_settings(environ={"NOTIFIER_ROUTES": ROUTES})
     mail = compose_test_mail(settings, now=1_764_280_220.0)
     assert mail.account == "ops"
-    assert str(mail.message["Subject"]) == "[TEST] notifier test mail from notifier"
+    assert (
+        str(mail.message["Subject"])
+        == f"[TEST] notifier test mail from {socket.gethostname()}:8080"
+    )
     assert str(mail.message["To"]) == "pbx-team@example.com"
     assert mail.message["X-Notifier-Reason"] == "test"
     assert "through account 'ops'" in text_of(mail.message)
@@ -65,6 +69,6 @@ async def test_the_pages_test_mail_button_sends_the_same_mail(tmp_path: Path) ->
     (path,) = (tmp_path / "outbox").glob("*.eml")
     sent = BytesParser(policy=email.policy.default).parsebytes(path.read_bytes())
     assert isinstance(sent, EmailMessage)
-    assert str(sent["Subject"]) == "[TEST] notifier test mail from notifier"
+    assert str(sent["Subject"]) == f"[TEST] notifier test mail from {socket.gethostname()}:8080"
     assert str(sent["To"]) == "pbx-team@example.com"
     assert "through account 'ops'" in text_of(sent)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
 import pytest
 
-from notifier.mail.text import body_text, format_duration, header_text, iso_utc, one_line
+from notifier.mail.text import body_text, format_duration, format_time, header_text, one_line
 
 UNSAFE = [
     "\r",
@@ -59,7 +61,9 @@ def test_durations_read_like_people_say_them(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
 
 
-def test_iso_utc() -> None:
-    assert iso_utc(0) == "1970-01-01T00:00:00Z"
-    assert iso_utc(None) == ""
-    assert "out of range" in iso_utc(1e20)
+def test_times_are_shown_in_the_mail_time_zone() -> None:
+    assert format_time(0) == "1970-01-01 00:00:00 UTC"
+    assert format_time(0, ZoneInfo("Europe/Berlin")) == "1970-01-01 01:00:00 CET"
+    assert format_time(1_782_907_200, ZoneInfo("Europe/Berlin")) == "2026-07-01 14:00:00 CEST"
+    assert format_time(None) == ""
+    assert "out of range" in format_time(1e20)
