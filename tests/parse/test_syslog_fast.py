@@ -239,7 +239,8 @@ def read_in_one_batch(messages: list[bytes], received_at: float = NOW) -> list[R
 def batch_reads_as_reference(messages: list[bytes], received_at: float) -> None:
     """Each message the batch takes is read as the original parser read it, with its own id;
     the ones it leaves (None) are for `parse_syslog`, which the tests above hold to the same."""
-    for i, (data, record) in enumerate(zip(messages, read_in_one_batch(messages, received_at))):
+    records = read_in_one_batch(messages, received_at)
+    for i, (data, record) in enumerate(zip(messages, records, strict=True)):
         if record is not None:
             assert fields(record) == outcome(reference.parse_syslog, data, received_at), data
             assert record.id == f"id{i}"
@@ -278,4 +279,5 @@ def test_the_usual_line_is_read_by_the_batch_and_an_alarm_is_left_to_the_full_pa
     taken, left = read_in_one_batch([usual, alarm])
     assert taken is not None and taken.source == "SIP" and taken.extras == {"procid": "1000"}
     assert left is None
-    assert parse_syslog(alarm, received_at=NOW, sender="192.0.2.7:514", receiver="t").kind == "alarm"
+    full = parse_syslog(alarm, received_at=NOW, sender="192.0.2.7:514", receiver="t")
+    assert full.kind == "alarm"
