@@ -110,7 +110,7 @@ def main() -> int:
         )
     print(f"Command: `{' '.join(['.venv/bin/python', 'bench/cpu.py', *sys.argv[1:]])}`")
     print(f"Load average (1 min) before: {load:.2f}\n")
-    headers = ["load", "notifier µs CPU/line", "rsyslog µs CPU/line", "notifier / rsyslog"]
+    headers = ["path", "notifier µs CPU/line", "rsyslog µs CPU/line", "notifier / rsyslog"]
     print(markdown_table([*headers, "runs: notifier", "runs: rsyslog"], rows))
     return 0
 
