@@ -187,9 +187,17 @@ def parse_fast_3164(
     out: list[Record | None] = []
     append = out.append
     for (data, sender), id in zip(frames, ids, strict=True):
-        # What `decode_text` returns for text that has nothing to count or refuse.
-        text = data.decode("utf-8", "replace").rstrip("\r\n\x00")
-        m = match(text) if text.isprintable() and "\ufffd" not in text else None
+        # What `decode_text` returns for text that has nothing to count or refuse; "" else.
+        if data.isascii():
+            # The usual case, checked on the bytes: twice as fast as `str.isprintable`.
+            line = data.rstrip(b"\r\n\x00")
+            clean = len(line.translate(None, _CONTROL_BYTES)) == len(line)
+            text = line.decode("ascii") if clean else ""
+        else:
+            text = data.decode("utf-8", "replace").rstrip("\r\n\x00")
+            if not text.isprintable() or "\ufffd" in text:
+                text = ""
+        m = match(text) if text else None
         record = None
         if m is not None:
             record = _fast_3164(m, text, data, received_at, sender, receiver, id)
@@ -197,6 +205,10 @@ def parse_fast_3164(
                 record = None
         append(record)
     return out
+
+
+# The ASCII characters `str.isprintable` refuses.
+_CONTROL_BYTES = bytes(range(0x20)) + b"\x7f"
 
 
 def _fast_3164(
