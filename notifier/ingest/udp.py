@@ -77,7 +77,13 @@ def _set_rcvbuf(sock: socket.socket, size: int) -> int:
 class UdpReceiver:
     """Bound datagram sockets feeding the spool; see `start_udp`."""
 
-    def __init__(self, socks: list[socket.socket], spool: Spool, intake: Intake) -> None:
+    def __init__(
+        self,
+        socks: list[socket.socket],
+        spool: Spool,
+        intake: Intake,
+        first: Sequence[UdpReceiver] = (),
+    ) -> None:
         self._socks = socks
         self._spool = spool
         self._intake = intake
@@ -86,7 +92,7 @@ class UdpReceiver:
         self._flusher: asyncio.Task[None] | None = None
         self._stats: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
-        self._first: list[UdpReceiver] = []  # read before each burst of this one's: see `start_udp`
+        self._first = list(first)  # read before each burst of this one's: see `start_udp`
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -245,7 +251,6 @@ async def start_udp(
         for sock in socks:
             sock.close()
         raise
-    rx = UdpReceiver(socks, spool, Intake(receiver, metrics, parse_syslog, scheme))
-    rx._first = list(first)
+    rx = UdpReceiver(socks, spool, Intake(receiver, metrics, parse_syslog, scheme), first)
     rx._start(metrics)
     return rx

@@ -179,9 +179,9 @@ def parse_fast_3164(
     None: those are for `parse_syslog` (or `parse_line`) to read, one at a time. `ids[i]` is
     the id of the record of `frames[i]`.
 
-    One loop over the whole read, with no call per line but the regex and the Record: at
-    tens of thousands of lines a second the calls and keyword arguments of the line-by-line
-    path are a third of the cost. Never raises for any input.
+    One loop over the whole read, with no call per line but the regex and the Record: the
+    calls and keyword arguments of the line-by-line path, and its `str.isprintable` check, were
+    a fifth of the parse (BENCHMARKS.md, issue #12). Never raises for any input.
     """
     match = _FAST_3164.match
     out: list[Record | None] = []
