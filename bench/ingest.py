@@ -67,7 +67,11 @@ SECTIONS = ("udp", "tcp", "http")
 
 def syslog_lines(count: int = 4096, size: int = LINE_BYTES) -> list[bytes]:
     """`count` distinct RFC 3164 lines of exactly `size` bytes (no line end), innovaphone-like."""
-    stamp = dt.datetime.now().strftime("%b %d %H:%M:%S").replace(" 0", "  ", 1)
+    # RFC 3164: the day space-padded ("Nov  3"), the hour zero-padded ("09:05:00"). (A
+    # replace(" 0", "  ") on the whole stamp also padded an hour before 10:00, "Nov 30  9:05",
+    # which is not the usual shape: those runs measured the lenient parser.)
+    now = dt.datetime.now()
+    stamp = f"{now:%b} {now.day:2d} {now:%H:%M:%S}"
     lines = []
     for i in range(count):
         head = (

@@ -116,7 +116,7 @@ class Service:
         from notifier.ingest.parse.syslog import parse_syslog
         from notifier.ingest.stream import start_stream
         from notifier.ingest.tls import server_context
-        from notifier.ingest.udp import start_udp
+        from notifier.ingest.udp import UdpReceiver, start_udp
 
         s = self.settings
         assert self.spool is not None
@@ -124,6 +124,22 @@ class Service:
         # Receivers close before dispatchers and the spool: insert at the front, in reverse.
         front: list[Callable[[], Awaitable[None]]] = []
 
+        # The alarm listener first: the log listener reads it before each of its own bursts.
+        alarm_udp: list[UdpReceiver] = []
+        if (listen := parse_listen(s.syslog.alarm_udp)) is not None:
+            alarm_udp.append(
+                await start_udp(
+                    listen.host,
+                    listen.port,
+                    spool=spool,
+                    metrics=metrics,
+                    receiver="syslog-alarm-udp",
+                    rcvbuf_bytes=s.syslog.udp_rcvbuf_bytes,
+                    scheme=scheme,
+                )
+            )
+            self.listening["syslog-alarm-udp"] = host_port(*alarm_udp[0].addresses[0])
+            front.append(alarm_udp[0].close)
         if (listen := parse_listen(s.syslog.udp)) is not None:
             udp = await start_udp(
                 listen.host,
@@ -132,6 +148,7 @@ class Service:
                 metrics=metrics,
                 rcvbuf_bytes=s.syslog.udp_rcvbuf_bytes,
                 scheme=scheme,
+                first=alarm_udp,
             )
             self.listening["syslog-udp"] = host_port(*udp.addresses[0])
             front.append(udp.close)
@@ -139,19 +156,23 @@ class Service:
         streams: list[
             tuple[str, str, Callable[..., Any], ssl.SSLContext | None, int, int, int, float]
         ] = []
-        if s.syslog.tcp:
-            streams.append(
-                (
-                    "syslog-tcp",
-                    s.syslog.tcp,
-                    parse_syslog,
-                    None,
-                    s.syslog.max_frame_bytes,
-                    s.syslog.max_connections,
-                    s.syslog.max_connections_per_peer,
-                    s.syslog.idle_timeout_s,
+        for name, address in (
+            ("syslog-tcp", s.syslog.tcp),
+            ("syslog-alarm-tcp", s.syslog.alarm_tcp),
+        ):
+            if address:
+                streams.append(
+                    (
+                        name,
+                        address,
+                        parse_syslog,
+                        None,
+                        s.syslog.max_frame_bytes,
+                        s.syslog.max_connections,
+                        s.syslog.max_connections_per_peer,
+                        s.syslog.idle_timeout_s,
+                    )
                 )
-            )
         if s.syslog.tls:
             tls_context = server_context(
                 s.syslog.tls_cert_file, s.syslog.tls_key_file, s.syslog.tls_client_ca_file

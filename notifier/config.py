@@ -57,6 +57,8 @@ RECEIVERS = (
     "alertmanager",
     "grafana",
 )
+# The alarm listeners of [syslog] (alarm_udp, alarm_tcp): a device's alarm forward server.
+ALARM_RECEIVERS = ("syslog-alarm-udp", "syslog-alarm-tcp")
 
 
 class ConfigError(Exception):
@@ -176,8 +178,12 @@ class SyslogSettings(Section):
     max_connections: int = Field(default=1000, ge=1)
     max_connections_per_peer: int = Field(default=64, ge=1)  # more from one address: closed
     idle_timeout_s: float = Field(default=300, gt=0)
+    # A device's alarm forward server, apart from its log server: read before the log
+    # listeners, so a log flood on `udp` cannot crowd out an alarm ("" = off).
+    alarm_udp: str = ""
+    alarm_tcp: str = ""
 
-    _listen = field_validator("udp", "tcp", "tls")(_check_listen)
+    _listen = field_validator("udp", "tcp", "tls", "alarm_udp", "alarm_tcp")(_check_listen)
 
     @model_validator(mode="after")
     def _tls_needs_cert(self) -> SyslogSettings:
@@ -266,8 +272,9 @@ class SpoolSettings(Section):
         cls, value: dict[str, ReceiverSpoolSettings]
     ) -> dict[str, ReceiverSpoolSettings]:
         for name in value:
-            if name not in RECEIVERS:
-                raise ValueError(f"unknown receiver {name!r}: use one of {', '.join(RECEIVERS)}")
+            if name not in RECEIVERS + ALARM_RECEIVERS:
+                known = ", ".join(RECEIVERS + ALARM_RECEIVERS)
+                raise ValueError(f"unknown receiver {name!r}: use one of {known}")
         return value
 
 

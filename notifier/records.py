@@ -11,7 +11,7 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any
@@ -164,6 +164,29 @@ def new_record_id(
     if micros < 0:  # before 1970: what the digit-by-part format gave
         return f"{micros:014x}{_node >> 32:04x}{_next() & 0xFFFFFFFF:08x}"
     return f"{micros << 48 | _node | _next() & 0xFFFFFFFF:026x}"
+
+
+def new_record_ids(
+    count: int,
+    now: float | None = None,
+    *,
+    _clock: Callable[[], float] = time.time,
+    _counter: Iterator[int] = _id_counter,
+    _node: int = _id_node << 32,
+) -> list[str]:
+    """`count` ids as `new_record_id` makes them, for one batch of records received together:
+    one timestamp and `count` values of the same counter, so they sort in batch order.
+
+    A receiver takes one read's worth at once: the clock and the per-call work are paid per
+    batch, not per line (the per-line id was 10-16 % of ingest time).
+    """
+    micros = int((_clock() if now is None else now) * 1_000_000)
+    # The digits `new_record_id` gives, with the time and node formatted once: formatting the
+    # 104-bit number per id costs more than the rest of it.
+    prefix = f"{micros:014x}{_node >> 32:04x}"
+    # islice takes the values from the shared counter: ids stay unique across batches and the
+    # single ids made meanwhile (another thread's too: each value is taken once).
+    return [f"{prefix}{c & 0xFFFFFFFF:08x}" for c in itertools.islice(_counter, count)]
 
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})

@@ -13,6 +13,7 @@ import contextlib
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,13 @@ def _set_rcvbuf(sock: socket.socket, size: int) -> int:
 class UdpReceiver:
     """Bound datagram sockets feeding the spool; see `start_udp`."""
 
-    def __init__(self, socks: list[socket.socket], spool: Spool, intake: Intake) -> None:
+    def __init__(
+        self,
+        socks: list[socket.socket],
+        spool: Spool,
+        intake: Intake,
+        first: Sequence[UdpReceiver] = (),
+    ) -> None:
         self._socks = socks
         self._spool = spool
         self._intake = intake
@@ -85,6 +92,7 @@ class UdpReceiver:
         self._flusher: asyncio.Task[None] | None = None
         self._stats: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
+        self._first = list(first)  # read before each burst of this one's: see `start_udp`
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -96,6 +104,10 @@ class UdpReceiver:
         self._stats = self._loop.create_task(self._watch_kernel_drops(metrics))
 
     def _on_readable(self, sock: socket.socket) -> None:
+        # An alarm listener's datagrams first: under a log flood this callback runs back to
+        # back, and the alarm socket must not wait its turn behind it.
+        for first in self._first:
+            first._drain()
         # Everything per datagram here is on the one event-loop thread: parsed and counted as
         # one burst, the sender's address formatted once per peer.
         now = time.time()
@@ -122,6 +134,12 @@ class UdpReceiver:
             self._intake.reject("", "spool_full", "spool is not keeping up with UDP", count=lost)
         if records and self._flusher is None:
             self._flusher = self._loop.create_task(self._flush())
+
+    def _drain(self) -> None:
+        """Read what waits on every socket of this receiver, a burst each."""
+        for sock in self._socks:
+            if sock.fileno() >= 0:
+                self._on_readable(sock)
 
     def _sender(self, address: Any) -> str:
         if len(self._senders) >= _MAX_SENDERS:  # many peers (or spoofed ones): start over
@@ -187,10 +205,13 @@ async def start_udp(
     receiver: str = "syslog-udp",
     rcvbuf_bytes: int = 8 << 20,
     scheme: SeverityScheme = SeverityScheme.EVENTS_API,
+    first: Sequence[UdpReceiver] = (),
 ) -> UdpReceiver:
     """Bind `host`:`port` (``""`` = every interface; ``"::"`` = IPv6 only) and start reading.
 
-    Raises OSError naming the address when it cannot be bound.
+    `first`: receivers (the alarm listener) whose sockets are read before every burst of this
+    one's, so a flood here delays them by no more than one burst. Raises OSError naming the
+    address when it cannot be bound.
     """
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(
@@ -230,6 +251,6 @@ async def start_udp(
         for sock in socks:
             sock.close()
         raise
-    rx = UdpReceiver(socks, spool, Intake(receiver, metrics, parse_syslog, scheme))
+    rx = UdpReceiver(socks, spool, Intake(receiver, metrics, parse_syslog, scheme), first)
     rx._start(metrics)
     return rx

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from notifier.records import Kind, Record, Severity, new_record, new_record_id
+from notifier.records import Kind, Record, Severity, new_record, new_record_id, new_record_ids
 
 FIELDS: dict[str, Any] = {
     "kind": Kind.ALARM,
@@ -102,3 +102,14 @@ def test_record_ids_carry_the_time_and_sort_in_creation_order() -> None:
     assert all(len(i) == 26 and int(i, 16) >= 0 for i in ids)
     assert int(ids[0][:14], 16) == 1773144000_500000
     assert ids == sorted(ids) and len(set(ids)) == 4
+
+
+@pytest.mark.parametrize("now", [1773144000.5, 0.0, -5.25])
+def test_a_batch_of_ids_reads_like_single_ids_and_sorts_in_batch_order(now: float) -> None:
+    single = new_record_id(now)
+    batch = new_record_ids(300, now)
+    after = new_record_id(now)
+    assert all(len(i) == len(single) for i in batch)
+    assert {i[:-8] for i in batch} == {single[:-8]}  # one timestamp, this process
+    assert batch == sorted(batch) and single < batch[0] and batch[-1] < after
+    assert len(set(batch) | {single, after}) == 302

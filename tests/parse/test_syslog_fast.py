@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from notifier.ingest.parse.line import parse_line
-from notifier.ingest.parse.syslog import decode_text, parse_syslog
+from notifier.ingest.parse.syslog import decode_text, parse_fast_3164, parse_syslog
 from notifier.records import ParseError, Record
 from tests.parse import syslog_reference as reference
 
@@ -228,3 +228,56 @@ def test_raw_tcp_line_with_pri_takes_the_same_fast_path() -> None:
     data = b"<134>Mar 10 11:59:58 gw01 SIP[7]: up"
     line = parse_line(data, received_at=NOW, sender="192.0.2.7:514", receiver="t")
     assert fields(line) == outcome(reference.parse_syslog, data, NOW)
+
+
+def read_in_one_batch(messages: list[bytes], received_at: float = NOW) -> list[Record | None]:
+    frames = [(data, "192.0.2.7:514") for data in messages]
+    ids = [f"id{i}" for i in range(len(messages))]
+    return parse_fast_3164(frames, ids, received_at=received_at, receiver="t")
+
+
+def batch_reads_as_reference(messages: list[bytes], received_at: float) -> None:
+    """Each message the batch takes is read as the original parser read it, with its own id;
+    the ones it leaves (None) are for `parse_syslog`, which the tests above hold to the same."""
+    records = read_in_one_batch(messages, received_at)
+    for i, (data, record) in enumerate(zip(messages, records, strict=True)):
+        if record is not None:
+            assert fields(record) == outcome(reference.parse_syslog, data, received_at), data
+            assert record.id == f"id{i}"
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    messages=st.lists(st.one_of(rfc3164_lines(), rfc5424_lines(), st.binary(max_size=80))),
+    received_at=_received,
+)
+def test_a_read_of_many_generated_lines_in_one_batch_reads_as_before(
+    messages: list[bytes], received_at: float
+) -> None:
+    batch_reads_as_reference(messages, received_at)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"<134>Mar 10 11:59:58 gw01 SIP[1000]: seq=1 REGISTER\r\n",
+        b"<13>Mar 10 11:59:58 host tag: M\xfcller",
+        b"<13>Mar 10 11:59:58 host tag: tab\there",
+        b"<13>Mar 10 11:59:58 host tag: \x00\x01\x02\x03\x04\x05",
+        b'<13>Mar 10 11:59:58 host tag: <alarm type="alarm" code="0x1" severity="major"/>',
+        b"<013>Mar 10 11:59:58 host tag: x",
+        b"",
+    ],
+)
+def test_edge_cases_in_a_batch_read_as_before(data: bytes) -> None:
+    batch_reads_as_reference([data], NOW)
+
+
+def test_the_usual_line_is_read_by_the_batch_and_an_alarm_is_left_to_the_full_parser() -> None:
+    usual = b"<134>Mar 10 11:59:58 gw01 SIP[1000]: seq=1 REGISTER"
+    alarm = b'<134>Mar 10 11:59:58 gw01 ALARM: <alarm type="alarm" code="0x1" severity="major"/>'
+    taken, left = read_in_one_batch([usual, alarm])
+    assert taken is not None and taken.source == "SIP" and taken.extras == {"procid": "1000"}
+    assert left is None
+    full = parse_syslog(alarm, received_at=NOW, sender="192.0.2.7:514", receiver="t")
+    assert full.kind == "alarm"

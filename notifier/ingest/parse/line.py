@@ -18,6 +18,7 @@ def parse_line(
     sender: str,
     receiver: str,
     scheme: SeverityScheme = SeverityScheme.EVENTS_API,
+    id: str | None = None,
 ) -> Record:
     """One line as a Record: `parse_syslog` when it starts with ``<PRI>``, else its plain text.
 
@@ -26,7 +27,7 @@ def parse_line(
     """
     if _PRI_START.match(data):
         return parse_syslog(
-            data, received_at=received_at, sender=sender, receiver=receiver, scheme=scheme
+            data, received_at=received_at, sender=sender, receiver=receiver, scheme=scheme, id=id
         )
     record = new_record(
         Kind.LOG,
@@ -36,5 +37,6 @@ def parse_line(
         data,
         text=decode_text(data),
         device=host_of(sender),
+        id=id,
     )
     return with_alarm(record, scheme)
