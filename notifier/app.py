@@ -29,10 +29,11 @@ from notifier.log import configure, get_logger
 from notifier.metrics import Metrics
 from notifier.oauth2.errors import OAuth2Error
 from notifier.records import Kind
-from notifier.spool.base import Spool
+from notifier.spool.base import Spool, SpoolError
 
 if TYPE_CHECKING:
     from notifier.dispatch.service import Dispatcher
+    from notifier.forward.consumer import Forwards
     from notifier.mail.testmail import TestMail
     from notifier.mail.transport import SendReport
     from notifier.oauth2.runtime import OAuth2Runtime
@@ -48,6 +49,7 @@ class Service:
     metrics: Metrics = field(default_factory=Metrics)
     spool: Spool | None = None
     dispatcher: Dispatcher | None = None
+    forwards: Forwards | None = None
     oauth2: OAuth2Runtime | None = None
     started_at: float = field(default_factory=time.time)
     listening: dict[str, str] = field(default_factory=dict)  # receiver -> "host:port"
@@ -71,7 +73,16 @@ class Service:
         consumers = [f"route:{r.name}" for r in routes]
         # An empty kinds list matches every kind.
         interest = {f"route:{r.name}": r.match.kinds or list(Kind) for r in routes}
-        self.spool = build_spool(s, consumers, self.metrics, interest)
+        if s.smtp_relay.listen:
+            from notifier.dispatch.relay import RELAY_CONSUMER
+
+            # Relayed mail is always durable: the relay consumer needs no memory tier.
+            consumers.append(RELAY_CONSUMER)
+            interest[RELAY_CONSUMER] = []
+        from notifier.forward.consumer import forward_interest, start_forwards
+
+        interest |= forward_interest(s)
+        self.spool = build_spool(s, [*consumers, *forward_interest(s)], self.metrics, interest)
         await self.spool.start()
         self._closers.append(self.spool.close)
         from notifier.dispatch.service import build_dispatcher
@@ -85,6 +96,8 @@ class Service:
         self.dispatcher.start()
         # Dispatchers stop before the spool closes.
         self._closers[:0] = [self.dispatcher.stop_workers, self.dispatcher.close_transports]
+        self.forwards = start_forwards(s, self.spool, self.metrics)
+        self._closers.insert(0, self.forwards.stop)
         await self._start_receivers()
         self.started = True
         log.info(
@@ -190,6 +203,19 @@ class Service:
             )
             self.listening[receiver] = host_port(*server_.addresses[0])
             front.append(server_.close)
+        if (listen := parse_listen(s.smtp_relay.listen)) is not None:
+            from notifier.ingest.smtprelay import SmtpRelay
+
+            r = s.smtp_relay
+            relay_tls = (
+                server_context(r.tls_cert_file, r.tls_key_file, section="smtp_relay")
+                if r.tls_cert_file
+                else None
+            )
+            relay = SmtpRelay(r, spool, metrics, relay_tls)
+            await relay.start(listen.host, listen.port)
+            self.listening["smtp-relay"] = host_port(*relay.addresses[0])
+            front.append(relay.close)
         # HTTP last: /healthz answering means every receiver listens.
         if (listen := parse_listen(s.http.listen)) is not None:
             from notifier.ingest.http import build_ingest_app
@@ -324,7 +350,6 @@ def run_service(settings: Settings) -> int:
 
 def _start_failure(e: BaseException, data_dir: str) -> tuple[str, str]:
     """(what went wrong, what to do) for an exception from `Service.start`."""
-    from notifier.spool.base import SpoolError
 
     if isinstance(e, OSError):
         return str(e), _start_hint(e, data_dir)

@@ -108,6 +108,14 @@ def cmd_spool(args: argparse.Namespace) -> int:
     from notifier.spool import admin
 
     settings = _settings(args)
+    if settings.spool.backend != "sqlite":
+        # They would open (and create) an empty SQLite file and report nothing waiting.
+        raise CliError(
+            f"spool {args.spool_cmd}: works on the SQLite spool only for now; with "
+            'backend = "postgresql" the queue is in the spool_records and spool_deliveries '
+            "tables of the database",
+            EXIT_USAGE,
+        )
     result: Callable[[], Any]
     data_dir = settings.data_dir
     if args.spool_cmd == "stats":

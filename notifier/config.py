@@ -19,6 +19,7 @@ import difflib
 import ipaddress
 import json
 import os
+import socket
 import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -186,6 +187,35 @@ class TcpSettings(Section):
     _listen = field_validator("listen")(_check_listen)
 
 
+class SmtpRelaySettings(Section):
+    """The SMTP relay: devices that only know SMTP passwords hand their mails to notifier,
+    which sends them on through `account` (OAuth2 included)."""
+
+    listen: str = ""  # "" = off, e.g. "127.0.0.1:2525"
+    tls_cert_file: str = ""  # with tls_key_file: STARTTLS is offered, and then AUTH
+    tls_key_file: str = ""
+    users: dict[str, SecretStr] = Field(default_factory=dict)
+    users_file: str = ""
+    max_message_bytes: int = Field(default=10 << 20, ge=1024)
+    allowed_senders: list[str] = Field(default_factory=list)  # globs on MAIL FROM; [] = any
+    allowed_recipients: list[str] = Field(default_factory=list)  # globs on RCPT TO; [] = any
+    account: str = ""  # default: the first account
+    rewrite_from: bool = True
+
+    _listen = field_validator("listen")(_check_listen)
+
+    @model_validator(mode="after")
+    def _tls_and_users(self) -> SmtpRelaySettings:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        if self.users and not self.tls_cert_file:
+            raise ValueError(
+                "users are set but AUTH is offered only after STARTTLS, so no one could log "
+                "in: set tls_cert_file and tls_key_file"
+            )
+        return self
+
+
 class ReceiverSpoolSettings(Section):
     """Per-receiver spool policy; an unset key keeps the [spool] default."""
 
@@ -194,6 +224,11 @@ class ReceiverSpoolSettings(Section):
 
 
 class SpoolSettings(Section):
+    # sqlite: one box, the file under data_dir. postgresql: several instances on one database.
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    # libpq URI (postgresql://user@host:5432/notifier?sslmode=verify-full); a secret.
+    dsn: SecretStr = SecretStr("")
+    dsn_file: str = ""
     # innovaphone device defaults: 100 memory and 50 persistent entries; a server holds a fleet's.
     memory_queue_entries: int = Field(default=10_000, ge=1)
     persistent_queue_entries: int = Field(default=100_000, ge=1)
@@ -205,6 +240,15 @@ class SpoolSettings(Section):
     retry_max_s: float = Field(default=900.0, gt=0)
     # Per receiver (http, json, syslog-udp, syslog-tcp, syslog-tls, tcp): durable_kinds, overflow.
     receivers: dict[str, ReceiverSpoolSettings] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _dsn_for_postgresql(self) -> SpoolSettings:
+        if self.backend == "postgresql" and not self.dsn.get_secret_value():
+            raise ValueError(
+                'backend = "postgresql" needs dsn (or dsn_file): '
+                "a libpq URI such as postgresql://notifier@db.example.com:5432/notifier"
+            )
+        return self
 
     @field_validator("receivers")
     @classmethod
@@ -329,6 +373,57 @@ class RouteSettings(Section):
     max_alarm_states: int = Field(default=10_000, ge=1)
 
 
+def _check_target(value: str) -> str:
+    return _check_host_port(value, "siem.example.com:6514")
+
+
+class ForwardSettings(Section):
+    """A forward: records passed on to an HTTP or syslog server, as an innovaphone gateway does."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
+    name: str = ""
+    kind: Literal["http", "syslog"] = "syslog"
+    match: MatchSettings = Field(default_factory=MatchSettings)
+    # kind = "http"
+    url: str = ""
+    method: Literal["post", "get", "standard"] = "post"
+    auth: Literal["none", "basic", "digest"] = "none"
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    password_file: str = ""
+    # kind = "syslog"
+    target: str = ""  # host:port
+    protocol: Literal["udp", "tcp", "tls"] = "udp"
+    framing: Literal["octet-counted", "lf"] = "octet-counted"
+    format: Literal["rfc5424", "rfc3164"] = "rfc5424"
+    facility_class: int = Field(default=0, ge=0, le=7, alias="class")  # local0..local7
+    # both (https:// URLs, protocol = "tls")
+    tls_verify: bool = True
+    ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    timeout_s: float = Field(default=10.0, gt=0)
+
+    _target = field_validator("target")(_check_target)
+
+    @property
+    def target_address(self) -> Listen | None:
+        """The syslog server; None for an HTTP forward."""
+        return parse_listen(self.target)
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> ForwardSettings:
+        if self.kind == "http" and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"kind = 'http' needs url = 'http(s)://...' (got {self.url!r})")
+        if self.kind == "syslog" and not self.target:
+            raise ValueError("kind = 'syslog' needs target = 'host:port'")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        if self.auth != "none" and not self.username:
+            raise ValueError(f"auth = {self.auth!r} needs username and password (or password_file)")
+        return self
+
+
 class OAuth2StoreSettings(Section):
     # Key of the encrypted token store; empty: a key file data_dir/oauth2.key created 0600.
     store_secret: SecretStr = SecretStr("")
@@ -340,6 +435,18 @@ class WebSettings(Section):
     admin_password_file: str = ""
 
 
+def _check_unique_names(section: str, singular: str, names: list[str]) -> None:
+    seen: dict[str, int] = {}
+    for i, given in enumerate(names):
+        name = (given or f"{singular}{i}").lower()
+        if name in seen:
+            raise ValueError(
+                f"{section}.{i}.name: {name!r} is also the name of {section}.{seen[name]}: "
+                f"give each {singular} its own name"
+            )
+        seen[name] = i
+
+
 class Settings(BaseSettings):
     """The whole configuration. Build it with `load_settings`, not directly."""
 
@@ -347,14 +454,18 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", validate_default=True, case_sensitive=True)
 
     data_dir: str = "./var"
+    # This process among several (hop markers, leases on a shared database); "": host:http-port.
+    instance_name: str = ""
     log: LogSettings = Field(default_factory=LogSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     syslog: SyslogSettings = Field(default_factory=SyslogSettings)
     tcp: TcpSettings = Field(default_factory=TcpSettings)
+    smtp_relay: SmtpRelaySettings = Field(default_factory=SmtpRelaySettings)
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
     accounts: list[AccountSettings] = Field(default_factory=lambda: [AccountSettings()])
     routes: list[RouteSettings] = Field(default_factory=list)
+    forwards: list[ForwardSettings] = Field(default_factory=list)
     web: WebSettings = Field(default_factory=WebSettings)
     oauth2: OAuth2StoreSettings = Field(default_factory=OAuth2StoreSettings)
 
@@ -400,17 +511,13 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"routes.{i}.account: no account named {route.account!r} (have {names})"
                 )
-        # Route names key the spool and the alarm state: two routes of one name would take each
-        # other's records. Unnamed routes are called route<index>.
-        seen: dict[str, int] = {}
-        for i, route in enumerate(self.routes):
-            name = (route.name or f"route{i}").lower()
-            if name in seen:
-                raise ValueError(
-                    f"routes.{i}.name: {name!r} is also the name of routes.{seen[name]}: "
-                    "give each route its own name"
-                )
-            seen[name] = i
+        relay = self.smtp_relay.account
+        if relay and relay not in names:
+            raise ValueError(f"smtp_relay.account: no account named {relay!r} (have {names})")
+        # Route and forward names key the spool (and routes the alarm state): two of one name
+        # would take each other's records. Unnamed ones are called route<index>, forward<index>.
+        _check_unique_names("routes", "route", [r.name for r in self.routes])
+        _check_unique_names("forwards", "forward", [f.name for f in self.forwards])
         return self
 
     def account(self, name: str) -> AccountSettings:
@@ -432,6 +539,25 @@ class Settings(BaseSettings):
             for i, r in enumerate(routes)
         ]
 
+    def instance(self) -> str:
+        """`instance_name`, else host:http-port: stable across restarts, so a restarted
+        instance takes back its own leases and recognises its own hop markers."""
+        if self.instance_name:
+            return self.instance_name
+        listen = parse_listen(self.http.listen)
+        return f"{socket.gethostname()}:{listen.port if listen is not None else 0}"
+
+    def effective_forwards(self) -> list[ForwardSettings]:
+        """The forwards, each with a name (unnamed ones are called forward<index>)."""
+        return [
+            f.model_copy(update={"name": f.name or f"forward{i}"})
+            for i, f in enumerate(self.forwards)
+        ]
+
+    def relay_account(self) -> AccountSettings:
+        """The account relayed mails go out through: `smtp_relay.account`, else the first."""
+        return self.account(self.smtp_relay.account or self.accounts[0].name)
+
     # Keys whose values are never shown; each may also be read from a file (``x_file``).
     SECRET_KEYS: ClassVar[frozenset[str]] = frozenset(
         {
@@ -441,6 +567,7 @@ class Settings(BaseSettings):
             "admin_password",
             "users",
             "store_secret",
+            "dsn",
         }
     )
 
@@ -683,7 +810,8 @@ def load_settings(
 
 def masked(settings: Settings) -> dict[str, Any]:
     """The effective config as plain data with every secret replaced by "***" (or "" if unset)."""
-    data: dict[str, Any] = json.loads(settings.model_dump_json())
+    # By alias: the keys as written in the file (`continue`, `class`).
+    data: dict[str, Any] = json.loads(settings.model_dump_json(by_alias=True))
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict):

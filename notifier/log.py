@@ -43,6 +43,8 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
     root.setLevel(numeric)
     # uvicorn's access log duplicates our own request accounting.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # aiosmtpd (the SMTP relay) logs every command at info; the relay logs what matters itself.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
 def get_logger(name: str) -> Any:

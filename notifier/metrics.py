@@ -105,3 +105,15 @@ class Metrics:
             ["route", "reason"],
             registry=r,
         )
+        self.forward_sent = Counter(
+            "notifier_forward_sent",
+            "Records a forward's target took, by forward",
+            ["forward"],
+            registry=r,
+        )
+        self.forward_failures = Counter(
+            "notifier_forward_failures",
+            "Forward attempts that failed (a batch or a request), by forward",
+            ["forward"],
+            registry=r,
+        )

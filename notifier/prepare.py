@@ -21,7 +21,14 @@ def config_problems(settings: Settings) -> list[str]:
         + route_problems(settings)
         + tls_problems(settings)
         + template_problems()
+        + forward_problems(settings)
     )
+
+
+def forward_problems(settings: Settings) -> list[str]:
+    from notifier.forward.consumer import forward_problems
+
+    return forward_problems(settings)
 
 
 def account_problems(settings: Settings) -> list[str]:
@@ -51,6 +58,9 @@ def tls_problems(settings: Settings) -> list[str]:
     if settings.syslog.tls:
         s = settings.syslog
         servers.append(("syslog", s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file))
+    if settings.smtp_relay.listen:
+        r = settings.smtp_relay
+        servers.append(("smtp_relay", r.tls_cert_file, r.tls_key_file, ""))
     for section, cert, key, client_ca in servers:
         if not cert:
             continue

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -322,3 +323,32 @@ class ParseError(ValueError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
+
+
+# The SMTP relay's receiver name. Its Records carry the mail as received in `raw` and the SMTP
+# envelope in `extras` (see `MailEnvelope`); routes never take them, the relay consumer sends them.
+SMTP_RELAY = "smtp-relay"
+
+
+@dataclass(frozen=True, slots=True)
+class MailEnvelope:
+    """The SMTP envelope of a relayed mail: MAIL FROM and the RCPT TO addresses, in order."""
+
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+
+    def to_extras(self) -> dict[str, str]:
+        # Extras hold strings: the recipients as a JSON list, so no address can split it wrongly.
+        return {"mail_from": self.mail_from, "rcpt_to": json.dumps(list(self.rcpt_to))}
+
+    @classmethod
+    def of(cls, record: Record) -> MailEnvelope:
+        """The envelope stored with a relayed mail; raises ValueError when it is not there."""
+        try:
+            recipients = json.loads(record.extras["rcpt_to"])
+            mail_from = record.extras["mail_from"]
+        except (KeyError, ValueError):
+            raise ValueError(f"record {record.id} holds no SMTP envelope") from None
+        if not isinstance(recipients, list) or not recipients:
+            raise ValueError(f"record {record.id} holds no SMTP recipients")
+        return cls(mail_from, tuple(str(r) for r in recipients))

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Install the Debian package of each command that is missing, and nothing else.
 # Usage: install-missing.sh COMMAND=PACKAGE ...   (e.g. chromedriver=chromium-driver)
+# COMMAND=PACKAGE,PACKAGE also installs a package the first only recommends but the tests need.
 # Recommended packages stay out (chromium alone would pull in ~100: avahi-daemon, cups, samba,
 # udev, a systemd upgrade); what will be installed, dependencies included, is printed first.
 set -eu
@@ -10,6 +11,7 @@ missing=""
 for pair in "$@"; do
     command -v "${pair%%=*}" >/dev/null 2>&1 || missing="$missing ${pair#*=}"
 done
+missing=$(echo "$missing" | sed 's/,/ /g')
 if [ -z "$missing" ]; then
     exit 0
 fi

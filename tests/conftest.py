@@ -58,3 +58,7 @@ def connections_to(port: int) -> int:
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+# The throwaway PostgreSQL server (`pg_server`, `pg_dsn`), started only by tests that use it.
+pytest_plugins = ("tests.pg",)

@@ -125,7 +125,7 @@ def test_browser_deps_install_only_what_is_missing_without_recommends_and_say_wh
 
 def test_deps_scripts_do_nothing_when_everything_is_there(tmp_path: Path) -> None:
     env, log = fake_system(
-        tmp_path, ["chromium", "chromedriver", "logger", "curl", "openssl", "rsyslogd"]
+        tmp_path, ["chromium", "chromedriver", "logger", "curl", "openssl", "rsyslogd", "swaks"]
     )
     for script in ("install-browser-deps.sh", "install-test-deps.sh"):
         assert run_script(script, env).stdout == ""
@@ -136,6 +136,12 @@ def test_test_deps_name_the_debian_packages_of_the_missing_commands(tmp_path: Pa
     env, log = fake_system(tmp_path, ["curl", "rsyslogd"])
     run_script("install-test-deps.sh", env)
     assert "install -y -q --no-install-recommends bsdutils openssl" in log.read_text()
+
+
+def test_swaks_comes_with_the_perl_tls_module_it_only_recommends(tmp_path: Path) -> None:
+    env, log = fake_system(tmp_path, ["logger", "curl", "openssl", "rsyslogd"])
+    run_script("install-test-deps.sh", env)
+    assert "install -y -q --no-install-recommends swaks libnet-ssleay-perl" in log.read_text()
 
 
 # --- .gitignore ----------------------------------------------------------------------------

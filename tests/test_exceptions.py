@@ -9,7 +9,7 @@ import pkgutil
 
 import pytest
 
-from notifier.dispatch.rules import RuleError
+from notifier.dispatch.errors import DispatchError
 from notifier.mail.transport import MailError
 from notifier.oauth2.errors import OAuth2Error
 from notifier.spool.base import SpoolError, SpoolFull
@@ -18,7 +18,7 @@ ROOTS: dict[str, type[Exception]] = {
     "notifier.spool": SpoolError,
     "notifier.mail": MailError,
     "notifier.oauth2": OAuth2Error,
-    "notifier.dispatch": RuleError,
+    "notifier.dispatch": DispatchError,
 }
 
 

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from notifier.config import MatchSettings, RouteSettings
-from notifier.records import Kind, Record, Severity, parse_severity
+from notifier.dispatch.errors import DispatchError
+from notifier.records import SMTP_RELAY, Kind, Record, Severity, parse_severity
 
 
-class RuleError(ValueError):
+class RuleError(DispatchError):
     """A match rule that cannot be compiled; the message names the field and value."""
 
 
@@ -73,6 +74,8 @@ class FirstMatch:
     earlier: tuple[Matcher, ...] = ()
 
     def matches(self, record: Record) -> bool:
+        if record.receiver == SMTP_RELAY:  # relayed mail bypasses routes: the relay sends it
+            return False
         return self.own.matches(record) and not any(m.matches(record) for m in self.earlier)
 
 

@@ -6,9 +6,10 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from notifier.config import Settings
+from notifier.config import AccountSettings, Settings
+from notifier.dispatch.relay import RelayWorker
 from notifier.dispatch.rules import RuleError, compile_routes
 from notifier.dispatch.state import AlarmStore
 from notifier.dispatch.worker import RouteTarget, RouteWorker
@@ -20,12 +21,30 @@ from notifier.metrics import Metrics
 from notifier.spool.base import Spool
 
 
+class Worker(Protocol):
+    """A spool consumer that mails through an account: a route's worker, or the relay's."""
+
+    @property
+    def consumer(self) -> str: ...
+
+    @property
+    def account(self) -> str: ...
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    async def retry_now(self) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
 @dataclass
 class Dispatcher:
-    """The running route workers and the account transports they share."""
+    """The running route workers (and the SMTP relay's) and the account transports they share."""
 
     settings: Settings
-    workers: list[RouteWorker]
+    workers: list[Worker]
     transports: dict[str, MailTransport]
     store: AlarmStore
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
@@ -92,17 +111,22 @@ def build_dispatcher(
     store = AlarmStore(Path(settings.data_dir) / "alarms.sqlite")
     transports: dict[str, MailTransport] = {}
     locks: dict[str, asyncio.Lock] = {}
-    workers: list[RouteWorker] = []
-    for route, matcher in zip(routes, matchers, strict=True):
-        account = settings.account(route.account)
+    workers: list[Worker] = []
+
+    def transport_of(account: AccountSettings) -> MailTransport:
+        """One transport and one lock per account, whoever sends through it."""
         if account.name not in transports:
             transports[account.name] = build_transport(
                 settings.data_dir, account, providers.get(account.name)
             )
             locks[account.name] = asyncio.Lock()
+        return transports[account.name]
+
+    for route, matcher in zip(routes, matchers, strict=True):
+        account = settings.account(route.account)
         target = RouteTarget(
             account.name,
-            transports[account.name],
+            transport_of(account),
             envelope_for(account, route.to, route.cc, route.bcc),
             locks[account.name],
         )
@@ -114,6 +138,20 @@ def build_dispatcher(
                 store,
                 target,
                 metrics,
+                retry_base_s=settings.spool.retry_base_s,
+                retry_max_s=settings.spool.retry_max_s,
+            )
+        )
+    if settings.smtp_relay.listen:
+        account = settings.relay_account()
+        workers.append(
+            RelayWorker(
+                account,
+                transport_of(account),
+                locks[account.name],
+                spool,
+                metrics,
+                rewrite_from=settings.smtp_relay.rewrite_from,
                 retry_base_s=settings.spool.retry_base_s,
                 retry_max_s=settings.spool.retry_max_s,
             )

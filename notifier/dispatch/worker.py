@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +102,34 @@ def flush_due(route: RouteSettings, first_at: float, last_at: float, last_mail_a
     return max(first_at + route.group_wait_s, after_interval)
 
 
+async def keep_stepping(
+    step: Callable[[], Awaitable[None]], stopping: asyncio.Event, **context: str
+) -> None:
+    """Run `step` until `stopping` is set. An exception is logged (with `context`) and the
+    step runs again a second later: a bug must not stop mail for good."""
+    while not stopping.is_set():
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.exception("dispatch step failed", error=str(e), **context)
+            await asyncio.sleep(1.0)
+
+
+def retry_in_s(error: DeliveryError, attempts: int, backoff: Backoff) -> float:
+    """Seconds until a mail that failed temporarily (or for its account) is tried again.
+
+    `attempts` counts leases from 1; the first retry is attempt 0 of the backoff.
+    """
+    delay = backoff.delay(max(attempts - 1, 0))
+    if error.account_error:
+        # The account is broken (credentials, token, certificate), not the mail: keep it
+        # spooled and look again often, so a fix (a new sign-in) takes effect within a minute.
+        delay = min(delay, ACCOUNT_RETRY_MAX_S)
+    return delay
+
+
 @dataclass
 class _Group:
     """Records waiting to go out in one mail, and records that only wait to be acked."""
@@ -175,14 +203,7 @@ class RouteWorker:
         self._stopping.set()
 
     async def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self._step()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # a bug must not stop mail for good: log, back off, go on
-                log.exception("dispatch step failed", route=self.route.name, error=str(e))
-                await asyncio.sleep(1.0)
+        await keep_stepping(self._step, self._stopping, route=self.route.name)
         if self._group.items:
             # Stopping: send what waits now rather than after the restart; if this fails or is
             # cut short, the records are still leased, not acked, and come back on the next start.
@@ -423,11 +444,7 @@ class RouteWorker:
             )
             await self._spool.nack(self.consumer, ids, error=str(error), retry_in_s=None)
             return
-        delay = self._backoff(group.attempts)
-        if error.account_error:
-            # The account is broken (credentials, token, certificate), not the mail: keep it
-            # spooled and look again often, so a fix (a new sign-in) takes effect within a minute.
-            delay = min(delay, ACCOUNT_RETRY_MAX_S)
+        delay = retry_in_s(error, group.attempts, self._retry)
         log.warning(
             "mail not sent: will retry",
             route=self.route.name,
@@ -438,10 +455,6 @@ class RouteWorker:
             outcome=outcome,
         )
         await self._spool.nack(self.consumer, ids, error=str(error), retry_in_s=delay)
-
-    def _backoff(self, attempts: int) -> float:
-        # Leases count attempts from 1; the first retry is attempt 0 of the backoff.
-        return self._retry.delay(max(attempts - 1, 0))
 
     @property
     def account(self) -> str:

@@ -78,6 +78,32 @@ def digest_response(
     return hexdigest(ha1, nonce, nc, cnonce, qop, ha2)
 
 
+class Passwords:
+    """User name → password, checked in constant time (shared by HTTP auth and the SMTP relay).
+
+    An unknown name is compared against a random password, so timing does not tell which
+    names exist.
+    """
+
+    def __init__(self, users: Mapping[str, str]) -> None:
+        self._users = dict(users)
+        self._dummy = os.urandom(16).hex()
+
+    def __contains__(self, user: str) -> bool:
+        return user in self._users
+
+    def __bool__(self) -> bool:
+        return bool(self._users)
+
+    def expected(self, user: str) -> str:
+        """The user's password, or the random one for an unknown user."""
+        return self._users.get(user, self._dummy)
+
+    def matches(self, user: str, password: str) -> bool:
+        same = hmac.compare_digest(self.expected(user).encode("utf-8"), password.encode("utf-8"))
+        return same and user in self._users
+
+
 class HttpAuth:
     """Checks the Authorization header of a request against `users` (name → password)."""
 
@@ -104,12 +130,10 @@ class HttpAuth:
             raise ValueError("the HTTP auth realm must not contain quotes or backslashes")
         self.realm = realm
         self.algorithms = tuple(a.upper() for a in algorithms)
-        self._users = dict(users)
+        self._passwords = Passwords(users)
         self._ttl = nonce_ttl_s
         self._clock = clock
         self._key = os.urandom(32)
-        # Compared against when the user is unknown, so timing does not tell which names exist.
-        self._dummy_password = os.urandom(16).hex()
         self._seen: OrderedDict[tuple[str, str, str], float] = OrderedDict()
 
     def challenges(self, *, stale: bool = False) -> list[str]:
@@ -140,12 +164,6 @@ class HttpAuth:
             return self._check_basic(rest.strip())
         return self._check_digest(method, uri, rest)
 
-    def _password_matches(self, user: str, password: str) -> bool:
-        expected = self._users.get(user)
-        candidate = self._dummy_password if expected is None else expected
-        same = hmac.compare_digest(candidate.encode("utf-8"), password.encode("utf-8"))
-        return same and expected is not None
-
     def _check_basic(self, token: str) -> AuthResult:
         try:
             decoded = base64.b64decode(token, validate=True).decode("utf-8")
@@ -154,7 +172,7 @@ class HttpAuth:
         user, colon, password = decoded.partition(":")
         if not colon:
             return AuthResult(False, reason="malformed Basic credentials")
-        if not self._password_matches(user, password):
+        if not self._passwords.matches(user, password):
             return AuthResult(False, user=user, reason="wrong user name or password")
         return AuthResult(True, user=user)
 
@@ -190,14 +208,17 @@ class HttpAuth:
             algorithm,
             user=user,
             realm=self.realm,
-            password=self._users.get(user, self._dummy_password),
+            password=self._passwords.expected(user),
             method=method,
             uri=uri,
             nonce=params["nonce"],
             nc=nc,
             cnonce=cnonce,
         )
-        if not hmac.compare_digest(expected, params["response"].lower()) or user not in self._users:
+        if (
+            not hmac.compare_digest(expected, params["response"].lower())
+            or user not in self._passwords
+        ):
             return AuthResult(False, user=user, reason="wrong user name or password")
         issued = self._nonce_issued(params["nonce"])
         now = self._clock()

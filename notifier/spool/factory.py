@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 from notifier.config import ReceiverSpoolSettings, Settings
 from notifier.metrics import Metrics
-from notifier.records import Kind
-from notifier.spool.base import Overflow
+from notifier.records import SMTP_RELAY, Kind
+from notifier.spool.base import Overflow, Spool
 from notifier.spool.memory import MemorySpool
 from notifier.spool.policy import ReceiverPolicy, SpoolPolicy
 from notifier.spool.schema import spool_path
@@ -32,15 +33,7 @@ def open_spool(
         overflow=s.overflow,
         receivers=receiver_policies(s.receivers),
     )
-    durable = SqliteSpool(
-        spool_path(settings.data_dir),
-        consumers,
-        max_entries=s.persistent_queue_entries,
-        max_disk_bytes=s.max_disk_bytes,
-        overflow=policy,
-        history_entries=s.history_entries,
-        metrics=metrics,
-    )
+    durable = durable_spool(settings, consumers, policy, metrics)
     volatile = policy.volatile_kinds()
     wants = interest or {}
     memory = MemorySpool(
@@ -50,17 +43,43 @@ def open_spool(
         history_entries=s.history_entries,
         metrics=metrics,
     )
-    return TieredSpool(durable, memory, policy, metrics=metrics)
+    # TieredSpool is annotated with SqliteSpool but uses only the Spool interface.
+    return TieredSpool(durable, memory, policy, metrics=metrics)  # type: ignore[arg-type]
+
+
+def durable_spool(
+    settings: Settings, consumers: Sequence[str], policy: SpoolPolicy, metrics: Metrics
+) -> Spool:
+    """The tier for durable kinds: the SQLite file under data_dir, or the shared database."""
+    s = settings.spool
+    limits: dict[str, Any] = {
+        "max_entries": s.persistent_queue_entries,
+        "max_disk_bytes": s.max_disk_bytes,
+        "overflow": policy,
+        "history_entries": s.history_entries,
+        "metrics": metrics,
+    }
+    if s.backend == "postgresql":
+        from notifier.spool.pg import PostgresSpool
+
+        return PostgresSpool(
+            s.dsn.get_secret_value(), consumers, instance=settings.instance(), **limits
+        )
+    return SqliteSpool(spool_path(settings.data_dir), consumers, **limits)
 
 
 def receiver_policies(
     receivers: Mapping[str, ReceiverSpoolSettings],
 ) -> dict[str, ReceiverPolicy]:
     """Per-receiver overrides from `[spool.receivers.NAME]`; an unset key keeps the default."""
-    return {
+    policies = {
         receiver: ReceiverPolicy(
             durable_kinds=None if r.durable_kinds is None else frozenset(r.durable_kinds),
             overflow=None if r.overflow is None else Overflow(r.overflow),
         )
         for receiver, r in receivers.items()
     }
+    # The relay answers 250 only for what is on disk, and a full spool must answer 451 rather
+    # than drop the mail it is taking: not configurable.
+    policies[SMTP_RELAY] = ReceiverPolicy(durable_kinds=frozenset(Kind), overflow=Overflow.REJECT)
+    return policies

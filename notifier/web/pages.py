@@ -37,7 +37,7 @@ def status_context(service: ServiceView) -> dict[str, Any]:
             depth.setdefault(consumer, {})[state] = n
     routes = service.dispatcher.status() if service.dispatcher else []
     for r in routes:
-        r["depth"] = depth.get(f"route:{r['route']}", {})
+        r["depth"] = depth.get(r.get("consumer") or f"route:{r['route']}", {})
     oauth = {}
     if service.oauth2:
         oauth = {name: p.status() for name, p in service.oauth2.providers.items()}

@@ -27,6 +27,7 @@ from tests.oauth2.harness import (
     USER,
     cli_authorize,
     make_keys,
+    microsoft365_password_grant,
     notifier_cli,
     oauth2_config,
     post_alarm,
@@ -114,22 +115,9 @@ def test_microsoft365_password_grant_needs_no_person(
 ) -> None:
     # A public client ("Allow public client flows"), the mailbox password in a file.
     authserver.add_client(CLIENT_ID)
-    password_file = tmp_path / "mailbox-password"
-    password_file.write_text(PASSWORD + "\n")
+    oauth2 = microsoft365_password_grant(authserver, CLIENT_ID, tmp_path / "mailbox-password")
     with smtp_server(pki, authserver) as smtp:
-        proc = _run(
-            tmp_path,
-            smtp,
-            pki,
-            {
-                "mode": "microsoft365",
-                "tenant": "contoso.onmicrosoft.com",
-                "client_id": CLIENT_ID,
-                "resource_owner": USER,
-                "resource_owner_password_file": str(password_file),
-                "token_endpoint": authserver.token_url,
-            },
-        )
+        proc = _run(tmp_path, smtp, pki, oauth2)
         try:
             _deliver_alarm_and_check(proc, smtp)
             assert authserver.token_requests["password"] == 1

@@ -86,6 +86,22 @@ def oauth2_config(
     }
 
 
+def microsoft365_password_grant(
+    server: AuthServer, client_id: str, password_file: Path
+) -> dict[str, Any]:
+    """The `[accounts.oauth2]` table of the microsoft365 mode with the password grant: a public
+    client, the mailbox password in a file, no person needed."""
+    password_file.write_text(PASSWORD + "\n")
+    return {
+        "mode": "microsoft365",
+        "tenant": "contoso.onmicrosoft.com",
+        "client_id": client_id,
+        "resource_owner": USER,
+        "resource_owner_password_file": str(password_file),
+        "token_endpoint": server.token_url,
+    }
+
+
 def callback_uri(proc: NotifierProcess) -> str:
     """The redirect URI the /oauth2/ page shows for a service listening on 127.0.0.1."""
     return f"http://localhost:{proc.http_port}/oauth2/callback"

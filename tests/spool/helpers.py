@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from notifier.records import Kind, Record
 from notifier.spool import Lease
+
+T = TypeVar("T")
 
 
 def rec(kind: Kind = Kind.ALARM, text: str = "", receiver: str = "http", **kw: object) -> Record:
@@ -25,3 +29,18 @@ def rec(kind: Kind = Kind.ALARM, text: str = "", receiver: str = "http", **kw: o
 
 def texts(leases: Sequence[Lease]) -> list[str]:
     return [lease.record.text for lease in leases]
+
+
+@contextlib.asynccontextmanager
+async def closing_all() -> AsyncIterator[Callable[[T], Awaitable[T]]]:
+    """`start(spool)` starts a spool and returns it; every spool started is closed at the end."""
+    started: list[Any] = []
+
+    async def start(spool: T) -> T:
+        await spool.start()  # type: ignore[attr-defined]
+        started.append(spool)
+        return spool
+
+    yield start
+    for spool in started:
+        await spool.close()

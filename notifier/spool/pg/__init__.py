@@ -1,0 +1,5 @@
+"""The PostgreSQL backend: shared queues for several notifier instances on one database."""
+
+from notifier.spool.pg.spool import PostgresSpool
+
+__all__ = ["PostgresSpool"]
