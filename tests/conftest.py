@@ -32,6 +32,29 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
         return port
 
 
+def connections_to(port: int) -> int:
+    """TCP sockets this process holds open to `port` (any address), counted by the kernel.
+
+    A socket the code under test closed is gone from here; one it forgot, or that is still
+    saying goodbye, is not. Linux only (/proc).
+    """
+    mine = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = fd.readlink().name
+        except OSError:  # the directory's own fd, or one closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            mine.add(target.removeprefix("socket:[").removesuffix("]"))
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            count += remote_port == port and fields[9] in mine
+    return count
+
+
 @pytest.fixture
 def port() -> int:
     return free_port()

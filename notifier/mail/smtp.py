@@ -75,6 +75,10 @@ TokenMechanism = Literal["xoauth2", "oauthbearer"]
 CONNECTION_STEPS = frozenset({"tls setup", "connect", "ehlo", "starttls", "auth"})
 # Replies that say the account, not the message, is the problem.
 _ACCOUNT_CODES = frozenset({530, 534, 535, 538})
+# How long a closed connection may take to say goodbye (the TLS close_notify exchange) before
+# it is cut, and how often to look whether it has gone.
+_CLOSE_WAIT_S = 2.0
+_CLOSE_POLL_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,33 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 def _one_line(text: str, limit: int = 300) -> str:
     return " ".join(str(text).split())[:limit]
+
+
+async def _close(smtp: aiosmtplib.SMTP, quit_timeout: float | None = None) -> None:
+    """Close the connection (after QUIT, when `quit_timeout` is given) and return once its
+    socket is released.
+
+    asyncio releases a socket a loop turn after close(), and a TLS one only after the server
+    has answered close_notify: without the wait, a batch would return with its socket still
+    open, and a service stopping right after would end its loop with sockets in it.
+    """
+    protocol, transport = smtp.protocol, smtp.transport
+    try:
+        if quit_timeout is not None and smtp.is_connected:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await smtp.quit(timeout=quit_timeout)
+    finally:
+        smtp.close()
+    if protocol is None or transport is None:
+        return
+    waited = 0.0
+    # SMTPProtocol forgets its transport in connection_lost, after the socket is closed.
+    while protocol.transport is not None and waited < _CLOSE_WAIT_S:
+        await asyncio.sleep(_CLOSE_POLL_S)
+        waited += _CLOSE_POLL_S
+    if protocol.transport is not None and isinstance(transport, asyncio.Transport):
+        transport.abort()  # no close_notify from the server: cut the connection
+        await asyncio.sleep(0)  # abort releases the socket on the next loop turn
 
 
 @dataclass
@@ -240,7 +271,7 @@ class SmtpSender:
             try:
                 result = await self._transact(session, out)
             except _Dropped as dropped:
-                self._drop()
+                await self._drop()
                 # A kept connection the server closed meanwhile: safe to try again at once
                 # when no mail text went out (a retry after DATA could deliver twice).
                 if reused and dropped.before_data and attempt == 1:
@@ -382,18 +413,22 @@ class SmtpSender:
                     )
             step = "auth"
             await self._authenticate(session)
-        except DeliveryError:
-            smtp.close()
+        except (DeliveryError, aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            await _close(smtp)
+            raise self._open_error(step, exc) from None
+        except BaseException:
+            smtp.close()  # cancelled (the service stops): no waiting, but no socket left open
             raise
-        except aiosmtplib.SMTPResponseException as exc:
-            smtp.close()
-            raise self._error(
-                step, "refused", classify_reply(step, exc.code), exc.code, _one_line(exc.message)
-            ) from None
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            smtp.close()
-            raise self._connection_error(step, exc) from None
         return session
+
+    def _open_error(self, step: str, exc: Exception) -> DeliveryError:
+        if isinstance(exc, DeliveryError):
+            return exc
+        if isinstance(exc, aiosmtplib.SMTPResponseException):
+            return self._error(
+                step, "refused", classify_reply(step, exc.code), exc.code, _one_line(exc.message)
+            )
+        return self._connection_error(step, exc)
 
     async def _ehlo(self, smtp: aiosmtplib.SMTP) -> None:
         try:
@@ -437,21 +472,17 @@ class SmtpSender:
         try:
             await smtp.rset()
         except (aiosmtplib.SMTPException, OSError):
-            smtp.close()  # the next mail opens a fresh connection
+            await _close(smtp)  # the next mail opens a fresh connection
 
     async def _quit(self) -> None:
         session, self._session = self._session, None
-        if session is None:
-            return
-        if session.smtp.is_connected:
-            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-                await session.smtp.quit(timeout=min(self._s.timeout_s, 5.0))
-        session.smtp.close()
+        if session is not None:
+            await _close(session.smtp, quit_timeout=min(self._s.timeout_s, 5.0))
 
-    def _drop(self) -> None:
-        if self._session is not None:
-            self._session.smtp.close()
-            self._session = None
+    async def _drop(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await _close(session.smtp)
 
     # -- AUTH -------------------------------------------------------------------------------
 

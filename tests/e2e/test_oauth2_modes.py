@@ -180,15 +180,15 @@ def test_gmail_with_the_downloaded_client_json_signed_in_from_the_cli(
             {"mode": "gmail", "client_json_file": client_json, "redirect_uri": redirect},
         )
         try:
-            cli = cli_authorize(proc)
-            url = read_until(cli, r"^\s+(http://\S+/authorize\?\S+)$").group(1)
-            assert "access_type=offline" in url and "prompt=consent" in url
-            assert f"login_hint={USER.replace('@', '%40')}" in url
-            back = authserver.authorize(url, USER, PASSWORD)
-            page = httpx.get(back, timeout=10)
-            assert page.status_code == 200 and "close this window" in page.text
-            read_until(cli, r"account ops is authorized")
-            assert cli.wait(10) == 0
+            with cli_authorize(proc) as cli:
+                url = read_until(cli, r"^\s+(http://\S+/authorize\?\S+)$").group(1)
+                assert "access_type=offline" in url and "prompt=consent" in url
+                assert f"login_hint={USER.replace('@', '%40')}" in url
+                back = authserver.authorize(url, USER, PASSWORD)
+                page = httpx.get(back, timeout=10)
+                assert page.status_code == 200 and "close this window" in page.text
+                read_until(cli, r"account ops is authorized")
+                assert cli.wait(10) == 0
             _deliver_alarm_and_check(proc, smtp)
         finally:
             proc.stop()
@@ -313,22 +313,25 @@ def test_private_key_jwt_generic_signed_in_with_the_device_grant(
             },
         )
         try:
-            cli = cli_authorize(proc, "--device")
-            uri = read_until(cli, r"^On any device, open (\S+)$").group(1)
-            code = read_until(cli, r"enter the code (\S+) ").group(1)
-            approve = httpx.post(
-                uri,
-                data={"user_code": code, "username": USER, "password": PASSWORD, "action": "allow"},
-                timeout=10,
-            )
-            assert approve.status_code == 200
-            read_until(cli, r"account ops is authorized")
-            assert cli.wait(10) == 0
+            with cli_authorize(proc, "--device") as cli:
+                uri = read_until(cli, r"^On any device, open (\S+)$").group(1)
+                code = read_until(cli, r"enter the code (\S+) ").group(1)
+                approve = httpx.post(
+                    uri,
+                    data={
+                        "user_code": code,
+                        "username": USER,
+                        "password": PASSWORD,
+                        "action": "allow",
+                    },
+                    timeout=10,
+                )
+                assert approve.status_code == 200
+                read_until(cli, r"account ops is authorized")
+                assert cli.wait(10) == 0
             _deliver_alarm_and_check(proc, smtp)
             assert authserver.token_requests["device_code"] >= 1
         finally:
-            if cli.poll() is None:
-                cli.kill()
             proc.stop()
 
 

@@ -135,7 +135,9 @@ async def test_at_the_limit_the_connection_silent_longest_is_closed_for_a_new_se
     )
     younger[1].write(b"<13>and served\n")
     await arrived(spool, 3)
-    younger[1].close()
+    for _, writer in (oldest, younger):
+        writer.close()  # the server closed `oldest`; its writer here is still ours to close
+        await writer.wait_closed()
 
 
 async def test_when_every_connection_is_busy_a_new_one_is_closed_at_once_and_counted(

@@ -14,7 +14,7 @@ from notifier.mail.tokens import StaticTokenProvider
 from notifier.mail.transport import DeliveryError, Outcome, SendResult
 from notifier.metrics import Metrics
 from tests import certs
-from tests.conftest import free_port
+from tests.conftest import connections_to, free_port
 from tests.mail.conftest import ENVELOPE, StartServer, alarm_mail
 from tests.smtpserver import SmtpTestServer
 
@@ -446,9 +446,11 @@ async def test_connection_refused_is_temporary_and_names_host_and_port(pki: cert
 
 
 async def test_a_silent_server_times_out_as_a_temporary_error() -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
     async def never_greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
         await reader.read()  # says nothing, until the client gives up
-        writer.close()
 
     server = await asyncio.start_server(never_greet, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -457,12 +459,47 @@ async def test_a_silent_server_times_out_as_a_temporary_error() -> None:
         error = failed((await SmtpSender(settings).send([alarm_mail()]))[0])
     finally:
         server.close()
+        # Python 3.11's wait_closed does not wait for the connections the server accepted.
+        for writer in accepted:
+            writer.close()
+            await writer.wait_closed()
         await server.wait_closed()
     assert error.temporary
     assert "no answer within 0.3 s" in str(error)
 
 
 # -- connections -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("server_options", "setting_changes", "delivers"),
+    [
+        pytest.param({"tls": "starttls"}, {}, True, id="delivered-over-starttls"),
+        pytest.param({"tls": "none"}, {"tls": "starttls"}, False, id="starttls-not-offered"),
+        pytest.param(
+            {"tls": "starttls", "users": USERS},
+            {"username": "ops@example.com", "password": "wrong-secret"},
+            False,
+            id="password-refused-over-tls",
+        ),
+    ],
+)
+async def test_the_connection_is_closed_when_send_returns(
+    smtp_server: StartServer,
+    pki: certs.TestPKI,
+    server_options: dict[str, Any],
+    setting_changes: dict[str, Any],
+    delivers: bool,
+) -> None:
+    # A socket still open after the batch (a TLS one waits for the server's close_notify) is
+    # one a stopping service leaves behind.
+    server = smtp_server(**server_options)
+
+    result = await send_one(settings_for(server, pki, **setting_changes))
+
+    assert isinstance(result, SendResult) is delivers, str(result)
+    assert server.connections == 1
+    assert connections_to(server.port) == 0
 
 
 async def test_a_batch_uses_one_connection(smtp_server: StartServer, pki: certs.TestPKI) -> None:

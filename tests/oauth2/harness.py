@@ -4,12 +4,13 @@ signs an account in (the /oauth2/ page, `notifier oauth2 authorize`, the device 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -182,9 +183,11 @@ def notifier_cli(
     )
 
 
-def cli_authorize(proc: NotifierProcess, *args: str) -> subprocess.Popen[str]:
-    """`notifier oauth2 authorize ops ...` running, its output readable line by line."""
-    return subprocess.Popen(
+@contextlib.contextmanager
+def cli_authorize(proc: NotifierProcess, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """`notifier oauth2 authorize ops ...` running, its output readable line by line; killed
+    if still running when the block ends, and its output pipe closed."""
+    with subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -201,7 +204,12 @@ def cli_authorize(proc: NotifierProcess, *args: str) -> subprocess.Popen[str]:
         stdin=subprocess.DEVNULL,
         text=True,
         cwd=proc.workdir,
-    )
+    ) as cli:
+        try:
+            yield cli
+        finally:
+            if cli.poll() is None:
+                cli.kill()
 
 
 def read_until(cli: subprocess.Popen[str], pattern: str, timeout: float = 20) -> re.Match[str]:

@@ -307,17 +307,17 @@ _CHILD = textwrap.dedent(
 
 def test_every_put_that_returned_survives_sigkill(tmp_path: Path) -> None:
     path = tmp_path / "spool.sqlite3"
-    child = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", _CHILD, str(path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-    )
-    assert child.stdout is not None
-    acked = [child.stdout.readline().strip() for _ in range(300)]
-    os.kill(child.pid, signal.SIGKILL)  # mid-put: 20 producers are always in flight
-    child.wait()
-    acked += [line.strip() for line in child.stdout if line.strip()]
+    ) as child:
+        assert child.stdout is not None
+        acked = [child.stdout.readline().strip() for _ in range(300)]
+        os.kill(child.pid, signal.SIGKILL)  # mid-put: 20 producers are always in flight
+        child.wait()
+        acked += [line.strip() for line in child.stdout if line.strip()]
 
     async def survivors() -> set[str]:
         spool = SqliteSpool(path, ["mail"])
