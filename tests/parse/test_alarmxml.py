@@ -50,6 +50,13 @@ def test_alarm_in_attributes_becomes_an_alarm_record() -> None:
     assert dict(r.extras) == {"type": "alarm", "active": "true", "xsl": "reg.xsl", "tag": "ALARM"}
 
 
+def test_the_alarm_elements_own_text_is_its_text_when_no_text_field_is_given() -> None:
+    r = syslog('ALARM: <alarm type="alarm" code="0x00020001" host="pbx01">Trunk down</alarm>')
+    assert (r.kind, r.device, r.text) == (Kind.ALARM, "pbx01", "Trunk down")
+    both = syslog('<alarm code="0x1" text="from the field">from the element</alarm>')
+    assert both.text == "from the field"
+
+
 def test_child_elements_with_clear_type_make_a_clear() -> None:
     r = syslog(
         "<event><type>clear</type><severity>Major</severity><code>0x00010002</code>"

@@ -106,6 +106,9 @@ def _fields(element: ET.Element) -> AlarmFields:
             found["details"], found["details_error"] = _inner_xml(child)
         elif key in FIELDS and key not in found:
             found[key] = "".join(child.itertext()).strip()
+    if "text" not in found and element.text and element.text.strip():
+        # <alarm code="..." ...>Registration down</alarm>: the element's own text is the text.
+        found["text"] = element.text.strip()
     return AlarmFields(**found)
 
 
