@@ -94,7 +94,7 @@ def test_alarms_accepted_before_the_disk_filled_are_mailed_and_new_ones_wait_for
 # the spool can stay at 503 for more than 20 s, as the space it keeps for delivery (a quarter of
 # the file system plus the WAL) is not given back. Issue #8 item 9 stays open on this point; the
 # test runs every time and reports XPASS when the reclaim works.
-@pytest.mark.xfail(reason="reclaim after a self-filled disk is intermittent (#8 item 9)", strict=False)
+@pytest.mark.xfail(reason="reclaim after a self-filled disk is intermittent (#8)", strict=False)
 def test_a_spool_that_filled_the_disk_itself_accepts_again_once_it_has_delivered(
     tmp_path: Path,
 ) -> None:
