@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from notifier.records import Kind, Record, Severity
+from notifier.spool.state import AlarmState, Key
 
 
 class Reason(enum.StrEnum):
@@ -37,29 +38,6 @@ class Reason(enum.StrEnum):
 _SILENT = frozenset(
     {Reason.REPEAT_SUPPRESSED, Reason.CLEAR_DUPLICATE, Reason.LATE_SET, Reason.STALE_CLEAR}
 )
-
-
-Key = tuple[str, str, str]  # (device, code, source)
-
-
-@dataclass(frozen=True, slots=True)
-class AlarmState:
-    """What we know of one alarm on one route. Times are unix seconds."""
-
-    device: str
-    code: str
-    source: str
-    active: bool
-    first_set: float  # when it became active (device time when known)
-    last_seen: float  # last set or clear received
-    count: int  # sets received while active, including the first
-    last_notified: float  # when a mail about it last went out
-    cleared_at: float | None = None
-    severity: Severity | None = None  # the set's, for the clear mail (not yet in alarms.sqlite)
-
-    @property
-    def key(self) -> Key:
-        return (self.device, self.code, self.source)
 
 
 class ForgetReason(enum.StrEnum):

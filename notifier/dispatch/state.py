@@ -13,9 +13,9 @@ import sqlite3
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
-from notifier.dispatch.alarms import AlarmState, Key
 from notifier.log import RateLimiter, get_logger
 from notifier.spool.diskspace import is_disk_full
+from notifier.spool.state import AlarmState, Key
 
 log = get_logger("notifier.dispatch")
 

@@ -18,15 +18,7 @@ from typing import Any
 
 from notifier.backoff import Backoff
 from notifier.config import RouteSettings
-from notifier.dispatch.alarms import (
-    AlarmState,
-    Decision,
-    ForgetReason,
-    Key,
-    Reason,
-    decide,
-    to_forget,
-)
+from notifier.dispatch.alarms import Decision, ForgetReason, Reason, decide, to_forget
 from notifier.dispatch.rules import FirstMatch, Matcher
 from notifier.dispatch.state import AlarmStore
 from notifier.log import RateLimiter, get_logger
@@ -37,6 +29,7 @@ from notifier.mail.transport import DeliveryError, MailTransport, Outcome
 from notifier.metrics import Metrics
 from notifier.records import Kind, Record
 from notifier.spool.base import DropNotice, Lease, Spool
+from notifier.spool.state import AlarmState, Key
 
 log = get_logger("notifier.dispatch")
 

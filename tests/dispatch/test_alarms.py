@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from notifier.dispatch.alarms import AlarmState, ForgetReason, Reason, decide, to_forget
+from notifier.dispatch.alarms import ForgetReason, Reason, decide, to_forget
 from notifier.records import Kind, Record, Severity
+from notifier.spool.state import AlarmState
 
 HOUR = 3600.0
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from notifier.dispatch.alarms import AlarmState
 from notifier.dispatch.state import AlarmStore
+from notifier.spool.state import AlarmState
 from tests.smallfs import fill, small_filesystem
 
 
