@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.e2e.test_alarm_mail import account, post_alarm, route
+from tests.e2e.test_overflow import metric
 from tests.service import NotifierProcess, wait_for
 from tests.smtpserver import ReceivedMail, SmtpTestServer
 
@@ -146,16 +147,6 @@ def test_alarms_spooled_while_smtp_down_survive_sigkill_and_are_mailed_once(
         assert sorted(mentioned) == sorted(codes), "each alarm mailed exactly once"
 
 
-def _metric(proc: NotifierProcess, name: str, **labels: str) -> float:
-    """One sample of `name` from /metrics (0 when absent)."""
-    text = httpx.get(f"{proc.url}/metrics", timeout=5).text
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    for line in text.splitlines():
-        if line.startswith(f"{name}{{{want}}} ") or (not want and line.startswith(f"{name} ")):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def test_during_an_smtp_outage_retries_are_retries_and_the_status_page_says_so(
     tmp_path: Path,
 ) -> None:
@@ -172,12 +163,12 @@ def test_during_an_smtp_outage_retries_are_retries_and_the_status_page_says_so(
     try:
         assert post_alarm(proc).status_code == 200
         wait_for(
-            lambda: _metric(proc, "notifier_mail_retries_total", route="ops") >= 2,
+            lambda: metric(proc, "notifier_mail_retries_total", route="ops") >= 2,
             what="the mail tried again twice",
         )
         # One decision, however often the mail is tried: the retries have their own metric
         # and their own log line.
-        assert _metric(proc, "notifier_dispatch_decisions_total", reason="new_alarm") == 1
+        assert metric(proc, "notifier_dispatch_decisions_total", reason="new_alarm") == 1
         events = proc.log_events()
         assert [e["event"] for e in events if e.get("reason") == "new_alarm"].count("decision") == 1
         assert any(e.get("event") == "retry" and e.get("attempt", 0) >= 2 for e in events)
@@ -198,6 +189,6 @@ def test_during_an_smtp_outage_retries_are_retries_and_the_status_page_says_so(
             )
             html = httpx.get(f"{proc.url}/", timeout=5).text
             assert "last sent: 0s ago" in html or "last sent: 1s ago" in html
-        assert _metric(proc, "notifier_dispatch_decisions_total", reason="new_alarm") == 1
+        assert metric(proc, "notifier_dispatch_decisions_total", reason="new_alarm") == 1
     finally:
         proc.stop()
