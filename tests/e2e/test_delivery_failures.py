@@ -13,8 +13,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.e2e.test_alarm_mail import account, post_alarm, route
-from tests.e2e.test_overflow import metric
-from tests.service import NotifierProcess, wait_for
+from tests.service import NotifierProcess, metric, wait_for
 from tests.smtpserver import ReceivedMail, SmtpTestServer
 
 FAST_RETRY = {"retry_base_s": 0.2, "retry_max_s": 1.0}
