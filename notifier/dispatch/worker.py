@@ -18,7 +18,14 @@ from typing import Any
 
 from notifier.backoff import Backoff
 from notifier.config import RouteSettings
-from notifier.dispatch.alarms import Decision, ForgetReason, Reason, decide, to_forget
+from notifier.dispatch.alarms import (
+    Decision,
+    ForgetReason,
+    Reason,
+    decide,
+    threaded,
+    to_forget,
+)
 from notifier.dispatch.rules import FirstMatch, Matcher
 from notifier.log import RateLimiter, get_logger
 from notifier.mail.compose import Envelope, MailItem, compose
@@ -295,6 +302,7 @@ class RouteWorker:
                         if decision.reason is Reason.NEW_ALARM
                         else decision.repeat_count,
                         set_severity=decision.set_severity,
+                        thread_id=decision.set_message_id,
                     )
                 )
             else:
@@ -363,6 +371,10 @@ class RouteWorker:
         )
         if result.refused:
             self._refused(result.refused)
+        # The clears of the alarms this mail reported as new will reply to it.
+        new = [i.record.alarm_key for i in items if i.reason is MailReason.NEW]
+        sent_as = result.message_id or str(message["Message-ID"])
+        self._overlay |= threaded(self._overlay, new, sent_as)
         await self._commit(group.items, group.silent)
 
     def _refused(self, refused: Mapping[str, tuple[int, str]]) -> None:
