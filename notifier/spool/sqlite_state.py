@@ -127,9 +127,11 @@ class SqliteStateStore(HeldAlarms):
             db, self._db = self._db, None
             await asyncio.to_thread(db.close)
 
-    async def _run(self, what: str, work: Callable[[sqlite3.Connection], T]) -> T:
-        """`work` on the connection in a worker thread; SQLite errors become `SpoolError`,
-        except a full disk, which `save_alarms` holds (it sees the `sqlite3.Error`)."""
+    async def _run(
+        self, what: str, work: Callable[[sqlite3.Connection], T], *, holdable: bool = False
+    ) -> T:
+        """`work` on the connection in a worker thread; SQLite errors become `SpoolError`.
+        `holdable`: a full disk raises the `sqlite3.Error` itself, for `save_alarms` to hold."""
         async with self._lock:
             db = self._db
             if db is None:
@@ -137,7 +139,7 @@ class SqliteStateStore(HeldAlarms):
             try:
                 return await asyncio.to_thread(work, db)
             except sqlite3.Error as e:
-                if is_disk_full(e):
+                if holdable and is_disk_full(e):
                     raise
                 raise SpoolError(f"alarm state {self.path}: {what} failed: {e}") from None
 
@@ -158,7 +160,7 @@ class SqliteStateStore(HeldAlarms):
                     gone,
                 )
 
-        await self._run("saving alarm states", write)
+        await self._run("saving alarm states", write, holdable=True)
 
     def _holdable(self, error: BaseException) -> str:
         return "disk full under data_dir" if is_disk_full(error) else ""

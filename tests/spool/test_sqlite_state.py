@@ -6,9 +6,12 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from notifier.records import Severity
+from notifier.spool import SpoolError
 from notifier.spool.sqlite_state import SqliteStateStore
-from notifier.spool.state import AlarmState
+from notifier.spool.state import AlarmState, Silence
 from tests.smallfs import fill, small_filesystem
 
 # The alarms table exactly as notifier created it before severity, Message-ID and silences.
@@ -82,3 +85,18 @@ async def test_alarm_state_saved_on_a_full_disk_is_written_once_space_returns(
         saved = await reopened.load_alarms("route:ops")
         await reopened.close()
     assert sorted(key[1] for key in saved) == sorted(s.code for s in changes)
+
+
+async def test_a_silence_added_on_a_full_disk_is_refused_with_a_spool_error(
+    tmp_path: Path,
+) -> None:
+    with small_filesystem(tmp_path / "fs") as fs:
+        store = SqliteStateStore(fs / "alarms.sqlite")
+        await store.start()
+        try:
+            fill(fs)
+            silence = Silence("s1", {"devices": ("gw01",)}, 0.0, 1.0, "x" * 100_000, "me", 0.0)
+            with pytest.raises(SpoolError, match=r"adding a silence failed.*full"):
+                await store.add_silence(silence)
+        finally:
+            await store.close()
