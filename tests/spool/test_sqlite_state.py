@@ -3,7 +3,9 @@ full disk (state changes held in memory, written when space returns)."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from notifier.records import Severity
 from notifier.spool import SpoolError
 from notifier.spool.sqlite_state import SqliteStateStore
-from notifier.spool.state import AlarmState, Silence
+from notifier.spool.state import AlarmState, Key, Silence
 from tests.smallfs import fill, small_filesystem
 
 # The alarms table exactly as notifier created it before severity, Message-ID and silences.
@@ -23,6 +25,22 @@ CREATE TABLE IF NOT EXISTS alarms (
     PRIMARY KEY (route, device, code, source)
 )
 """
+
+
+@contextlib.asynccontextmanager
+async def opened(path: Path) -> AsyncIterator[SqliteStateStore]:
+    store = SqliteStateStore(path)
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def stored(path: Path) -> dict[Key, AlarmState]:
+    """What a restarted service loads for route:ops."""
+    async with opened(path) as store:
+        return await store.load_alarms("route:ops")
 
 
 def active(code: str) -> AlarmState:
@@ -41,9 +59,7 @@ async def test_an_alarms_file_of_the_old_schema_keeps_its_states_and_takes_the_n
         )
     old.close()
 
-    store = SqliteStateStore(path)
-    await store.start()
-    try:
+    async with opened(path) as store:
         (state,) = (await store.load_alarms("route:ops")).values()
         assert state == AlarmState("gw01", "0x1", "RELAY/RECH", True, 1000.0, 1060.0, 3, 1001.0)
         threaded = AlarmState(
@@ -51,13 +67,8 @@ async def test_an_alarms_file_of_the_old_schema_keeps_its_states_and_takes_the_n
             severity=Severity.CRITICAL, message_id="<a@b>", silenced="s1",
         )  # fmt: skip
         await store.save_alarms("route:ops", [threaded])
-    finally:
-        await store.close()
 
-    reopened = SqliteStateStore(path)
-    await reopened.start()
-    saved = await reopened.load_alarms("route:ops")
-    await reopened.close()
+    saved = await stored(path)
     assert saved[threaded.key] == threaded and saved[state.key] == state
 
 
@@ -65,9 +76,7 @@ async def test_alarm_state_saved_on_a_full_disk_is_written_once_space_returns(
     tmp_path: Path,
 ) -> None:
     with small_filesystem(tmp_path / "fs") as fs:
-        store = SqliteStateStore(fs / "alarms.sqlite")
-        await store.start()
-        try:
+        async with opened(fs / "alarms.sqlite") as store:
             await store.save_alarms("route:ops", [active("0x00000001")])
             filler = fill(fs)
             changes = [active(f"0x{n:08x}") for n in range(2, 2000)]
@@ -78,12 +87,7 @@ async def test_alarm_state_saved_on_a_full_disk_is_written_once_space_returns(
             filler.unlink()
             await store.save_alarms("route:ops", [])  # what the worker's periodic sweep does
             assert store.unsaved == 0
-        finally:
-            await store.close()
-        reopened = SqliteStateStore(fs / "alarms.sqlite")
-        await reopened.start()
-        saved = await reopened.load_alarms("route:ops")
-        await reopened.close()
+        saved = await stored(fs / "alarms.sqlite")
     assert sorted(key[1] for key in saved) == sorted(s.code for s in changes)
 
 
@@ -91,12 +95,8 @@ async def test_a_silence_added_on_a_full_disk_is_refused_with_a_spool_error(
     tmp_path: Path,
 ) -> None:
     with small_filesystem(tmp_path / "fs") as fs:
-        store = SqliteStateStore(fs / "alarms.sqlite")
-        await store.start()
-        try:
+        async with opened(fs / "alarms.sqlite") as store:
             fill(fs)
             silence = Silence("s1", {"devices": ("gw01",)}, 0.0, 1.0, "x" * 100_000, "me", 0.0)
             with pytest.raises(SpoolError, match=r"adding a silence failed.*full"):
                 await store.add_silence(silence)
-        finally:
-            await store.close()
