@@ -30,6 +30,7 @@ from notifier.metrics import Metrics
 from notifier.oauth2.errors import OAuth2Error
 from notifier.records import Kind
 from notifier.spool.base import Spool, SpoolError
+from notifier.spool.state import StateStore
 
 if TYPE_CHECKING:
     from notifier.dispatch.service import Dispatcher
@@ -48,6 +49,7 @@ class Service:
     settings: Settings
     metrics: Metrics = field(default_factory=Metrics)
     spool: Spool | None = None
+    state: StateStore | None = None
     dispatcher: Dispatcher | None = None
     forwards: Forwards | None = None
     oauth2: OAuth2Runtime | None = None
@@ -85,6 +87,11 @@ class Service:
         self.spool = build_spool(s, [*consumers, *forward_interest(s)], self.metrics, interest)
         await self.spool.start()
         self._closers.append(self.spool.close)
+        from notifier.spool.factory import open_state
+
+        self.state = open_state(s, self.spool)
+        await self.state.start()
+        self._closers.insert(0, self.state.close)  # before the spool: it may share its pool
         from notifier.dispatch.service import build_dispatcher
         from notifier.oauth2.runtime import OAuth2Runtime
 
@@ -92,7 +99,7 @@ class Service:
         if self.oauth2 is not None:
             self._closers.insert(0, self.oauth2.close)
         providers = self.oauth2.providers if self.oauth2 else {}
-        self.dispatcher = build_dispatcher(s, self.spool, self.metrics, providers)
+        self.dispatcher = build_dispatcher(s, self.spool, self.state, self.metrics, providers)
         self.dispatcher.start()
         # Dispatchers stop before the spool closes.
         self._closers[:0] = [self.dispatcher.stop_workers, self.dispatcher.close_transports]

@@ -18,9 +18,15 @@ from typing import Any
 
 from notifier.backoff import Backoff
 from notifier.config import RouteSettings
-from notifier.dispatch.alarms import Decision, ForgetReason, Reason, decide, to_forget
+from notifier.dispatch.alarms import (
+    Decision,
+    ForgetReason,
+    Reason,
+    decide,
+    threaded,
+    to_forget,
+)
 from notifier.dispatch.rules import FirstMatch, Matcher
-from notifier.dispatch.state import AlarmStore
 from notifier.log import RateLimiter, get_logger
 from notifier.mail.compose import Envelope, MailItem, compose
 from notifier.mail.compose import Reason as MailReason
@@ -29,7 +35,7 @@ from notifier.mail.transport import DeliveryError, MailTransport, Outcome
 from notifier.metrics import Metrics
 from notifier.records import Kind, Record
 from notifier.spool.base import DropNotice, Lease, Spool
-from notifier.spool.state import AlarmState, Key
+from notifier.spool.state import AlarmState, Key, StateStore
 
 log = get_logger("notifier.dispatch")
 
@@ -166,7 +172,7 @@ class RouteWorker:
         route: RouteSettings,
         matcher: Matcher | FirstMatch,
         spool: Spool,
-        store: AlarmStore,
+        store: StateStore,
         target: RouteTarget,
         metrics: Metrics,
         *,
@@ -187,7 +193,8 @@ class RouteWorker:
         self._instance = instance
         self._batch = lease_batch
         self._clock = clock  # unix time: alarm decisions and forgetting
-        self._states: dict[Key, AlarmState] = store.load(self.consumer)
+        self._states: dict[Key, AlarmState] = {}
+        self._loaded = False  # the stored states are read by the first step
         self._swept_at = -1e18  # the first step forgets what a lowered bound or age says
         self._forget_log = RateLimiter(burst=1, period_s=60.0)
         self._overlay: dict[Key, AlarmState] = {}
@@ -218,6 +225,12 @@ class RouteWorker:
             await self._flush()
 
     async def _step(self) -> None:
+        if not self._loaded:
+            # Before the first lease: a record decided without its alarm's stored state
+            # would mail a known alarm as new. A failure is logged and tried again.
+            self._states = await self._store.load_alarms(self.consumer)
+            self._loaded = True
+            self._metrics.alarm_states.labels(self.route.name).set(len(self._states))
         if self._clock() - self._swept_at >= SWEEP_INTERVAL_S:
             await self._save_states({})
         leases = await self._spool.lease(self.consumer, self._batch, self._visibility)
@@ -306,6 +319,7 @@ class RouteWorker:
                         if decision.reason is Reason.NEW_ALARM
                         else decision.repeat_count,
                         set_severity=decision.set_severity,
+                        thread_id=decision.set_message_id,
                     )
                 )
             else:
@@ -380,6 +394,10 @@ class RouteWorker:
         )
         if result.refused:
             self._refused(result.refused)
+        # The clears of the alarms this mail reported as new will reply to it.
+        new = [i.record.alarm_key for i in items if i.reason is MailReason.NEW]
+        sent_as = result.message_id or str(message["Message-ID"])
+        self._overlay |= threaded(self._overlay, new, sent_as)
         await self._commit(group.items, group.silent)
 
     def _refused(self, refused: Mapping[str, tuple[int, str]]) -> None:
@@ -413,7 +431,7 @@ class RouteWorker:
         states = self._states | changed
         forget = to_forget(states, now - FORGET_CLEARED_AFTER_S, self.route.max_alarm_states)
         kept = [state for key, state in changed.items() if key not in forget]
-        await self._store.save(self.consumer, kept, forget)
+        await self._store.save_alarms(self.consumer, kept, forget)
         for key in forget:
             del states[key]
         self._states = states
