@@ -11,7 +11,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from notifier import __version__
+from notifier.web.forms import FormToken
 from notifier.web.guard import AdminGuard
+from notifier.web.operator import silence_json
 from notifier.web.render import page
 from notifier.web.view import ServiceView
 
@@ -90,8 +92,15 @@ def status_context(service: ServiceView) -> dict[str, Any]:
     }
 
 
-def status_routes(service: ServiceView, guard: AdminGuard) -> list[BaseRoute]:
+def status_routes(service: ServiceView, guard: AdminGuard, forms: FormToken) -> list[BaseRoute]:
     async def status_page(request: Request) -> Response:
-        return page("status.html.j2", **status_context(service))
+        now = time.time()
+        silences = await service.state.silences(ended_after=now - 86400) if service.state else []
+        return page(
+            "status.html.j2",
+            **status_context(service),
+            silences=[silence_json(s, now) for s in reversed(silences)],
+            csrf=forms.value,
+        )
 
     return [Route("/", guard(status_page), methods=["GET"])]
