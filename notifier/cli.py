@@ -433,11 +433,17 @@ def build_parser() -> argparse.ArgumentParser:
         ("severity", "severities (exactly these)"),
         ("receiver", "receivers, e.g. syslog-udp"),
         ("route", "route names"),
-        ("kind", "kinds: alarm, clear, event, log (default: all)"),
+        ("kind", "kinds: alarm, clear, event, log"),
     ):
-        sp.add_argument(f"--{flag}", action="append", default=[], help=f"match {key}")
-    sp.add_argument("--text", default="", help="regular expression searched in the text")
-    sp.add_argument("--min-severity", default="", help="this severity and above, e.g. major")
+        sp.add_argument(
+            f"--{flag}", action="append", default=[], help=f"match {key} (default: any)"
+        )
+    sp.add_argument(
+        "--text", default="", help="regular expression searched in the text (default: any)"
+    )
+    sp.add_argument(
+        "--min-severity", default="", help="this severity and above, e.g. major (default: any)"
+    )
     sp.add_argument(
         "--for",
         dest="for_",
@@ -446,7 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--until", default="", help="end time, ISO 8601 (default: use --for)")
     sp.add_argument("--start", default="", help="start time, ISO 8601 (default: now)")
-    sp.add_argument("--comment", required=True, help="why (shown wherever it mutes something)")
+    sp.add_argument(
+        "--comment", required=True, help="why (shown wherever it mutes something; required)"
+    )
     sp.add_argument("--created-by", default="", help="your name (default: admin@ADDRESS)")
     sp = silence.add("list", "the silences, active and pending")
     sp.add_argument("--all", action="store_true", help="include expired ones (default: off)")
@@ -466,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print JSON (default: text)")
     sp = alarms.add("ack", "acknowledge an alarm: its reminders stop until it clears")
     sp.add_argument("key", help="the alarm's key, as `alarm list` shows it")
-    sp.add_argument("--comment", required=True, help="what is being done about it")
+    sp.add_argument("--comment", required=True, help="what is being done about it (required)")
     sp.add_argument("--by", default="", help="your name (default: admin@ADDRESS)")
 
     p = sub.add("oauth2", "sign OAuth2 mail accounts in and out")

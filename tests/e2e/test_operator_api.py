@@ -25,7 +25,10 @@ def notifier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NotifierProce
             tmp_path_factory.mktemp("operator"),
             {
                 "accounts": [account(smtp)],
-                "routes": [route(), route(name="noc", match={"kinds": ["alarm", "clear"]})],
+                "routes": [
+                    route(**{"continue": True}),
+                    route(name="noc", match={"kinds": ["alarm", "clear"]}),
+                ],
                 "web": {"admin_password": PASSWORD},
             },
         )
