@@ -16,8 +16,9 @@ keeps the mute, so when the mute ends with the alarm still active it is mailed
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -111,19 +112,26 @@ class Window:
     schedule: str
     duration_s: float
     zone: tzinfo
+    # The last span computed: (from, until, end of the window on in it or None). Walking a cron
+    # schedule takes milliseconds; the answer holds until the next start or end.
+    _span: list[tuple[float, float, float | None]] = field(
+        default_factory=list, compare=False, repr=False
+    )
 
     def end(self, now: float) -> float | None:
         """When the window that covers `now` ends; None when none does."""
-        start = window_start(self, now)
-        if start is None or now >= start + self.duration_s:
-            return None
-        return start + self.duration_s
+        for since, until, end in self._span:
+            if since <= now < until:
+                return end
+        span = _span(self, now)
+        self._span[:] = [span]
+        return span[2]
 
     def mutes(self, record: Record, route: str, now: float) -> Mute | None:
-        end = self.end(now)
-        if end is None or not self.scope.matches(record, route):
+        if not self.scope.matches(record, route):
             return None
-        return Mute(MuteKind.MAINTENANCE, self.name, end)
+        end = self.end(now)
+        return None if end is None else Mute(MuteKind.MAINTENANCE, self.name, end)
 
 
 # -- compiling ------------------------------------------------------------------------------
@@ -151,12 +159,14 @@ def silence_scope(matchers: Mapping[str, Sequence[str]], where: str = "matchers"
     unknown = sorted(set(matchers) - set(MATCHER_KEYS))
     if unknown:
         raise ControlError(f"{where}.{unknown[0]}: unknown matcher; use {', '.join(MATCHER_KEYS)}")
-    fields: dict[str, object] = {k: list(v) for k, v in matchers.items() if list(v)}
+    # A lone string is one pattern, not a list of its letters.
+    lists = {k: [v] if isinstance(v, str) else list(v) for k, v in matchers.items()}
+    fields: dict[str, object] = {k: v for k, v in lists.items() if v}
     if "text" in fields:
-        texts = list(matchers["text"])
+        texts = lists["text"]
         fields["text"] = "|".join(f"(?:{t})" for t in texts) if len(texts) > 1 else texts[0]
     if "min_severity" in fields:
-        values = list(matchers["min_severity"])
+        values = lists["min_severity"]
         if len(values) > 1:
             raise ControlError(f"{where}.min_severity: one severity, not {values!r}")
         fields["min_severity"] = values[0]
@@ -267,6 +277,18 @@ def next_start(window: Window, now: float) -> float:
         at = _instant(window, wall)
         if at > now and (best is None or at < best[0]):
             best = (at, wall)
+
+
+def _span(window: Window, now: float) -> tuple[float, float, float | None]:
+    """Around `now`: since when and until when the answer of `Window.end` stays the same,
+    and that answer (the end of the window on at `now`, or None)."""
+    start, upcoming = window_start(window, now), next_start(window, now)
+    if start is None:
+        return -math.inf, upcoming, None
+    end = start + window.duration_s
+    if now < end:
+        return start, min(end, upcoming), end  # a next start within the window moves its end
+    return end, upcoming, None
 
 
 def maintenance_active(window: Window, now: float) -> bool:
