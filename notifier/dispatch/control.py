@@ -252,7 +252,8 @@ def window_start(window: Window, now: float) -> float | None:
     The schedule is walked in wall-clock time (croniter on naive times: no DST arithmetic in
     it) and each firing turned into an instant; since offsets shift the order near a switch,
     firings are looked at until none can be later."""
-    cron = croniter(window.schedule, _wall(window, now) + _MAX_OFFSET_CHANGE)
+    wall_now = _wall(window, now)
+    cron = croniter(window.schedule, wall_now + _MAX_OFFSET_CHANGE)
     best: tuple[float, datetime] | None = None
     while True:
         wall = cron.get_prev(datetime)
@@ -261,7 +262,7 @@ def window_start(window: Window, now: float) -> float | None:
         at = _instant(window, wall)
         if at <= now and (best is None or at > best[0]):
             best = (at, wall)
-        if best is None and wall < _wall(window, now) - timedelta(days=366 * 5):
+        if best is None and wall < wall_now - timedelta(days=366 * 5):
             return None  # never fired in five years (a Feb 30 schedule is refused earlier)
 
 
