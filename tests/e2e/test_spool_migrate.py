@@ -109,3 +109,25 @@ def test_migrate_needs_the_postgresql_backend_configured(
 
     assert done.returncode == 1
     assert 'set [spool] backend = "postgresql"' in done.stderr
+
+
+def test_migrate_refuses_while_a_notifier_uses_the_spool(
+    tmp_path: Path, pg_dsn: str, smtp: SmtpTestServer
+) -> None:
+    notifier = NotifierProcess(tmp_path, {"accounts": [account(smtp)], "routes": [route()]})
+    with notifier:
+        running_env, notifier.env = (
+            notifier.env,
+            {
+                "NOTIFIER_SPOOL__BACKEND": "postgresql",
+                "NOTIFIER_SPOOL__DSN": pg_dsn,
+            },
+        )
+        done = migrate(notifier)
+        notifier.env = running_env
+
+    assert done.returncode == 1
+    assert "another notifier process is using the spool" in done.stderr
+    with psycopg.connect(pg_dsn) as conn:
+        tables = conn.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'spool_records'")
+        assert tables.fetchone() == (0,)  # nothing was created or moved
