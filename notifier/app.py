@@ -250,8 +250,10 @@ class Service:
             from notifier.ingest.httpauth import HttpAuth
             from notifier.ingest.httpserver import HttpServer
             from notifier.ingest.webhooks import WebhookAuth
+            from notifier.web.forms import FormToken
             from notifier.web.guard import AdminGuard
             from notifier.web.oauth2 import oauth2_routes
+            from notifier.web.operator import operator_routes
             from notifier.web.pages import status_routes
 
             auth = None
@@ -260,6 +262,7 @@ class Service:
                 auth = HttpAuth(s.http.auth, users)
             # One guard for every admin page and the history.
             guard = AdminGuard(s.web.admin_password.get_secret_value())
+            forms = FormToken()  # one anti-forgery token for every admin form
             app = build_ingest_app(
                 spool=spool,
                 metrics=metrics,
@@ -269,7 +272,11 @@ class Service:
                 auth=auth,
                 scheme=scheme,
                 health=self.health,
-                extra_routes=[*status_routes(self, guard), *oauth2_routes(self, guard)],
+                extra_routes=[
+                    *status_routes(self, guard, forms),
+                    *oauth2_routes(self, guard, forms),
+                    *operator_routes(self, guard, forms),
+                ],
                 # The history shows what devices sent: without sender auth, only the admin
                 # (password, or loopback) may read it, as on the status page.
                 history_guard=None if auth else guard.check,
