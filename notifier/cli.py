@@ -418,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--to",
         choices=["postgresql"],
         required=True,
-        help='the backend to move to: the database of [spool] dsn, with backend = "postgresql"',
+        help='the backend to move to: the database of [spool] dsn, with backend = "postgresql" '
+        "(required, no default)",
     )
 
     p = sub.add("test-mail", "send one test mail and say what happened")
