@@ -179,7 +179,7 @@ class RouteWorker:
         self._instance = instance
         self._batch = lease_batch
         self._clock = clock  # unix time: alarm decisions and forgetting
-        self._states: dict[Key, AlarmState] = store.load(self.consumer)
+        self._states: dict[Key, AlarmState] = {}  # loaded by `_resume` when `run` starts
         self._swept_at = -1e18  # the first step forgets what a lowered bound or age says
         self._forget_log = RateLimiter(burst=1, period_s=60.0)
         self._overlay: dict[Key, AlarmState] = {}
@@ -198,11 +198,23 @@ class RouteWorker:
         self._stopping.set()
 
     async def run(self) -> None:
+        """Dispatch until `stop()`. Started again each time this instance gains the route
+        (several instances: `notifier.spool.cluster.while_owned`), so it starts from the
+        stored state."""
+        self._resume()
         await keep_stepping(self._step, self._stopping, route=self.route.name)
         if self._group.items:
             # Stopping: send what waits now rather than after the restart; if this fails or is
             # cut short, the records are still leased, not acked, and come back on the next start.
             await self._flush()
+
+    def _resume(self) -> None:
+        """The start path: the stored alarm state (another instance may have changed it while
+        this one did not own the route); what this one held in memory is not its own anymore
+        (its leases were released to the owner that came between)."""
+        self._states = self._store.load(self.consumer)
+        self._overlay.clear()
+        self._group = _Group()
 
     async def _step(self) -> None:
         if self._clock() - self._swept_at >= SWEEP_INTERVAL_S:

@@ -13,6 +13,7 @@ from notifier.config import Settings
 from notifier.mail.transport import SendReport
 from notifier.oauth2.runtime import OAuth2Runtime
 from notifier.spool.base import Spool
+from notifier.spool.cluster import Cluster
 
 
 class RouteControl(Protocol):
@@ -45,6 +46,9 @@ class ServiceView(Protocol):
 
     @property
     def oauth2(self) -> OAuth2Runtime | None: ...
+
+    @property
+    def cluster(self) -> Cluster | None: ...
 
     @property
     def started_at(self) -> float: ...
