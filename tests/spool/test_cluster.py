@@ -190,3 +190,22 @@ async def test_on_postgresql_what_a_route_consumes_is_stored_there_whatever_its_
     with psycopg.connect(pg_dsn) as conn:
         rows = conn.execute("SELECT data FROM spool_records").fetchall()
     assert any("a log line the route mails" in data for (data,) in rows)
+
+
+async def test_on_postgresql_a_log_line_no_consumer_takes_stays_in_the_local_memory_tier(
+    pg_dsn: str, tmp_path: Any
+) -> None:
+    settings = Settings(
+        data_dir=str(tmp_path),
+        spool={"backend": "postgresql", "dsn": pg_dsn},  # type: ignore[arg-type]
+    )
+    spool = open_spool(settings, ["route:alarms"], Metrics(), {"route:alarms": [Kind.ALARM]})
+    await spool.start()
+    try:
+        await spool.put([rec(Kind.LOG, text="history only")])
+        assert [r.text for r in spool.history(10)] == ["history only"]
+    finally:
+        await spool.close()
+
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM spool_records").fetchone() == (0,)
