@@ -167,11 +167,21 @@ async def while_owned(
             lost.cancel()
             if not worker.done():
                 worker.cancel()
-            # The worker's own exceptions are logged by its loop; a cancelled one raises here.
-            with contextlib.suppress(asyncio.CancelledError):
+            # A cancelled worker raises here; its failure is looked at below.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await worker
         if worker in done and lost not in done:
-            return
+            if worker.cancelled() or worker.exception() is None:
+                return
+            # Its start path failed (say, loading its state): this instance still owns the
+            # consumer, and nobody else will dispatch it, so try again rather than give up.
+            log.error(
+                "consumer's worker failed; starting it again in a second",
+                consumer=consumer,
+                error=str(worker.exception()),
+            )
+            await _first(asyncio.sleep(1.0), stopping.wait())
+            continue
         log.warning(
             "dispatch stopped: this instance no longer owns the consumer",
             consumer=consumer,

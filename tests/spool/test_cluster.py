@@ -209,3 +209,18 @@ async def test_on_postgresql_a_log_line_no_consumer_takes_stays_in_the_local_mem
 
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM spool_records").fetchone() == (0,)
+
+
+async def test_a_worker_whose_start_fails_is_started_again_while_owned() -> None:
+    switch = _Switch()
+    switch.set(True)
+    starts: list[int] = []
+
+    async def run() -> None:
+        starts.append(1)
+        if len(starts) == 1:
+            raise RuntimeError("the state store is not there yet")
+
+    await asyncio.wait_for(while_owned(switch, "mail", run, asyncio.Event()), 10)
+
+    assert len(starts) == 2  # failed once, then ran (and returned: it was stopped)
