@@ -20,8 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psycopg
 
 from bench.common import median
-from tests.e2e.test_alarm_mail import account, route
-from tests.e2e.test_two_instances import agreed_owner, owner
+from tests.e2e.test_two_instances import agreed_owner, instances, owner
 from tests.pg import start_server
 from tests.service import NotifierProcess, wait_for
 from tests.smtpserver import SmtpTestServer
@@ -53,19 +52,7 @@ def main() -> int:
         ):
             with psycopg.connect(server.dsn(), autocommit=True) as conn:
                 conn.execute("CREATE DATABASE failover")
-            dsn_file = Path(tmp) / "dsn"
-            dsn_file.write_text(server.dsn("failover") + "\n")
-            procs = [
-                NotifierProcess(
-                    Path(tmp) / name,
-                    {"instance_name": name, "accounts": [account(smtp)], "routes": [route()]},
-                    env={
-                        "NOTIFIER_SPOOL__BACKEND": "postgresql",
-                        "NOTIFIER_SPOOL__DSN_FILE": str(dsn_file),
-                    },
-                )
-                for name in ("a", "b")
-            ]
+            procs = instances(Path(tmp), server.dsn("failover"), smtp)
             try:
                 for proc in procs:
                     proc.start()

@@ -27,13 +27,13 @@ def smtp() -> Iterator[SmtpTestServer]:
         yield server
 
 
-@pytest.fixture
-def pair(tmp_path: Path, pg_dsn: str, smtp: SmtpTestServer) -> Iterator[list[NotifierProcess]]:
-    dsn_file = tmp_path / "dsn"
-    dsn_file.write_text(pg_dsn + "\n")
-    procs = [
+def instances(workdir: Path, dsn: str, smtp: SmtpTestServer) -> list[NotifierProcess]:
+    """Instances "a" and "b" (not started) on the database `dsn`, mailing through `smtp`."""
+    dsn_file = workdir / "dsn"
+    dsn_file.write_text(dsn + "\n")
+    return [
         NotifierProcess(
-            tmp_path / name,
+            workdir / name,
             {
                 "instance_name": name,
                 "accounts": [account(smtp)],
@@ -46,6 +46,11 @@ def pair(tmp_path: Path, pg_dsn: str, smtp: SmtpTestServer) -> Iterator[list[Not
         )
         for name in ("a", "b")
     ]
+
+
+@pytest.fixture
+def pair(tmp_path: Path, pg_dsn: str, smtp: SmtpTestServer) -> Iterator[list[NotifierProcess]]:
+    procs = instances(tmp_path, pg_dsn, smtp)
     try:
         for proc in procs:
             proc.start()
