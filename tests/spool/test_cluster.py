@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from structlog.testing import capture_logs
 
 from notifier.config import Settings
 from notifier.metrics import Metrics
@@ -224,3 +225,16 @@ async def test_a_worker_whose_start_fails_is_started_again_while_owned() -> None
     await asyncio.wait_for(while_owned(switch, "mail", run, asyncio.Event()), 10)
 
     assert len(starts) == 2  # failed once, then ran (and returned: it was stopped)
+
+
+async def test_two_running_instances_with_one_name_are_told_apart_and_logged(
+    node: Opener,
+) -> None:
+    with capture_logs() as logs:
+        await node("same")
+        await node("same")
+        await asyncio.sleep(4 * INTERVAL)
+
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert errors and "same instance_name" in errors[0]["event"]
+    assert "give each instance its own instance_name" in errors[0]["hint"]

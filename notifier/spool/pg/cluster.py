@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import secrets
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -78,6 +80,7 @@ class PgCluster(Member):
         self._tasks: list[asyncio.Task[None]] = []
         self._view = ClusterView()
         self._first = True
+        self._process = secrets.token_hex(8)
         self._log_limit = RateLimiter(burst=3, period_s=60.0)
 
     async def start(self) -> None:
@@ -159,13 +162,33 @@ class PgCluster(Member):
         conn = await self._connection()
         consumers = self._ownership.consumers
         async with conn.transaction():
+            cur = await conn.execute(
+                "SELECT process FROM cluster_instances WHERE name = %s FOR UPDATE",
+                (self._instance,),
+            )
+            row = await cur.fetchone()
+            if not self._first and row is not None and row[0] != self._process:
+                # Both would own the same consumers and mail everything twice.
+                self._warn(
+                    "another running instance has the same instance_name",
+                    level=logging.ERROR,
+                    hint="give each instance its own instance_name (the default, "
+                    "host:http-port, is the same for two containers with one host name)",
+                )
             await conn.execute(
-                "INSERT INTO cluster_instances (name, version, started_at, heartbeat_at)"
-                f" VALUES (%(me)s, %(v)s, {_NOW}, {_NOW}) ON CONFLICT (name) DO UPDATE SET"
-                " version = excluded.version, heartbeat_at = excluded.heartbeat_at,"
+                "INSERT INTO cluster_instances"
+                " (name, process, version, started_at, heartbeat_at)"
+                f" VALUES (%(me)s, %(p)s, %(v)s, {_NOW}, {_NOW}) ON CONFLICT (name) DO UPDATE"
+                " SET process = excluded.process, version = excluded.version,"
+                " heartbeat_at = excluded.heartbeat_at,"
                 " started_at = CASE WHEN %(first)s THEN excluded.started_at"
                 "  ELSE cluster_instances.started_at END",
-                {"me": self._instance, "v": self._version, "first": self._first},
+                {
+                    "me": self._instance,
+                    "p": self._process,
+                    "v": self._version,
+                    "first": self._first,
+                },
             )
             # Renew ours, take what nobody holds or whose owner stopped renewing. Of two
             # instances claiming one consumer, the second waits for the first's row and then
@@ -225,7 +248,7 @@ class PgCluster(Member):
             leases_released=released,
         )
 
-    def _warn(self, event: str, **fields: Any) -> None:
+    def _warn(self, event: str, level: int = logging.WARNING, **fields: Any) -> None:
         allowed, suppressed = self._log_limit.allow(event)
         if allowed:
-            log.warning(event, suppressed=suppressed, instance=self._instance, **fields)
+            log.log(level, event, suppressed=suppressed, instance=self._instance, **fields)

@@ -67,6 +67,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         -- Several instances: who is alive, who dispatches each consumer (see spool/pg/cluster.py).
         CREATE TABLE cluster_instances (
             name text PRIMARY KEY,             -- Settings.instance()
+            process text NOT NULL,             -- random per process: two under one name show
             version text NOT NULL,
             started_at double precision NOT NULL,
             heartbeat_at double precision NOT NULL
