@@ -14,6 +14,7 @@ from notifier.mail.transport import SendReport
 from notifier.oauth2.runtime import OAuth2Runtime
 from notifier.spool.base import Spool
 from notifier.spool.cluster import Cluster
+from notifier.spool.state import StateStore
 
 
 class RouteControl(Protocol):
@@ -49,6 +50,11 @@ class ServiceView(Protocol):
 
     @property
     def cluster(self) -> Cluster | None: ...
+
+    @property
+    def state(self) -> StateStore | None:
+        """The shared state: alarm states, silences, acknowledgements."""
+        ...
 
     @property
     def started_at(self) -> float: ...
