@@ -27,8 +27,9 @@ def smtp() -> Iterator[SmtpTestServer]:
         yield server
 
 
-def instances(workdir: Path, dsn: str, smtp: SmtpTestServer) -> list[NotifierProcess]:
-    """Instances "a" and "b" (not started) on the database `dsn`, mailing through `smtp`."""
+def instances(workdir: Path, dsn: str, smtp: SmtpTestServer, **env: str) -> list[NotifierProcess]:
+    """Instances "a" and "b" (not started) on the database `dsn`, mailing through `smtp`;
+    `env`: more NOTIFIER_* settings for both."""
     dsn_file = workdir / "dsn"
     dsn_file.write_text(dsn + "\n")
     return [
@@ -42,6 +43,7 @@ def instances(workdir: Path, dsn: str, smtp: SmtpTestServer) -> list[NotifierPro
             env={
                 "NOTIFIER_SPOOL__BACKEND": "postgresql",
                 "NOTIFIER_SPOOL__DSN_FILE": str(dsn_file),
+                **env,
             },
         )
         for name in ("a", "b")
@@ -162,3 +164,35 @@ def test_killing_the_owner_during_a_storm_hands_the_route_over_and_every_alarm_i
         return [t for t in texts if t not in mailed]
 
     wait_for(lambda: not missing(), timeout=60.0, what=f"every alarm mailed ({took_over_s=:.1f})")
+
+
+def test_without_dedupe_the_shared_alarm_state_mails_once_and_a_clear_after_a_takeover_threads(
+    tmp_path: Path, pg_dsn: str, smtp: SmtpTestServer
+) -> None:
+    procs = instances(tmp_path, pg_dsn, smtp, NOTIFIER_SPOOL__DEDUPE_WINDOW_S="0")
+    try:
+        for proc in procs:
+            proc.start()
+        first = wait_for(lambda: agreed_owner(procs), what="one owner of the route")
+        dead, survivor = (procs[0], procs[1]) if first == "a" else (procs[1], procs[0])
+        for proc in procs:  # both copies are stored: the owner decides the second one
+            assert post_alarm(proc, text="Trunk 9 down").status_code == 200
+        assert post_alarm(dead, text="Marker", code="0x0001").status_code == 200
+        wait_for(lambda: mails_with(smtp, "Marker"), what="the marker's mail")
+        (set_mail,) = mails_with(smtp, "Trunk 9 down")
+        decisions = [e.get("reason") for e in dead.log_events() if e.get("event") == "decision"]
+        assert "repeat_suppressed" in decisions
+
+        dead.kill()
+        assert post_alarm(survivor, type="clear", text="Trunk 9 down").status_code == 200
+
+        def clear_mail() -> list[ReceivedMail]:
+            return [m for m in mails_with(smtp, "Trunk 9 down") if m is not set_mail]
+
+        (mail,) = wait_for(clear_mail, timeout=40.0, what="the clear's mail from the survivor")
+        # The new owner knew the alarm from the shared state: a clear of it, not an unknown
+        # clear, in the thread of the mail the dead owner sent.
+        assert mail.message["In-Reply-To"] == set_mail.message["Message-ID"]
+    finally:
+        for proc in procs:
+            proc.stop()
