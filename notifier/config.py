@@ -254,6 +254,9 @@ class SpoolSettings(Section):
     history_entries: int = Field(default=1000, ge=0)
     retry_base_s: float = Field(default=5.0, gt=0)
     retry_max_s: float = Field(default=900.0, gt=0)
+    # postgresql: identical records put through several instances within this many seconds
+    # are stored once (see the README, "Running several instances"); 0 = off.
+    dedupe_window_s: float = Field(default=60.0, ge=0)
     # Per receiver (one of RECEIVERS): durable_kinds, overflow.
     receivers: dict[str, ReceiverSpoolSettings] = Field(default_factory=dict)
 

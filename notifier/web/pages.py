@@ -50,9 +50,12 @@ def status_context(service: ServiceView) -> dict[str, Any]:
     if spool:
         for (consumer, state), n in spool.depth.items():
             depth.setdefault(consumer, {})[state] = n
+    cluster = service.cluster.view() if service.cluster else None
     routes = service.dispatcher.status() if service.dispatcher else []
     for r in routes:
-        r["depth"] = depth.get(r.get("consumer") or f"route:{r['route']}", {})
+        consumer = r.get("consumer") or f"route:{r['route']}"
+        r["depth"] = depth.get(consumer, {})
+        r["owner"] = cluster.owners.get(consumer, "") if cluster else ""
         r["delivery"] = _delivery(r, now)
     oauth = {}
     if service.oauth2:
@@ -76,6 +79,17 @@ def status_context(service: ServiceView) -> dict[str, Any]:
         "routes": routes,
         "accounts": accounts,
         "spool": spool,
+        "shared": s.spool.backend == "postgresql",  # several instances may run
+        "instances": [
+            {
+                "name": i.name,
+                "up": i.up,
+                "heartbeat": f"{i.heartbeat_age_s:.0f}s ago",
+                "version": i.version,
+                "me": service.cluster is not None and i.name == service.cluster.instance,
+            }
+            for i in (cluster.instances if cluster else ())
+        ],
         "records": [
             {
                 "when": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.received_at)),

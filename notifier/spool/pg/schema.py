@@ -103,6 +103,33 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        3,
+        """
+        -- Several instances: who is alive, who dispatches each consumer (see spool/pg/cluster.py).
+        CREATE TABLE cluster_instances (
+            name text PRIMARY KEY,             -- Settings.instance()
+            process text NOT NULL,             -- random per process: two under one name show
+            version text NOT NULL,
+            started_at double precision NOT NULL,
+            heartbeat_at double precision NOT NULL
+        );
+        CREATE TABLE cluster_owners (
+            consumer text PRIMARY KEY,         -- route:NAME, forward:NAME, relay
+            instance text NOT NULL,
+            acquired_at double precision NOT NULL,
+            heartbeat_at double precision NOT NULL,
+            expires_at double precision NOT NULL  -- another instance may take it over after
+        );
+        -- Identical records put through several instances are stored once (spool/pg/dedupe.py).
+        CREATE TABLE spool_dedupe (
+            key bytea PRIMARY KEY,             -- sha256 of what makes records identical
+            timed boolean NOT NULL,            -- the device sent its own time
+            received_at double precision NOT NULL
+        );
+        CREATE INDEX spool_dedupe_age ON spool_dedupe (received_at);
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]
