@@ -78,6 +78,8 @@ def status_context(service: ServiceView) -> dict[str, Any]:
 
 def status_routes(service: ServiceView, guard: AdminGuard) -> list[BaseRoute]:
     async def status_page(request: Request) -> Response:
+        if service.oauth2:
+            await service.oauth2.observe()  # a sign-in on another instance shows here too
         return page("status.html.j2", **status_context(service))
 
     return [Route("/", guard(status_page), methods=["GET"])]

@@ -17,8 +17,8 @@ from notifier.config import AccountSettings, OAuth2Settings
 from notifier.oauth2 import (
     AccountTokenProvider,
     AuthorizationFlows,
+    FileTokenStore,
     NeedsAuthorization,
-    TokenStore,
     TokenUnavailable,
     provider_for_account,
     resolve_mode,
@@ -42,7 +42,9 @@ def _spec(server: AuthServer, **values: object) -> ModeSpec:
     return resolve_mode(settings, USER, "ops")
 
 
-async def _authorize(server: AuthServer, store: TokenStore, http: httpx.AsyncClient) -> ModeSpec:
+async def _authorize(
+    server: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
+) -> ModeSpec:
     """A person signs in once through the login page."""
     if "app" not in server.clients:
         server.add_client("app", secret="s3cret", redirect_uris=[REDIRECT])
@@ -57,7 +59,7 @@ async def _authorize(server: AuthServer, store: TokenStore, http: httpx.AsyncCli
 
 def _provider(
     spec: ModeSpec,
-    store: TokenStore,
+    store: FileTokenStore,
     http: httpx.AsyncClient,
     *,
     refresh_margin_s: float = 2.0,
@@ -76,7 +78,7 @@ def _provider(
 
 async def test_tokens_are_refreshed_ahead_of_expiry_and_never_returned_expired(
     authserver: AuthServer,
-    store: TokenStore,
+    store: FileTokenStore,
     http: httpx.AsyncClient,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -97,13 +99,13 @@ async def test_tokens_are_refreshed_ahead_of_expiry_and_never_returned_expired(
     out = capsys.readouterr()
     for token in seen:
         assert token not in out.out + out.err
-    stored = store.get("ops")
+    stored = await store.get("ops")
     assert stored is not None and stored.refresh_token
     assert stored.refresh_token not in out.out + out.err
 
 
 async def test_twenty_concurrent_callers_cause_one_token_request(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     spec = await _authorize(authserver, store, http)
     # A margin longer than the token's hour: the stored token is due for refresh at once.
@@ -115,20 +117,20 @@ async def test_twenty_concurrent_callers_cause_one_token_request(
 
 
 async def test_rotated_refresh_token_is_the_one_stored(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     spec = await _authorize(authserver, store, http)
-    before = store.get("ops")
+    before = await store.get("ops")
     assert before is not None
     provider = _provider(spec, store, http, refresh_margin_s=7200)
     await provider.token()
-    after = TokenStore.open(store.path.parent).get("ops")
+    after = await FileTokenStore.open(store.path.parent).get("ops")
     assert after is not None and after.refresh_token != before.refresh_token
     assert authserver.live_refresh_tokens("app") == [after.refresh_token]
 
 
 async def test_revoked_refresh_token_needs_authorization_until_a_person_signs_in_again(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     spec = await _authorize(authserver, store, http)
     provider = _provider(spec, store, http, refresh_margin_s=7200)
@@ -152,7 +154,7 @@ async def test_revoked_refresh_token_needs_authorization_until_a_person_signs_in
 
 
 async def test_never_authorized_account_says_so(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     provider = _provider(_spec(authserver), store, http)
     assert provider.status()["state"] == "needs authorization"
@@ -163,7 +165,7 @@ async def test_never_authorized_account_says_so(
 
 @pytest.mark.parametrize("kind", ["503", "refuse"])
 async def test_token_endpoint_outage_is_retried_until_it_recovers(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient, kind: str
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient, kind: str
 ) -> None:
     spec = await _authorize(authserver, store, http)
     provider = _provider(spec, store, http, refresh_margin_s=7200, retry_budget_s=10)
@@ -176,7 +178,7 @@ async def test_token_endpoint_outage_is_retried_until_it_recovers(
 
 
 async def test_outage_longer_than_the_budget_is_a_temporary_error(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     authserver.add_client("daemon", secret="s3cret")
     spec = _spec(authserver, grant="client_credentials", client_id="daemon")
@@ -193,7 +195,7 @@ async def test_outage_longer_than_the_budget_is_a_temporary_error(
 
 
 async def test_invalidated_token_is_replaced(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     authserver.add_client("daemon", secret="s3cret")
     spec = _spec(authserver, grant="client_credentials", client_id="daemon")
@@ -206,7 +208,7 @@ async def test_invalidated_token_is_replaced(
 
 
 async def test_password_grant_gets_a_new_grant_when_its_refresh_token_is_revoked(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     authserver.add_client("app", secret="s3cret")
     spec = _spec(
@@ -224,7 +226,7 @@ async def test_password_grant_gets_a_new_grant_when_its_refresh_token_is_revoked
 
 async def test_google_service_account_mode_against_the_server(
     authserver: AuthServer,
-    store: TokenStore,
+    store: FileTokenStore,
     http: httpx.AsyncClient,
     rsa_keys: KeyPair,
     tmp_path: Path,
@@ -248,7 +250,7 @@ async def test_google_service_account_mode_against_the_server(
 
 
 async def test_provider_for_an_account_from_config(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     authserver.add_client("daemon", secret="s3cret")
     account = AccountSettings(
@@ -269,10 +271,10 @@ async def test_provider_for_an_account_from_config(
 
 
 async def test_store_under_another_key_asks_for_authorization_in_plain_words(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     spec = await _authorize(authserver, store, http)
-    other = TokenStore.open(store.path.parent, secret="not the key the store was written with")
+    other = FileTokenStore.open(store.path.parent, secret="not the key the store was written with")
     provider = _provider(spec, other, http)
     with pytest.raises(NeedsAuthorization, match="cannot be decrypted with this key"):
         await provider.token()
@@ -280,7 +282,7 @@ async def test_store_under_another_key_asks_for_authorization_in_plain_words(
 
 
 async def test_the_provider_is_what_the_smtp_sender_calls(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     from notifier.mail.tokens import TokenProvider
 

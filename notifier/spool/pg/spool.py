@@ -46,6 +46,7 @@ from notifier.spool.base import DropNotice, Lease, Overflow, SpoolError, SpoolFu
 from notifier.spool.drops import DropLedger
 from notifier.spool.pg import schema
 from notifier.spool.pg.conninfo import connect_error, describe, scrub
+from notifier.spool.pg.pool import open_pool
 from notifier.spool.policy import SpoolPolicy, as_policy, drop_order
 from notifier.spool.schema import ROW_OVERHEAD, SchemaError
 from notifier.spool.store import Snapshot, _fresh, _full_message
@@ -167,24 +168,15 @@ class PostgresSpool:
             ) from None
         finally:
             await conn.close()
-        pool: AsyncConnectionPool = AsyncConnectionPool(
-            self._dsn,
-            min_size=1,
-            max_size=self._pool_size,
-            kwargs={"autocommit": True},
-            # An empty query on each checkout: after a restart or failover of the server, the
-            # first put gets a new connection instead of a dead one (and the sender no 503).
-            check=AsyncConnectionPool.check_connection,
-            open=False,
-            name="notifier-spool",
-            timeout=self._connect_timeout,
-        )
         try:
-            await pool.open(wait=True, timeout=self._connect_timeout)
+            self._pool = await open_pool(
+                self._dsn,
+                name="notifier-spool",
+                max_size=self._pool_size,
+                timeout_s=self._connect_timeout,
+            )
         except psycopg.Error as e:
-            await pool.close()
             raise connect_error(self._dsn, e) from None
-        self._pool = pool
         self._open = True
         try:
             self._listener = await self._subscribe()
