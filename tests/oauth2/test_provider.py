@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,11 +20,13 @@ from notifier.oauth2 import (
     AuthorizationFlows,
     FileTokenStore,
     NeedsAuthorization,
+    TokenStore,
     TokenUnavailable,
     provider_for_account,
     resolve_mode,
 )
 from notifier.oauth2.modes import ModeSpec
+from notifier.oauth2.pgstore import PostgresTokenStore
 from tests.authserver import AuthServer
 from tests.oauth2.conftest import PASSWORD, REDIRECT, USER, KeyPair
 
@@ -42,9 +45,7 @@ def _spec(server: AuthServer, **values: object) -> ModeSpec:
     return resolve_mode(settings, USER, "ops")
 
 
-async def _authorize(
-    server: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
-) -> ModeSpec:
+async def _authorize(server: AuthServer, store: TokenStore, http: httpx.AsyncClient) -> ModeSpec:
     """A person signs in once through the login page."""
     if "app" not in server.clients:
         server.add_client("app", secret="s3cret", redirect_uris=[REDIRECT])
@@ -59,7 +60,7 @@ async def _authorize(
 
 def _provider(
     spec: ModeSpec,
-    store: FileTokenStore,
+    store: TokenStore,
     http: httpx.AsyncClient,
     *,
     refresh_margin_s: float = 2.0,
@@ -288,3 +289,32 @@ async def test_the_provider_is_what_the_smtp_sender_calls(
 
     provider = _provider(_spec(authserver), store, http)
     assert isinstance(provider, TokenProvider)
+
+
+async def test_instances_on_one_database_refresh_a_rotating_token_once(
+    authserver: AuthServer, http: httpx.AsyncClient, pg_dsn: str
+) -> None:
+    """#9: three instances (each its own store connection and provider) find the token due
+    at once. One refreshes under the cluster-wide lock; the others wait, then use the token it
+    stored. Refreshing twice would use the rotated-away refresh token: invalid_grant."""
+    stores = [await PostgresTokenStore.open(pg_dsn, "cluster secret") for _ in range(3)]
+    try:
+        spec = await _authorize(authserver, stores[0], http)
+        signed_in = await stores[0].get("ops")
+        assert signed_in is not None
+        # The token from the sign-in is a minute from expiry: due for refresh.
+        await stores[0].put("ops", replace(signed_in, expires_at=time.time() + 60))
+        providers = [_provider(spec, s, http, refresh_margin_s=120) for s in stores]
+        before = authserver.token_requests["refresh_token"]
+
+        tokens = await asyncio.gather(*(p.token() for p in providers))
+
+        assert authserver.token_requests["refresh_token"] - before == 1
+        assert authserver.token_refusals == {}
+        assert len(set(tokens)) == 1 and authserver.verify(tokens[0])["sub"] == USER
+        stored = await stores[2].get("ops")
+        assert stored is not None
+        assert authserver.live_refresh_tokens("app") == [stored.refresh_token]
+    finally:
+        for store in stores:
+            await store.close()
