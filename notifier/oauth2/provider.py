@@ -137,13 +137,14 @@ class AccountTokenProvider:
         state, error = OK, self._last_error
         expires_at = self._cached.expires_at if self._cached else None
         stored = self._usable(self._seen)
-        if self._store_error:
-            stored, state, error = None, ERROR, self._store_error
         if stored is not None and expires_at is None:
             expires_at = stored.expires_at
         # A sign-in since the failure (this page, or the CLI in another process) clears it.
         signed_in_since = stored is not None and stored.updated_at != self._failure_stamp
-        if self._failure is not None and not signed_in_since:
+        if self._store_error and self._failure is None:
+            # Unreadable for now (the database is away): the tokens may well be fine.
+            state, error = ERROR, self._store_error
+        elif self._failure is not None and not signed_in_since:
             state = NEEDS_AUTHORIZATION
         elif self._failure is None and stored is not None and stored.error:
             # What the last run (or another process) found; the next mail tries again.

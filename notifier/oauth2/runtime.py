@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from notifier.config import AccountSettings, Settings, host_port, parse_listen
-from notifier.oauth2.errors import ModeError
-from notifier.oauth2.filestore import FileTokenStore
+from notifier.oauth2.errors import ModeError, OAuth2StoreError
+from notifier.oauth2.filestore import KEY_FILE, STORE_FILE, FileTokenStore
 from notifier.oauth2.flows import AuthorizationFlows
 from notifier.oauth2.modes import validate_mode
 from notifier.oauth2.provider import AccountTokenProvider, provider_for_account
-from notifier.oauth2.store import TokenStore
+from notifier.oauth2.store import TokenStore, copy_tokens
 
 TOKEN_ENDPOINT_TIMEOUT_S = 30.0
 
@@ -86,6 +87,33 @@ async def open_token_store(settings: Settings) -> TokenStore:
 
         return await PostgresTokenStore.open(settings.spool.dsn.get_secret_value(), secret)
     return FileTokenStore.open(settings.data_dir, secret)
+
+
+async def copy_file_store_to_database(settings: Settings) -> list[str]:
+    """For `notifier spool migrate --to postgresql`: copy the token file under data_dir into
+    the database of `[spool] dsn` (settings with backend = "postgresql" and store_secret).
+    Returns the accounts copied ([] when there is no file).
+
+    The file may be sealed with the configured secret or with the key file it was created
+    with (a box that had no store_secret): the secret is tried first, then the key file.
+    Raises `OAuth2StoreError` when neither opens it, or the database cannot be reached."""
+    if settings.spool.backend != "postgresql":
+        raise OAuth2StoreError('copying the token store needs spool.backend = "postgresql"')
+    if not (Path(settings.data_dir) / STORE_FILE).exists():
+        return []
+    secret = settings.oauth2.store_secret.get_secret_value()
+    source: TokenStore = FileTokenStore.open(settings.data_dir, secret)
+    try:
+        await source.accounts()
+    except OAuth2StoreError:
+        if not (Path(settings.data_dir) / KEY_FILE).exists():
+            raise
+        source = FileTokenStore.open(settings.data_dir)
+    target = await open_token_store(settings)
+    try:
+        return await copy_tokens(source, target)
+    finally:
+        await target.close()
 
 
 @dataclass

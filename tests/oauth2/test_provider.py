@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import psycopg
 import pytest
 from pydantic import SecretStr
 
@@ -29,6 +30,7 @@ from notifier.oauth2.modes import ModeSpec
 from notifier.oauth2.pgstore import PostgresTokenStore
 from tests.authserver import AuthServer
 from tests.oauth2.conftest import PASSWORD, REDIRECT, USER, KeyPair
+from tests.pg import PgServer
 
 
 def _spec(server: AuthServer, **values: object) -> ModeSpec:
@@ -318,3 +320,25 @@ async def test_instances_on_one_database_refresh_a_rotating_token_once(
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_a_database_gone_away_makes_mails_wait_rather_than_ask_for_a_sign_in(
+    authserver: AuthServer, http: httpx.AsyncClient, pg_server: PgServer, pg_dsn: str
+) -> None:
+    """The shared store unreachable is temporary (TokenUnavailable: the mails retry), not a
+    grant to renew: the account must not show "needs authorization" for a database outage."""
+    store = await PostgresTokenStore.open(pg_dsn, "cluster secret", connect_timeout_s=2)
+    try:
+        spec = await _authorize(authserver, store, http)
+        provider = _provider(spec, store, http, refresh_margin_s=4000)  # due for refresh
+        with psycopg.connect(pg_server.dsn(), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{pg_dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+        with pytest.raises(TokenUnavailable, match=r"token store on PostgreSQL at 127\.0\.0\.1"):
+            await provider.token()
+
+        status = provider.status()
+        assert status["state"] == "error" and "PostgreSQL" in status["last_error"]
+        assert pg_server.password not in status["last_error"]
+    finally:
+        await store.close()

@@ -12,12 +12,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from notifier.config import load_settings
 from notifier.oauth2.errors import OAuth2StoreError, TokenStoreUnavailable
 from notifier.oauth2.filestore import KEY_FILE, LOCK_FILE, STORE_FILE, FileTokenStore
 from notifier.oauth2.pgstore import PostgresTokenStore
+from notifier.oauth2.runtime import copy_file_store_to_database
 from notifier.oauth2.store import StoredTokens, TokenStore, copy_tokens
 from notifier.spool.pg import schema
 from tests.conftest import free_port
+from tests.service import render_toml
 
 REFRESH = "0.AR8A-refresh-token-value-xyz"
 ACCESS = "eyJhbGciOiJSUzI1NiJ9.access-token-value"
@@ -223,3 +226,34 @@ async def test_an_unreachable_database_is_one_line_without_the_password() -> Non
     message = str(caught.value)
     assert "127.0.0.1" in message and "/alarms" in message
     assert "s3cret-pw" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("file_key", ["key file", "store secret"])
+async def test_a_boxs_file_store_is_copied_into_the_database_it_moves_to(
+    tmp_path: Path, pg_dsn: str, file_key: str
+) -> None:
+    """The function `notifier spool migrate --to postgresql` calls, on the settings of the box
+    after the move: the file was sealed with the key file (no secret was configured before)
+    or with the secret now configured; either way the database ends up with its tokens."""
+    data = tmp_path / "var"
+    old_secret = SECRET if file_key == "store secret" else ""
+    await FileTokenStore.open(data, old_secret).put("ops", _tokens())
+    config = tmp_path / "notifier.toml"
+    config.write_text(
+        render_toml(
+            {
+                "data_dir": str(data),
+                "spool": {"backend": "postgresql", "dsn": pg_dsn},
+                "oauth2": {"store_secret": SECRET},
+            }
+        )
+    )
+
+    copied = await copy_file_store_to_database(load_settings(str(config)))
+
+    assert copied == ["ops"]
+    database = await PostgresTokenStore.open(pg_dsn, SECRET)
+    try:
+        assert await database.get("ops") == await FileTokenStore.open(data, old_secret).get("ops")
+    finally:
+        await database.close()
