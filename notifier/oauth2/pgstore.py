@@ -54,10 +54,13 @@ class PostgresTokenStore:
         self._pool_size = max(2, pool_size)
         self._connect_timeout = connect_timeout_s
         self._pool: AsyncConnectionPool | None = None
+        # account -> the connection holding its refresh lock: the holder's write goes through
+        # it, so that holders never wait for a pooled connection another holder keeps.
+        self._holding: dict[str, Connection] = {}
 
     @property
     def where(self) -> str:
-        return f"on PostgreSQL at {self._target}"
+        return f"oauth2_tokens in PostgreSQL at {self._target}"
 
     @classmethod
     async def open(
@@ -155,14 +158,22 @@ class PostgresTokenStore:
         """Store `tokens` for `account`; committed when this returns."""
         if not tokens.updated_at:
             tokens = replace(tokens, updated_at=time.time())
-        async with self._connection("writing") as conn:
-            await conn.execute(
-                "INSERT INTO oauth2_tokens (account, sealed, updated_at)"
-                " VALUES (%s, %s, extract(epoch FROM statement_timestamp()))"
-                " ON CONFLICT (account) DO UPDATE"
-                " SET sealed = excluded.sealed, updated_at = excluded.updated_at",
-                (account, self._seal(account, tokens)),
-            )
+        query = (
+            "INSERT INTO oauth2_tokens (account, sealed, updated_at)"
+            " VALUES (%s, %s, extract(epoch FROM statement_timestamp()))"
+            " ON CONFLICT (account) DO UPDATE"
+            " SET sealed = excluded.sealed, updated_at = excluded.updated_at"
+        )
+        params = (account, self._seal(account, tokens))
+        holding = self._holding.get(account)
+        if holding is None:
+            async with self._connection("writing") as conn:
+                await conn.execute(query, params)
+            return
+        try:
+            await holding.execute(query, params)
+        except psycopg.Error as e:
+            raise self._unavailable("writing", e) from None
 
     async def delete(self, account: str) -> bool:
         async with self._connection("deleting") as conn:
@@ -197,7 +208,11 @@ class PostgresTokenStore:
                 row = await cur.fetchone()
             except psycopg.Error as e:
                 raise self._unavailable("taking the refresh lock", e) from None
-            yield None if row is None else self._unseal(account, row[0])
+            self._holding[account] = conn
+            try:
+                yield None if row is None else self._unseal(account, row[0])
+            finally:
+                del self._holding[account]
             with contextlib.suppress(psycopg.Error):
                 await conn.execute(
                     "SELECT pg_advisory_unlock(%s, hashtext(%s))", (REFRESH_LOCK, account)

@@ -334,7 +334,9 @@ async def test_a_database_gone_away_makes_mails_wait_rather_than_ask_for_a_sign_
         with psycopg.connect(pg_server.dsn(), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE "{pg_dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
 
-        with pytest.raises(TokenUnavailable, match=r"token store on PostgreSQL at 127\.0\.0\.1"):
+        with pytest.raises(
+            TokenUnavailable, match=r"token store oauth2_tokens in PostgreSQL at 127\.0\.0\.1"
+        ):
             await provider.token()
 
         status = provider.status()

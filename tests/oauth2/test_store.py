@@ -136,6 +136,25 @@ async def test_a_holder_that_fails_releases_the_refresh_lock(opener: Opener) -> 
             assert stored is None
 
 
+async def test_many_accounts_refreshing_at_once_each_store_their_answer(opener: Opener) -> None:
+    """More accounts refreshing together than the database store has pooled connections:
+    each holder's write must not wait for a connection another holder keeps."""
+    store = await opener(SECRET)
+    accounts = [f"account{i}" for i in range(8)]
+
+    async def refresh(account: str) -> None:
+        async with store.refreshing(account):
+            await asyncio.sleep(0.1)  # the token endpoint answering
+            await store.put(account, _tokens(refresh=f"{account}'s"))
+
+    async with asyncio.timeout(8):
+        await asyncio.gather(*(refresh(a) for a in accounts))
+
+    for account in accounts:
+        stored = await store.get(account)
+        assert stored is not None and stored.refresh_token == f"{account}'s"
+
+
 async def test_copy_tokens_moves_every_account_into_another_store(
     opener: Opener, tmp_path: Path
 ) -> None:
