@@ -28,9 +28,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from notifier.oauth2.errors import OAuth2StoreError, TokenStoreUnavailable
 from notifier.oauth2.store import StoredTokens, as_dict, from_dict, key_from_secret, seal, unseal
+from notifier.spool.base import SpoolError
 from notifier.spool.pg import schema
 from notifier.spool.pg.conninfo import describe, scrub
-from notifier.spool.pg.pool import open_pool
+from notifier.spool.pg.pool import connect, open_pool
 from notifier.spool.schema import SchemaError
 
 # "oau2" in ASCII: the first key of every account's refresh lock (the second is the hash of
@@ -83,28 +84,20 @@ class PostgresTokenStore:
 
     async def _start(self) -> None:
         try:
-            conn = await psycopg.AsyncConnection.connect(
-                self._dsn, autocommit=True, connect_timeout=max(1, int(self._connect_timeout))
+            conn = await connect(self._dsn, self._connect_timeout)
+            try:
+                await schema.migrate(conn)
+            finally:
+                await conn.close()
+            self._pool = await open_pool(
+                self._dsn, "notifier-oauth2", self._pool_size, self._connect_timeout
             )
-        except psycopg.Error as e:
-            raise self._unavailable("connecting", e) from None
-        try:
-            await schema.migrate(conn)
         except SchemaError as e:
             raise OAuth2StoreError(f"token store {self.where}: {e}") from None
+        except SpoolError as e:  # its message names the database and the way out
+            raise TokenStoreUnavailable(f"token store: {e}") from None
         except psycopg.Error as e:
             raise self._unavailable("preparing the tables", e) from None
-        finally:
-            await conn.close()
-        try:
-            self._pool = await open_pool(
-                self._dsn,
-                name="notifier-oauth2",
-                max_size=self._pool_size,
-                timeout_s=self._connect_timeout,
-            )
-        except psycopg.Error as e:
-            raise self._unavailable("connecting", e) from None
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

@@ -11,7 +11,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from notifier import __version__
+from notifier.web.forms import FormToken
 from notifier.web.guard import AdminGuard
+from notifier.web.operator import silence_json
 from notifier.web.render import page
 from notifier.web.view import ServiceView
 
@@ -26,6 +28,19 @@ def _ago(then: float | None, now: float) -> str:
     return f"{int(seconds)}s ago"
 
 
+def _delivery(route: dict[str, Any], now: float) -> dict[str, str]:
+    """A route's mail state in words: failing since when, the next retry, the last success."""
+    if "last_success" not in route:
+        return {}  # a row that does not track it (the SMTP relay)
+    since, last, retry = (route.get(k) for k in ("failing_since", "last_success", "next_retry_at"))
+    out = {"last_success": _ago(last, now) if last else "none yet"}
+    if since:
+        out["failing_since"] = _ago(since, now)
+        if retry:
+            out["next_retry"] = f"in {int(max(retry - now, 0))}s"
+    return out
+
+
 def status_context(service: ServiceView) -> dict[str, Any]:
     """Everything the status page shows, as plain values (also handy for tests)."""
     now = time.time()
@@ -38,6 +53,7 @@ def status_context(service: ServiceView) -> dict[str, Any]:
     routes = service.dispatcher.status() if service.dispatcher else []
     for r in routes:
         r["depth"] = depth.get(r.get("consumer") or f"route:{r['route']}", {})
+        r["delivery"] = _delivery(r, now)
     oauth = {}
     if service.oauth2:
         oauth = {name: p.status() for name, p in service.oauth2.providers.items()}
@@ -76,10 +92,17 @@ def status_context(service: ServiceView) -> dict[str, Any]:
     }
 
 
-def status_routes(service: ServiceView, guard: AdminGuard) -> list[BaseRoute]:
+def status_routes(service: ServiceView, guard: AdminGuard, forms: FormToken) -> list[BaseRoute]:
     async def status_page(request: Request) -> Response:
         if service.oauth2:
             await service.oauth2.observe()  # a sign-in on another instance shows here too
-        return page("status.html.j2", **status_context(service))
+        now = time.time()
+        silences = await service.state.silences(ended_after=now - 86400) if service.state else []
+        return page(
+            "status.html.j2",
+            **status_context(service),
+            silences=[silence_json(s, now) for s in reversed(silences)],
+            csrf=forms.value,
+        )
 
     return [Route("/", guard(status_page), methods=["GET"])]
