@@ -12,6 +12,11 @@ endpoint answered would roll the new refresh token back while the provider has a
 invalidated the old one. The lock ends with the session, so an instance killed mid-refresh
 frees it at once; on any unclean exit the connection is closed rather than returned to the pool
 still holding it.
+
+The store has a small pool of its own rather than borrowing the spool's (as the state store
+does): a refresh keeps its session for a whole token request, retries included, and that must
+never take a connection the spool needs to acknowledge senders. The CLI, which has no spool,
+opens the same way.
 """
 
 from __future__ import annotations
