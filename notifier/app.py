@@ -103,7 +103,7 @@ class Service:
         from notifier.dispatch.service import build_dispatcher
         from notifier.oauth2.runtime import OAuth2Runtime
 
-        self.oauth2 = OAuth2Runtime.open(s)
+        self.oauth2 = await OAuth2Runtime.open(s)
         if self.oauth2 is not None:
             self._closers.insert(0, self.oauth2.close)
         providers = self.oauth2.providers if self.oauth2 else {}
@@ -455,7 +455,7 @@ async def _send_test_mail(settings: Settings, mail: TestMail) -> SendReport:
     from notifier.mail.accounts import build_transport
     from notifier.oauth2.runtime import OAuth2Runtime
 
-    runtime = OAuth2Runtime.open(settings)
+    runtime = await OAuth2Runtime.open(settings)
     provider = runtime.providers.get(mail.account) if runtime else None
     transport = build_transport(settings.data_dir, settings.account(mail.account), provider)
     try:

@@ -108,6 +108,8 @@ def status_context(service: ServiceView) -> dict[str, Any]:
 
 def status_routes(service: ServiceView, guard: AdminGuard, forms: FormToken) -> list[BaseRoute]:
     async def status_page(request: Request) -> Response:
+        if service.oauth2:
+            await service.oauth2.observe()  # a sign-in on another instance shows here too
         now = time.time()
         silences = await service.state.silences(ended_after=now - 86400) if service.state else []
         return page(

@@ -130,6 +130,20 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX spool_dedupe_age ON spool_dedupe (received_at);
         """,
     ),
+    (
+        4,
+        """
+        -- The OAuth2 token store every instance shares (notifier/oauth2/pgstore.py): one row per
+        -- account, its StoredTokens as JSON sealed with the [oauth2] store_secret key, as the
+        -- file store seals its file. Refreshes serialize on an advisory lock, not on the row:
+        -- an account's first token has no row to lock yet.
+        CREATE TABLE oauth2_tokens (
+            account text PRIMARY KEY,
+            sealed bytea NOT NULL,
+            updated_at double precision NOT NULL  -- unix seconds, database clock
+        );
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]
