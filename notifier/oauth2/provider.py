@@ -357,10 +357,7 @@ def provider_for_account(
     if account.oauth2 is None or not account.oauth2.mode:
         return None
     spec = resolve_mode(
-        account.oauth2,
-        account.username or account.sender_address,
-        account.name,
-        default_redirect_uri,
+        account.oauth2, account.mailbox, account.name, default_redirect_uri, account.transport
     )
     return AccountTokenProvider(
         account.name, spec, store, http, refresh_margin_s=account.oauth2.refresh_margin_s
