@@ -13,14 +13,16 @@ Failure handling (DeliveryError.outcome), as for SMTP replies:
 from __future__ import annotations
 
 import copy
+import email.generator
+import email.policy
 import email.utils
+import io
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 
 import httpx
-from aiosmtplib.email import flatten_message
 
 from notifier.log import get_logger
 from notifier.mail.tokens import TokenProvider, fetch_token
@@ -84,10 +86,10 @@ def retry_after_s(value: str | None, now: float) -> float | None:
 
 
 def mime_bytes(out: Outgoing) -> bytes:
-    """The message as the APIs take it: the composed MIME, with a Bcc header for envelope
-    recipients the headers do not name (the APIs take recipients from the headers and drop
-    Bcc from what the recipients see)."""
-    message = out.message
+    """The message as the APIs take it: the composed MIME (CRLF lines, 7-bit bodies), with a
+    Bcc header for envelope recipients the headers do not name: the APIs take the recipients
+    from the headers and keep Bcc from what the recipients see."""
+    message = copy.copy(out.message)
     named = {
         addr.lower()
         for _, addr in email.utils.getaddresses(
@@ -96,10 +98,12 @@ def mime_bytes(out: Outgoing) -> bytes:
     }
     hidden = [r for r in out.rcpt_to if r.lower() not in named]
     if hidden:
-        message = copy.copy(message)
         message["Bcc"] = ", ".join(hidden)
     utf8 = not all(a.isascii() for a in (out.mail_from, *out.rcpt_to))
-    return flatten_message(message, utf8=utf8, cte_type="7bit")
+    policy = (email.policy.SMTPUTF8 if utf8 else email.policy.SMTP).clone(cte_type="7bit")
+    with io.BytesIO() as buffer:
+        email.generator.BytesGenerator(buffer, policy=policy).flatten(message)
+        return buffer.getvalue()
 
 
 class ApiSender:
