@@ -106,6 +106,15 @@ def transport_problems(settings: Settings) -> list[str]:
     return problems
 
 
+def transport_label(account: AccountSettings) -> str:
+    """Where the account's mails go, in words, for the status page and the start log."""
+    if account.transport == "graph":
+        return f"Microsoft Graph {account.graph_url}"
+    if account.transport == "gmail_api":
+        return f"Gmail API {account.gmail_url}"
+    return "file outbox" if account.uses_outbox else f"SMTP {account.server} ({account.tls})"
+
+
 def envelope_for(
     account: AccountSettings, to: list[str], cc: list[str], bcc: list[str]
 ) -> Envelope:

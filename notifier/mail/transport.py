@@ -16,7 +16,7 @@ from typing import Protocol
 
 from aiosmtplib.email import extract_recipients, extract_sender
 
-from notifier.metrics import Metrics
+from notifier.metrics import Metrics, Reading, health_readings
 
 
 @dataclass(frozen=True)
@@ -170,6 +170,24 @@ class TransportHealth:
         if self.failing_since is not None:
             return "failing"
         return "ok" if self.last_success is not None else "idle"
+
+
+def transport_readings(health: Mapping[str, TransportHealth]) -> list[Reading]:
+    """The /metrics gauges of each account's transport (account -> its health)."""
+    readings = []
+    for account, h in health.items():
+        readings += health_readings(
+            "notifier_mail_transport",
+            "account's mail transport",
+            {"account": account, "transport": h.kind},
+            h.failing_since is not None,
+            [
+                ("last_success", h.last_success, "Last mail the transport delivered"),
+                ("failing_since", h.failing_since, "First failure since the last delivered mail"),
+                ("next_retry", h.next_retry, "Until when the server asked for quiet (Retry-After)"),
+            ],
+        )
+    return readings
 
 
 class MailTransport(Protocol):

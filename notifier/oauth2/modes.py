@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, get_args
+from urllib.parse import urlsplit
 
 from cryptography import x509
 
@@ -117,11 +118,25 @@ def default_scope(mode: str, transport: str, grant: Grant) -> str | None:
     return _SCOPES.get((mode, transport))
 
 
+# Scopes that ask for sign-in extras, not for access to a service.
+_SIGN_IN_SCOPES = frozenset({"offline_access", "openid", "profile", "email"})
+
+
+def _resources(scope: str) -> set[str]:
+    """The services a scope string opens, by host. A bare name (Microsoft answers "Mail.Send"
+    for https://graph.microsoft.com/Mail.Send) counts as Microsoft Graph."""
+    hosts = set()
+    for item in set(scope.split()) - _SIGN_IN_SCOPES:
+        host = urlsplit(item).hostname if "://" in item else "graph.microsoft.com"
+        hosts.add(host or item)
+    return hosts
+
+
 def scope_covers(granted: str, wanted: str) -> bool:
-    """Whether a sign-in for scope `granted` serves scope `wanted` (offline_access aside: it
-    asks for the refresh token, and providers do not echo it back)."""
-    need = set(wanted.split()) - {"offline_access"}
-    return need <= set(granted.split())
+    """Whether a sign-in for scope `granted` can serve scope `wanted`: it opened every service
+    `wanted` names (SMTP and Graph, or IMAP-SMTP and the Gmail API, are different services).
+    Lenient by design: a wrong "no" would stop the mail until someone signs in again."""
+    return _resources(wanted) <= _resources(granted)
 
 
 def validate_mode(

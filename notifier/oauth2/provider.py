@@ -30,7 +30,7 @@ from notifier.oauth2.errors import (
     TokenUnavailable,
 )
 from notifier.oauth2.grants import Grant, TokenSet
-from notifier.oauth2.modes import ModeSpec, resolve_mode
+from notifier.oauth2.modes import ModeSpec, resolve_mode, scope_covers
 from notifier.oauth2.store import StoredTokens, TokenStore
 
 log = get_logger("notifier.oauth2")
@@ -126,7 +126,9 @@ class AccountTokenProvider:
             expires_at = stored.expires_at
         # A sign-in since the failure (this page, or the CLI in another process) clears it.
         signed_in_since = stored is not None and stored.updated_at != self._failure_stamp
-        if self._failure is not None and not signed_in_since:
+        if self.spec.interactive and stored is not None and self._scope_changed(stored):
+            state, error = NEEDS_AUTHORIZATION, self._scope_advice(stored)
+        elif self._failure is not None and not signed_in_since:
             state = NEEDS_AUTHORIZATION
         elif self._failure is None and stored is not None and stored.error:
             # What the last run (or another process) found; the next mail tries again.
@@ -158,6 +160,17 @@ class AccountTokenProvider:
             return None
         return stored
 
+    def _scope_changed(self, stored: StoredTokens) -> bool:
+        """The stored sign-in was for another scope (the account's transport changed)."""
+        return bool(stored.scope) and not scope_covers(stored.scope, self.spec.scope)
+
+    def _scope_advice(self, stored: StoredTokens) -> str:
+        return (
+            f"signed in for scope {stored.scope!r}, but this account now asks for "
+            f"{self.spec.scope!r} (its transport changed?): sign in again on /oauth2/ or with "
+            f"`notifier oauth2 authorize {self.account}`"
+        )
+
     def _load(self) -> StoredTokens | None:
         """The stored record; an unreadable store only matters where a person signed in."""
         try:
@@ -170,6 +183,11 @@ class AccountTokenProvider:
 
     async def _acquire(self) -> TokenSet:
         stored = self._load()
+        if stored is not None and self._scope_changed(stored):
+            if self.spec.interactive:
+                # A refresh keeps the scope a person consented to: only a new sign-in helps.
+                raise self._needs_authorization(self._scope_advice(stored), stored)
+            stored = replace(stored, access_token=None)  # the grant below asks for the new one
         now = self._clock()
         if self._failure is not None:
             stamp = stored.updated_at if stored else 0.0

@@ -11,6 +11,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from notifier import __version__
+from notifier.mail.accounts import transport_label
+from notifier.mail.transport import TransportHealth
 from notifier.web.guard import AdminGuard
 from notifier.web.render import page
 from notifier.web.view import ServiceView
@@ -24,6 +26,22 @@ def _ago(then: float | None, now: float) -> str:
         if seconds >= size:
             return f"{int(seconds // size)}{unit} ago"
     return f"{int(seconds)}s ago"
+
+
+def _in(then: float | None, now: float) -> str:
+    return "-" if not then else ("now" if then <= now else f"in {int(then - now) + 1}s")
+
+
+def _health(h: TransportHealth, now: float) -> dict[str, str]:
+    """A transport's health in words: state, failing since, last success, next retry."""
+    return {
+        "kind": h.kind,
+        "state": h.state,
+        "failing_since": _ago(h.failing_since, now),
+        "last_success": _ago(h.last_success, now),
+        "next_retry": _in(h.next_retry, now) if h.failing_since else "-",
+        "last_error": h.last_error,
+    }
 
 
 def status_context(service: ServiceView) -> dict[str, Any]:
@@ -41,17 +59,24 @@ def status_context(service: ServiceView) -> dict[str, Any]:
     oauth = {}
     if service.oauth2:
         oauth = {name: p.status() for name, p in service.oauth2.providers.items()}
+    transports = service.dispatcher.transports if service.dispatcher else {}
     accounts = [
         {
             "name": a.name,
-            "transport": "file outbox" if a.uses_outbox else f"SMTP {a.server} ({a.tls})",
+            "transport": transport_label(a),
             "auth": f"OAuth2 {a.oauth2.mode}"
             if a.oauth2 and a.oauth2.mode
             else ("password" if a.username else "none"),
             "oauth2": oauth.get(a.name),
+            "delivery": _health(transports[a.name].health, now) if a.name in transports else None,
         }
         for a in s.accounts
     ]
+    forwards = service.forwards.status() if service.forwards else []
+    for f in forwards:
+        f["depth"] = depth.get(f["consumer"], {})
+        f["last_success"] = _ago(f["last_success"], now)
+        f["failing_since"] = _ago(f["failing_since"], now)
     records = service.spool.history(25) if service.spool else []
     return {
         "version": __version__,
@@ -59,6 +84,7 @@ def status_context(service: ServiceView) -> dict[str, Any]:
         "listening": service.listening,
         "routes": routes,
         "accounts": accounts,
+        "forwards": forwards,
         "spool": spool,
         "records": [
             {

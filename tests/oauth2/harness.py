@@ -147,8 +147,14 @@ def form_token(html: str) -> str:
 
 def row_of(html: str, account: str) -> str:
     """The text of the account's row on /oauth2/, tags stripped."""
-    match = re.search(rf'<tr id="account-{re.escape(account)}">(.*?)</tr>', html, re.S)
-    assert match, f"no row for {account}"
+    return row_text(html, f"account-{account}")
+
+
+def row_text(html: str, row_id: str) -> str:
+    """The text of the table row with id `row_id`, tags stripped (the status page names its
+    rows account-NAME and forward-NAME, /oauth2/ account-NAME)."""
+    match = re.search(rf'<tr id="{re.escape(row_id)}">(.*?)</tr>', html, re.S)
+    assert match, f"no row {row_id}"
     return " ".join(unescape(re.sub(r"<[^>]+>", " ", match.group(1))).split())
 
 
