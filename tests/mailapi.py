@@ -52,7 +52,10 @@ class ApiMail:
 class MailApiServer:
     auth: AuthServer
     apps: tuple[str, ...] = ()  # client IDs allowed to send as any mailbox (app-only tokens)
-    answers: deque[tuple[int, dict[str, str]]] = field(default_factory=deque)
+    # Answers to give first: status, headers and (optionally) the JSON body.
+    answers: deque[tuple[int, dict[str, str]] | tuple[int, dict[str, str], Any]] = field(
+        default_factory=deque
+    )
     received: list[ApiMail] = field(default_factory=list)
     requests: int = 0
     peer_ports: list[int] = field(default_factory=list)  # the client port of each request
@@ -101,8 +104,9 @@ class MailApiServer:
         self, path: str, authorization: str, headers: Any, body: bytes
     ) -> tuple[int, dict[str, str], Any]:
         if self.answers:
-            status, extra = self.answers.popleft()
-            return status, extra, {"error": {"code": "Scripted", "message": f"scripted {status}"}}
+            status, extra, *body = self.answers.popleft()
+            scripted = {"error": {"code": "Scripted", "message": f"scripted {status}"}}
+            return status, extra, body[0] if body else scripted
         graph = GRAPH_PATH.match(path)
         if graph is None and path != GMAIL_PATH:
             return self._refuse(404, "no such API path")

@@ -3,10 +3,11 @@ message as SMTP, posted with an OAuth2 bearer token. graph.py and gmail_api.py s
 request looks like; this module sends it and classifies the answer.
 
 Failure handling (DeliveryError.outcome), as for SMTP replies:
-- temporary: no connection, timeouts, 408, 429, every 5xx. 429 and 503 come with Retry-After:
-  until then the sender does not ask the server again (each mail fails at once, temporary).
+- temporary: no connection, timeouts, 408, 429, every 5xx, and Gmail's 403 rate limits
+  (reason rateLimitExceeded / userRateLimitExceeded). After a rate limit or a 503 the sender
+  does not ask the server again before its Retry-After (each mail fails at once, temporary).
 - account: 401 (the token was refused, also after one fresh token; `auth_failed` is set),
-  403 (no permission to send as the mailbox), 404 (no such mailbox), no token to be had.
+  any other 403 (no permission to send as the mailbox), 404 (no such mailbox), no token.
 - permanent: any other 4xx (the message itself was refused, e.g. too large or not MIME).
 """
 
@@ -17,6 +18,7 @@ import email.generator
 import email.policy
 import email.utils
 import io
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,6 +49,7 @@ DEFAULT_RETRY_AFTER_S = 30.0
 MAX_RETRY_AFTER_S = 3600.0
 _TEMPORARY_4XX = frozenset({408, 425, 429})
 _ACCOUNT_4XX = frozenset({401, 403, 404})
+_RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,24 @@ class ApiRequest:
 RequestBuilder = Callable[[bytes], ApiRequest]  # the MIME message -> the request
 
 
-def classify_status(status: int) -> Outcome:
+def rate_limited(status: int, body: str) -> bool:
+    """Throttling: 429, or Gmail's 403 with reason rateLimitExceeded / userRateLimitExceeded
+    (Gmail says "slow down" with a 403, not a 429)."""
+    if status == 429:
+        return True
+    if status != 403:
+        return False
+    try:
+        errors = json.loads(body)["error"]["errors"]
+        reasons = {str(e.get("reason", "")) for e in errors}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return bool(reasons & _RATE_LIMIT_REASONS)
+
+
+def classify_status(status: int, rate_limit: bool = False) -> Outcome:
     """What an HTTP answer (not 2xx) means for the mail (see the module docstring)."""
-    if status >= 500 or status in _TEMPORARY_4XX or status < 400:
+    if rate_limit or status >= 500 or status in _TEMPORARY_4XX or status < 400:
         return Outcome.TEMPORARY
     if status in _ACCOUNT_4XX:
         return Outcome.ACCOUNT
@@ -211,15 +229,16 @@ class ApiSender:
 
     def _refused(self, response: httpx.Response) -> DeliveryError:
         status = response.status_code
-        outcome = classify_status(status)
+        throttled = rate_limited(status, response.text)
+        outcome = classify_status(status, throttled)
         wait = None
-        if status in (429, 503):
+        if throttled or status == 503:
             now = self._clock()
             wait = retry_after_s(response.headers.get("Retry-After"), now)
             self._quiet_until = now + (DEFAULT_RETRY_AFTER_S if wait is None else wait)
             self.health.next_retry = self._quiet_until
         return self._error(
-            _advice(self.kind, status),
+            _advice(self.kind, status, throttled),
             outcome,
             status,
             one_line(response.text),
@@ -249,7 +268,7 @@ class ApiSender:
         )
 
 
-def _advice(kind: str, status: int) -> str:
+def _advice(kind: str, status: int, throttled: bool) -> str:
     """What a refusal means and what to do about it, in words."""
     api = "Microsoft Graph" if kind == "graph" else "the Gmail API"
     permission = (
@@ -257,6 +276,8 @@ def _advice(kind: str, status: int) -> str:
         if kind == "graph"
         else "the scope https://www.googleapis.com/auth/gmail.send"
     )
+    if throttled or status == 503:
+        return f"{api} is throttling (rate limit) or busy: will retry after the time it asked for"
     if status == 401:
         return (
             f"{api} refused the OAuth2 token (a fresh one too): check that the token is for "
@@ -266,8 +287,6 @@ def _advice(kind: str, status: int) -> str:
         return f"{api} refused to send as this mailbox: grant {permission}"
     if status == 404:
         return f"{api} does not know the mailbox: check sender_address / username"
-    if status in (429, 503):
-        return f"{api} is throttling or busy: will retry after the time it asked for"
     if status >= 500 or classify_status(status) is Outcome.TEMPORARY:
         return f"{api} failed: will retry"
     return f"{api} refused the message"

@@ -218,6 +218,38 @@ async def test_retry_after_keeps_the_api_quiet_until_then(
     assert api.requests == 2 and len(api.received) == 1
 
 
+async def test_gmail_rate_limit_403_is_temporary_and_holds_off(
+    auth: AuthServer, api: MailApiServer
+) -> None:
+    # Gmail answers its per-user rate limit with 403, not 429 (and no Retry-After).
+    body = {
+        "error": {
+            "code": 403,
+            "message": "User-rate limit exceeded.",
+            "errors": [{"reason": "userRateLimitExceeded", "domain": "usageLimits"}],
+            "status": "PERMISSION_DENIED",
+        }
+    }
+    api.answers.append((403, {}, body))
+    clock = Clock()
+    sender = opened(
+        ApiSender(
+            "gmail_api",
+            api.url,
+            partial(gmail_request, api.url),
+            IssuedTokens(auth, GMAIL_SCOPE),
+            clock=clock,
+        )
+    )
+    error = failed((await sender.send([alarm_mail()]))[0])
+    assert error.outcome is Outcome.TEMPORARY, error
+    assert "rate limit" in str(error)
+    assert failed((await sender.send([alarm_mail()]))[0]).outcome is Outcome.TEMPORARY
+    assert api.requests == 1
+    clock.now += 31
+    assert isinstance((await sender.send([alarm_mail()]))[0], SendResult)
+
+
 async def test_an_unreachable_api_is_temporary(auth: AuthServer) -> None:
     with MailApiServer(auth) as api:
         url = api.url
