@@ -30,6 +30,7 @@ from notifier.metrics import Metrics, Reading
 from notifier.oauth2.errors import OAuth2Error
 from notifier.records import Kind
 from notifier.spool.base import Spool, SpoolError
+from notifier.spool.state import StateStore
 
 if TYPE_CHECKING:
     from notifier.dispatch.service import Dispatcher
@@ -48,6 +49,7 @@ class Service:
     settings: Settings
     metrics: Metrics = field(default_factory=Metrics)
     spool: Spool | None = None
+    state: StateStore | None = None
     dispatcher: Dispatcher | None = None
     forwards: Forwards | None = None
     oauth2: OAuth2Runtime | None = None
@@ -95,6 +97,11 @@ class Service:
         self.spool = build_spool(s, [*consumers, *forward_interest(s)], self.metrics, interest)
         await self.spool.start()
         self._closers.append(self.spool.close)
+        from notifier.spool.factory import open_state
+
+        self.state = open_state(s, self.spool)
+        await self.state.start()
+        self._closers.insert(0, self.state.close)  # before the spool: it may share its pool
         from notifier.dispatch.service import build_dispatcher
         from notifier.oauth2.runtime import OAuth2Runtime
 
@@ -102,7 +109,7 @@ class Service:
         if self.oauth2 is not None:
             self._closers.insert(0, self.oauth2.close)
         providers = self.oauth2.providers if self.oauth2 else {}
-        self.dispatcher = build_dispatcher(s, self.spool, self.metrics, providers)
+        self.dispatcher = build_dispatcher(s, self.spool, self.state, self.metrics, providers)
         self.dispatcher.start()
         # Dispatchers stop before the spool closes.
         self._closers[:0] = [self.dispatcher.stop_workers, self.dispatcher.close_transports]
@@ -253,8 +260,10 @@ class Service:
             from notifier.ingest.httpauth import HttpAuth
             from notifier.ingest.httpserver import HttpServer
             from notifier.ingest.webhooks import WebhookAuth
+            from notifier.web.forms import FormToken
             from notifier.web.guard import AdminGuard
             from notifier.web.oauth2 import oauth2_routes
+            from notifier.web.operator import operator_routes
             from notifier.web.pages import status_routes
 
             auth = None
@@ -263,6 +272,7 @@ class Service:
                 auth = HttpAuth(s.http.auth, users)
             # One guard for every admin page and the history.
             guard = AdminGuard(s.web.admin_password.get_secret_value())
+            forms = FormToken()  # one anti-forgery token for every admin form
             app = build_ingest_app(
                 spool=spool,
                 metrics=metrics,
@@ -272,7 +282,11 @@ class Service:
                 auth=auth,
                 scheme=scheme,
                 health=self.health,
-                extra_routes=[*status_routes(self, guard), *oauth2_routes(self, guard)],
+                extra_routes=[
+                    *status_routes(self, guard, forms),
+                    *oauth2_routes(self, guard, forms),
+                    *operator_routes(self, guard, forms),
+                ],
                 # The history shows what devices sent: without sender auth, only the admin
                 # (password, or loopback) may read it, as on the status page.
                 history_guard=None if auth else guard.check,

@@ -1,5 +1,6 @@
 """The command line: `notifier run | check-config | send-alarm | spool ... | test-mail |
-render | oauth2 ...`, each taking `--config FILE` before or after the command and its action.
+render | silence ... | alarm ... | oauth2 ...`, each taking `--config FILE` before or after the
+command and its action.
 
 Exit status: 0 on success, 2 for usage or config errors, 1 otherwise; errors are one line on
 stderr.
@@ -80,16 +81,12 @@ def cmd_send_alarm(args: argparse.Namespace) -> int:
             record[name] = given[name]
     url = args.url
     if not url:
-        settings = _settings(args)
-        from notifier.config import host_port, parse_listen
+        from notifier.admincli import AdminError, service_url
 
-        listen = parse_listen(settings.http.listen)
-        if listen is None:
-            raise CliError("http.listen is disabled in the config: pass --url", EXIT_USAGE)
-        host = "127.0.0.1" if listen.host in ("0.0.0.0", "") else listen.host
-        host = "::1" if host == "::" else host
-        scheme = "https" if settings.http.tls_cert_file else "http"
-        url = f"{scheme}://{host_port(host, listen.port)}/api/v1/records"
+        try:
+            url = f"{service_url(_settings(args))}/api/v1/records"
+        except AdminError as e:
+            raise CliError(str(e), EXIT_USAGE) from None
     auth = None
     if args.user:
         user, _, password = args.user.partition(":")
@@ -185,6 +182,20 @@ def cmd_oauth2(args: argparse.Namespace) -> int:
     return oauth2_cli.status(settings)
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    """`silence ...` and `alarm ...`: through the running service's admin API."""
+    from notifier import admincli
+
+    settings = _settings(args)
+    try:
+        client = admincli.client_for(settings, args)
+        act = admincli.silence if args.command == "silence" else admincli.alarm
+        print(act(client, args))
+    except admincli.AdminError as e:
+        raise CliError(str(e)) from None
+    return EXIT_OK
+
+
 def to_toml(data: dict[str, Any]) -> str:
     """Render plain config data as TOML (tables after keys, arrays of tables as [[name]])."""
     lines: list[str] = []
@@ -253,6 +264,19 @@ def _add_config(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
         metavar="FILE",
         default=None if top else argparse.SUPPRESS,
         help=CONFIG_HELP,
+    )
+
+
+def _add_admin_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        default="",
+        help="the running notifier's base URL (default: from http.listen in the config)",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not verify the HTTPS certificate (default: verify)",
     )
 
 
@@ -396,6 +420,62 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the HTML body instead of the subject and the text body (default: text)",
     )
     p.set_defaults(func=cmd_render)
+
+    p = sub.add("silence", "mute matching alarms and events for a while (on the running service)")
+    p.set_defaults(func=cmd_operator)
+    _add_admin_url(p)
+    silence = _Sub(p, "silence_cmd", "ACTION")
+    sp = silence.add("add", "add a silence; flags repeat, e.g. --device 'gw01*' --device gw02")
+    for flag, key in (
+        ("device", "devices (exact or glob)"),
+        ("code", "codes: exact, prefix 0x0001* or range 0x10-0x1f"),
+        ("source", "source modules (exact or glob)"),
+        ("severity", "severities (exactly these)"),
+        ("receiver", "receivers, e.g. syslog-udp"),
+        ("route", "route names"),
+        ("kind", "kinds: alarm, clear, event, log"),
+    ):
+        sp.add_argument(
+            f"--{flag}", action="append", default=[], help=f"match {key} (default: any)"
+        )
+    sp.add_argument(
+        "--text", default="", help="regular expression searched in the text (default: any)"
+    )
+    sp.add_argument(
+        "--min-severity", default="", help="this severity and above, e.g. major (default: any)"
+    )
+    sp.add_argument(
+        "--for",
+        dest="for_",
+        default="2h",
+        help="how long: 90s, 30m, 2h, 1d or seconds (default: 2h)",
+    )
+    sp.add_argument("--until", default="", help="end time, ISO 8601 (default: use --for)")
+    sp.add_argument("--start", default="", help="start time, ISO 8601 (default: now)")
+    sp.add_argument(
+        "--comment", required=True, help="why (shown wherever it mutes something; required)"
+    )
+    sp.add_argument("--created-by", default="", help="your name (default: admin@ADDRESS)")
+    sp = silence.add("list", "the silences, active and pending")
+    sp.add_argument("--all", action="store_true", help="include expired ones (default: off)")
+    sp.add_argument("--json", action="store_true", help="print JSON (default: text)")
+    sp = silence.add("expire", "end a silence now")
+    sp.add_argument("id", help="the silence id, as `silence list` shows it")
+
+    p = sub.add("alarm", "list and acknowledge active alarms (on the running service)")
+    p.set_defaults(func=cmd_operator)
+    _add_admin_url(p)
+    alarms = _Sub(p, "alarm_cmd", "ACTION")
+    sp = alarms.add("list", "the active alarms across all routes")
+    for name in ("device", "code", "source"):
+        sp.add_argument(f"--{name}", default="", help=f"only this {name} (glob; default: any)")
+    sp.add_argument("--route", default="", help="only alarms on this route (default: any)")
+    sp.add_argument("--min-severity", default="", help="this severity and above (default: any)")
+    sp.add_argument("--json", action="store_true", help="print JSON (default: text)")
+    sp = alarms.add("ack", "acknowledge an alarm: its reminders stop until it clears")
+    sp.add_argument("key", help="the alarm's key, as `alarm list` shows it")
+    sp.add_argument("--comment", required=True, help="what is being done about it (required)")
+    sp.add_argument("--by", default="", help="your name (default: admin@ADDRESS)")
 
     p = sub.add("oauth2", "sign OAuth2 mail accounts in and out")
     p.set_defaults(func=cmd_oauth2)

@@ -143,6 +143,12 @@ class Metrics:
             ["account", "outcome"],
             registry=r,
         )
+        self.mail_retries = Counter(
+            "notifier_mail_retries",
+            "Mails tried again after a failure (not new decisions), by route",
+            ["route"],
+            registry=r,
+        )
         self.dispatch_decisions = Counter(
             "notifier_dispatch_decisions", "Alarm decisions, by reason", ["reason"], registry=r
         )

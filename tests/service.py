@@ -196,3 +196,15 @@ class NotifierProcess:
             except OSError:
                 time.sleep(0.05)
         raise TimeoutError(port)
+
+
+def metric(proc: NotifierProcess, name: str, **labels: str) -> float:
+    """The sum of the samples of `name` in /metrics that have `labels` (0 when absent)."""
+    text = httpx.get(f"{proc.url}/metrics", timeout=5).text
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import heapq
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from notifier.records import Kind, Record, Severity
@@ -79,6 +79,7 @@ class Decision:
     active_since: float | None = None  # for clears and reminders: when the alarm was set
     repeat_count: int = 0
     set_severity: Severity | None = None  # for clears: the severity the alarm was set with
+    set_message_id: str = ""  # for clears: the Message-ID of the mail that reported the set
 
     @property
     def notify(self) -> bool:
@@ -133,4 +134,19 @@ def decide(
         active_since=prev.first_set,
         repeat_count=prev.count,
         set_severity=prev.severity,
+        set_message_id=prev.message_id,
     )
+
+
+def threaded(
+    states: Mapping[Key, AlarmState], reported: Iterable[Key], message_id: str
+) -> dict[Key, AlarmState]:
+    """The states of the alarms whose set a mail `message_id` reported, now remembering that
+    mail (their clear will reply to it); pure. An alarm that cleared meanwhile, or whose set
+    mail is known already, is left out."""
+    out = {}
+    for key in reported:
+        state = states.get(key)
+        if state is not None and state.active and not state.message_id:
+            out[key] = replace(state, message_id=message_id)
+    return out

@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from notifier.config import AccountSettings, Settings
 from notifier.dispatch.relay import RelayWorker
 from notifier.dispatch.rules import RuleError, compile_routes
-from notifier.dispatch.state import AlarmStore
 from notifier.dispatch.worker import RouteTarget, RouteWorker
 from notifier.mail.accounts import build_transport, envelope_for
 from notifier.mail.style import TemplateConfigError, route_styles
@@ -20,6 +18,7 @@ from notifier.mail.tokens import TokenProvider
 from notifier.mail.transport import MailTransport, SendReport
 from notifier.metrics import Metrics
 from notifier.spool.base import Spool
+from notifier.spool.state import StateStore
 
 
 class Worker(Protocol):
@@ -47,7 +46,7 @@ class Dispatcher:
     settings: Settings
     workers: list[Worker]
     transports: dict[str, MailTransport]
-    store: AlarmStore
+    store: StateStore  # opened and closed by the caller
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _nudges: set[asyncio.Task[None]] = field(default_factory=set)
@@ -69,7 +68,6 @@ class Dispatcher:
     async def close_transports(self) -> None:
         for t in self.transports.values():
             await t.close()
-        await self.store.close()
 
     def status(self) -> list[dict[str, Any]]:
         return [w.status() for w in self.workers]
@@ -97,11 +95,12 @@ class Dispatcher:
 def build_dispatcher(
     settings: Settings,
     spool: Spool,
+    store: StateStore,
     metrics: Metrics,
     token_providers: Mapping[str, TokenProvider] | None = None,
 ) -> Dispatcher:
     """One worker per route, one transport per account; raises ValueError for a bad rule or
-    template.
+    template. `store` is started, and closed by the caller after `close_transports`.
 
     `token_providers`: account name -> OAuth2 token provider, for OAuth2 accounts."""
     providers = token_providers or {}
@@ -115,7 +114,6 @@ def build_dispatcher(
     except TemplateConfigError as e:
         raise ValueError(str(e)) from None
     instance = settings.instance()
-    store = AlarmStore(Path(settings.data_dir) / "alarms.sqlite")
     transports: dict[str, MailTransport] = {}
     locks: dict[str, asyncio.Lock] = {}
     workers: list[Worker] = []

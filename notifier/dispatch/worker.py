@@ -18,9 +18,15 @@ from typing import Any
 
 from notifier.backoff import Backoff
 from notifier.config import RouteSettings
-from notifier.dispatch.alarms import Decision, ForgetReason, Reason, decide, to_forget
+from notifier.dispatch.alarms import (
+    Decision,
+    ForgetReason,
+    Reason,
+    decide,
+    threaded,
+    to_forget,
+)
 from notifier.dispatch.rules import FirstMatch, Matcher
-from notifier.dispatch.state import AlarmStore
 from notifier.log import RateLimiter, get_logger
 from notifier.mail.compose import Envelope, MailItem, compose
 from notifier.mail.compose import Reason as MailReason
@@ -29,7 +35,7 @@ from notifier.mail.transport import DeliveryError, MailTransport, Outcome
 from notifier.metrics import Metrics
 from notifier.records import Kind, Record
 from notifier.spool.base import DropNotice, Lease, Spool
-from notifier.spool.state import AlarmState, Key
+from notifier.spool.state import AlarmState, Key, StateStore
 
 log = get_logger("notifier.dispatch")
 
@@ -84,14 +90,21 @@ class TokenBucket:
         self._tokens -= 1
 
 
-def flush_due(route: RouteSettings, first_at: float, last_at: float, last_mail_at: float) -> float:
+def flush_due(
+    route: RouteSettings, first_at: float, last_at: float, last_mail_at: float, retry: bool = False
+) -> float:
     """When a waiting group may go out (before the rate limit); pure.
+
+    A `retry` (a group with records leased before) goes out at once: it waited for its group
+    and then for its backoff already.
 
     The first record waits `group_wait_s` for others to join. While records keep coming, two
     mails of a route are at least `group_interval_s` apart (a storm becomes a few digests); once
     the route has been quiet for `group_wait_s` the rest goes out without waiting for the
     interval, so the tail of a storm is not held back for minutes.
     """
+    if retry:
+        return first_at
     after_interval = min(last_mail_at + route.group_interval_s, last_at + route.group_wait_s)
     return max(first_at + route.group_wait_s, after_interval)
 
@@ -114,9 +127,10 @@ async def keep_stepping(
 def retry_in_s(error: DeliveryError, attempts: int, backoff: Backoff) -> float:
     """Seconds until a mail that failed temporarily (or for its account) is tried again.
 
-    `attempts` counts leases from 1; the first retry is attempt 0 of the backoff.
+    `attempts` counts the earlier leases of the failed records (0 on the first try), so the
+    first retry is attempt 0 of the backoff.
     """
-    delay = backoff.delay(max(attempts - 1, 0))
+    delay = backoff.delay(attempts)
     if error.account_error:
         # The account is broken (credentials, token, certificate), not the mail: keep it
         # spooled and look again often, so a fix (a new sign-in) takes effect within a minute.
@@ -158,7 +172,7 @@ class RouteWorker:
         route: RouteSettings,
         matcher: Matcher | FirstMatch,
         spool: Spool,
-        store: AlarmStore,
+        store: StateStore,
         target: RouteTarget,
         metrics: Metrics,
         *,
@@ -179,7 +193,8 @@ class RouteWorker:
         self._instance = instance
         self._batch = lease_batch
         self._clock = clock  # unix time: alarm decisions and forgetting
-        self._states: dict[Key, AlarmState] = store.load(self.consumer)
+        self._states: dict[Key, AlarmState] = {}
+        self._loaded = False  # the stored states are read by the first step
         self._swept_at = -1e18  # the first step forgets what a lowered bound or age says
         self._forget_log = RateLimiter(burst=1, period_s=60.0)
         self._overlay: dict[Key, AlarmState] = {}
@@ -193,6 +208,11 @@ class RouteWorker:
         self._extended_at = 0.0
         self._extend_task: asyncio.Future[None] | None = None
         self.last_error = ""
+        # What the status page tells during an outage (unix times; None: not so far).
+        self._failing_since: float | None = None
+        self._last_success: float | None = None
+        self._next_retry_at: float | None = None
+        self._retrying: dict[str, Record] = {}  # records of the failed mail, by id
 
     def stop(self) -> None:
         self._stopping.set()
@@ -205,6 +225,12 @@ class RouteWorker:
             await self._flush()
 
     async def _step(self) -> None:
+        if not self._loaded:
+            # Before the first lease: a record decided without its alarm's stored state
+            # would mail a known alarm as new. A failure is logged and tried again.
+            self._states = await self._store.load_alarms(self.consumer)
+            self._loaded = True
+            self._metrics.alarm_states.labels(self.route.name).set(len(self._states))
         if self._clock() - self._swept_at >= SWEEP_INTERVAL_S:
             await self._save_states({})
         leases = await self._spool.lease(self.consumer, self._batch, self._visibility)
@@ -231,7 +257,7 @@ class RouteWorker:
     def _flush_due_in(self, now: float) -> float:
         """Seconds until the waiting group may go out; see `flush_due`."""
         g = self._group
-        due = flush_due(self.route, g.first_at, g.last_at, self._last_mail_at)
+        due = flush_due(self.route, g.first_at, g.last_at, self._last_mail_at, retry=g.attempts > 0)
         return max(due - now, self._bucket.wait_s())
 
     def _keep_leases(self, now: float) -> None:
@@ -262,9 +288,12 @@ class RouteWorker:
                 unmatched.append(record.id)
                 continue
             decision = self._decide(record, now)
-            self._metrics.dispatch_decisions.labels(decision.reason.value).inc()
+            if lease.attempts == 0:
+                self._metrics.dispatch_decisions.labels(decision.reason.value).inc()
+            # A record leased before was decided then (its mail failed, or the process
+            # stopped before the ack): deciding it again is a retry, not news.
             log.info(
-                "decision",
+                "decision" if lease.attempts == 0 else "retry",
                 route=self.route.name,
                 reason=decision.reason.value,
                 record=record.id,
@@ -272,6 +301,7 @@ class RouteWorker:
                 device=record.device,
                 code=record.code,
                 source=record.source,
+                **({"attempt": lease.attempts + 1} if lease.attempts else {}),
             )
             self._group.attempts = max(self._group.attempts, lease.attempts)
             if decision.notify:
@@ -289,6 +319,7 @@ class RouteWorker:
                         if decision.reason is Reason.NEW_ALARM
                         else decision.repeat_count,
                         set_severity=decision.set_severity,
+                        thread_id=decision.set_message_id,
                     )
                 )
             else:
@@ -317,6 +348,8 @@ class RouteWorker:
         )
         self._bucket.take()
         self._last_mail_at = time.monotonic()
+        if group.attempts:
+            self._metrics.mail_retries.labels(self.route.name).inc()
         step = "compose"
         try:
             message = compose(
@@ -345,6 +378,10 @@ class RouteWorker:
             return
         self._pending_drops = None
         self.last_error = ""
+        self._failing_since = self._next_retry_at = None
+        self._last_success = self._clock()
+        for item in items:
+            self._retrying.pop(item.record.id, None)
         self._metrics.mails_sent.labels(self._target.account).inc()
         log.info(
             "mail sent",
@@ -357,6 +394,10 @@ class RouteWorker:
         )
         if result.refused:
             self._refused(result.refused)
+        # The clears of the alarms this mail reported as new will reply to it.
+        new = [i.record.alarm_key for i in items if i.reason is MailReason.NEW]
+        sent_as = result.message_id or str(message["Message-ID"])
+        self._overlay |= threaded(self._overlay, new, sent_as)
         await self._commit(group.items, group.silent)
 
     def _refused(self, refused: Mapping[str, tuple[int, str]]) -> None:
@@ -390,7 +431,7 @@ class RouteWorker:
         states = self._states | changed
         forget = to_forget(states, now - FORGET_CLEARED_AFTER_S, self.route.max_alarm_states)
         kept = [state for key, state in changed.items() if key not in forget]
-        await self._store.save(self.consumer, kept, forget)
+        await self._store.save_alarms(self.consumer, kept, forget)
         for key in forget:
             del states[key]
         self._states = states
@@ -427,6 +468,9 @@ class RouteWorker:
     async def _failed(self, group: _Group, error: DeliveryError) -> None:
         self._overlay.clear()
         self.last_error = str(error)
+        if self._failing_since is None:
+            self._failing_since = self._clock()
+        self._retrying.update((i.record.id, i.record) for i in group.items)
         outcome = error.outcome.value
         self._metrics.mail_failures.labels(self._target.account, outcome).inc()
         ids = group.ids
@@ -440,6 +484,8 @@ class RouteWorker:
                 hint="see `notifier spool list --state dead`",
             )
             await self._spool.nack(self.consumer, ids, error=str(error), retry_in_s=None)
+            for i in group.items:
+                self._retrying.pop(i.record.id, None)
             return
         delay = retry_in_s(error, group.attempts, self._retry)
         log.warning(
@@ -451,6 +497,7 @@ class RouteWorker:
             retry_in_s=round(delay, 1),
             outcome=outcome,
         )
+        self._next_retry_at = self._clock() + delay
         await self._spool.nack(self.consumer, ids, error=str(error), retry_in_s=delay)
 
     @property
@@ -464,12 +511,20 @@ class RouteWorker:
             log.info("retrying now", route=self.route.name, account=self.account, records=count)
 
     def status(self) -> dict[str, Any]:
+        """What the status page shows; during an outage the mails waiting for their retry and
+        the alarms in them count, so the page never reads "nothing waiting" while they wait."""
+        waiting = {i.record.id for i in self._group.items} | self._retrying.keys()
+        active = {k for k, s in self._states.items() if s.active}
+        active |= {r.alarm_key for r in self._retrying.values() if r.kind is Kind.ALARM}
         return {
             "route": self.route.name,
             "account": self._target.account,
-            "waiting": len(self._group.items),
-            "active_alarms": sum(1 for s in self._states.values() if s.active),
+            "waiting": len(waiting),
+            "active_alarms": len(active),
             "last_error": self.last_error,
+            "failing_since": self._failing_since,
+            "last_success": self._last_success,
+            "next_retry_at": self._next_retry_at,
         }
 
 

@@ -63,6 +63,8 @@ class MailItem:
     CLEAR); devices re-send an active alarm about every 30 minutes.
     `set_severity`: for a clear, the severity the alarm was set with (a clear often carries
     another one); None when unknown, then the clear's own is shown.
+    `thread_id`: for a clear, the Message-ID of the mail that reported the set ("" unknown):
+    the clear's mail replies to it, so mail clients show the two as one thread.
     """
 
     record: Record
@@ -70,6 +72,32 @@ class MailItem:
     active_since: float | None = None
     repeat_count: int = 0
     set_severity: Severity | None = None
+    thread_id: str = ""
+
+
+_MSG_ID = re.compile(r"<[!-;=?-~]+>\Z")  # <...>: printable ASCII, no space, no < or >
+
+# A digest's References lists at most this many set mails (headers stay a sane size).
+MAX_REFERENCES = 20
+
+
+def thread_headers(items: Sequence[MailItem]) -> dict[str, str]:
+    """In-Reply-To / References of a mail about `items`; pure.
+
+    A mail about one clear replies to its alarm's mail (both headers: clients thread by either).
+    A digest references the set mails of the clears it reports, at most `MAX_REFERENCES`, and
+    replies to none of them: it belongs to no single thread."""
+    # Stored state is read back from a database: only a well-formed id goes into a header.
+    ids = list(
+        dict.fromkeys(
+            i.thread_id for i in items if i.reason is Reason.CLEAR and _MSG_ID.match(i.thread_id)
+        )
+    )
+    if not ids:
+        return {}
+    if len(items) == 1:
+        return {"In-Reply-To": ids[0], "References": ids[0]}
+    return {"References": " ".join(ids[:MAX_REFERENCES])}
 
 
 # Configured addresses repeat on every mail; parsing them is a good part of composing one.
@@ -550,6 +578,8 @@ def compose(
     message["Message-ID"] = message_id_for(
         ids, envelope.domain, salt=",".join(sorted(envelope.recipients))
     )
+    for name, value in thread_headers(items).items():
+        message[name] = value
     # RFC 3834: machines must not answer this mail (vacation replies, bounces to bounces).
     message["Auto-Submitted"] = "auto-generated"
     # Exchange / Outlook honour this one rather than Auto-Submitted for out-of-office replies.

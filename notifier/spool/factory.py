@@ -13,6 +13,8 @@ from notifier.spool.memory import MemorySpool
 from notifier.spool.policy import ReceiverPolicy, SpoolPolicy
 from notifier.spool.schema import spool_path
 from notifier.spool.sqlite import SqliteSpool
+from notifier.spool.sqlite_state import SqliteStateStore, state_path
+from notifier.spool.state import StateStore
 from notifier.spool.tiered import TieredSpool
 
 
@@ -66,6 +68,22 @@ def durable_spool(
             s.dsn.get_secret_value(), consumers, instance=settings.instance(), **limits
         )
     return SqliteSpool(spool_path(settings.data_dir), consumers, **limits)
+
+
+def open_state(settings: Settings, spool: Spool | None = None) -> StateStore:
+    """The configured shared state (alarm states, silences, acks); call `start()` before use.
+
+    With `backend = "postgresql"` it borrows the pool of `spool` (started, PostgreSQL) so a
+    process keeps one pool; `spool` must then stay open until the state store is closed."""
+    s = settings.spool
+    if s.backend == "postgresql":
+        from notifier.spool.pg import PostgresSpool
+        from notifier.spool.pg.state import PostgresStateStore
+
+        durable = spool.durable if isinstance(spool, TieredSpool) else spool
+        pool = durable.pool if isinstance(durable, PostgresSpool) else None
+        return PostgresStateStore(s.dsn.get_secret_value(), pool=pool)
+    return SqliteStateStore(state_path(settings.data_dir))
 
 
 def receiver_policies(

@@ -12,9 +12,10 @@ The dataclasses are plain data. The decisions over them live in `notifier/dispat
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+import json
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from notifier.records import Severity
 
@@ -120,3 +121,114 @@ class StateStore(Protocol):
 def silence_matchers(raw: Mapping[str, Iterable[str]]) -> dict[str, tuple[str, ...]]:
     """Matchers in their stored form: sorted keys, tuples of patterns, empty lists left out."""
     return {k: tuple(v) for k, v in sorted(raw.items()) if tuple(v)}
+
+
+# -- the row form, shared by the backends ---------------------------------------------------
+
+# The alarm columns after `route`, in `alarm_row` order; both backends name them so.
+ALARM_COLUMNS = (
+    "device",
+    "code",
+    "source",
+    "active",
+    "first_set",
+    "last_seen",
+    "count",
+    "last_notified",
+    "cleared_at",
+    "severity",
+    "message_id",
+    "silenced",
+)
+SILENCE_COLUMNS = (
+    "id",
+    "matchers",
+    "starts_at",
+    "ends_at",
+    "comment",
+    "created_by",
+    "created_at",
+    "expired_at",
+)
+ACK_COLUMNS = ("device", "code", "source", "by", "comment", "at")
+
+Row = tuple[object, ...]
+
+
+def alarm_row(route: str, s: AlarmState) -> Row:
+    """`(route, *ALARM_COLUMNS)` of `s`; the severity as its name, None when unknown."""
+    severity = None if s.severity is None else s.severity.value
+    return (
+        route,
+        s.device,
+        s.code,
+        s.source,
+        bool(s.active),
+        s.first_set,
+        s.last_seen,
+        s.count,
+        s.last_notified,
+        s.cleared_at,
+        severity,
+        s.message_id,
+        s.silenced,
+    )
+
+
+def alarm_of_row(row: Sequence[Any]) -> AlarmState:
+    """The state stored as `ALARM_COLUMNS`; a severity this version does not know reads as
+    unknown (the clear mail then shows the clear's own)."""
+    severity = row[9]
+    return AlarmState(
+        str(row[0]),
+        str(row[1]),
+        str(row[2]),
+        bool(row[3]),
+        float(row[4]),
+        float(row[5]),
+        int(row[6]),
+        float(row[7]),
+        None if row[8] is None else float(row[8]),
+        Severity(severity) if severity in _SEVERITIES else None,
+        str(row[10] or ""),
+        str(row[11] or ""),
+    )
+
+
+_SEVERITIES = frozenset(s.value for s in Severity)
+
+
+def silence_row(s: Silence) -> Row:
+    """`SILENCE_COLUMNS` of `s`, its matchers as JSON text."""
+    matchers = json.dumps({k: list(v) for k, v in s.matchers.items()}, sort_keys=True)
+    return (
+        s.id,
+        matchers,
+        s.starts_at,
+        s.ends_at,
+        s.comment,
+        s.created_by,
+        s.created_at,
+        s.expired_at,
+    )
+
+
+def silence_of_row(row: Sequence[Any]) -> Silence:
+    return Silence(
+        str(row[0]),
+        silence_matchers(json.loads(row[1])),
+        float(row[2]),
+        float(row[3]),
+        str(row[4]),
+        str(row[5]),
+        float(row[6]),
+        None if row[7] is None else float(row[7]),
+    )
+
+
+def ack_row(a: Ack) -> Row:
+    return (*a.key, a.by, a.comment, a.at)
+
+
+def ack_of_row(row: Sequence[Any]) -> Ack:
+    return Ack((str(row[0]), str(row[1]), str(row[2])), str(row[3]), str(row[4]), float(row[5]))

@@ -9,29 +9,24 @@ HMAC under a per-process key) that another site cannot read, so it cannot forge 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from notifier import __version__
 from notifier.log import get_logger
 from notifier.mail.testmail import TestMailError, describe_report
 from notifier.oauth2.errors import OAuth2Error, TokenEndpointError, explain
+from notifier.web.forms import FormToken, checked_form
 from notifier.web.guard import AdminGuard
 from notifier.web.render import NO_STORE
 from notifier.web.render import page as render_page
 from notifier.web.view import ServiceView
 
 log = get_logger("notifier.web")
-
-MAX_FORM_BYTES = 8192
 
 
 @dataclass(frozen=True)
@@ -45,45 +40,11 @@ class Notice:
     test_account: str = ""  # offer "Send test mail" for this account
 
 
-class FormToken:
-    """The anti-forgery token of the page's forms: HMAC of a fixed label under a random key
-    made at start (a restart makes open pages stale: reload them)."""
-
-    def __init__(self, key: bytes | None = None) -> None:
-        self._key = key or secrets.token_bytes(32)
-
-    @property
-    def value(self) -> str:
-        return hmac.new(self._key, b"notifier oauth2 forms", hashlib.sha256).hexdigest()
-
-    def check(self, given: str) -> bool:
-        return hmac.compare_digest(given.encode(), self.value.encode())
-
-
-def same_origin(request: Request) -> bool:
-    """False when the browser says the form came from another site (Origin header)."""
-    origin = request.headers.get("origin")
-    # "null": the page's no-referrer policy hides it (kept so the callback's code never leaks
-    # in a Referer); the form token still has to match.
-    if not origin or origin == "null":
-        return True
-    return urlsplit(origin).netloc == request.headers.get("host", "")
-
-
-async def read_form(request: Request) -> dict[str, str]:
-    """A small urlencoded form (the pages post nothing else)."""
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        return {}
-    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
-
-
 def account_rows(service: ServiceView) -> list[dict[str, Any]]:
     return service.oauth2.status_rows() if service.oauth2 else []
 
 
-def oauth2_routes(service: ServiceView, guard: AdminGuard) -> list[BaseRoute]:
-    token = FormToken()
+def oauth2_routes(service: ServiceView, guard: AdminGuard, token: FormToken) -> list[BaseRoute]:
 
     def page(notice: Notice | None = None, status_code: int = 200) -> Response:
         return render_page(
@@ -95,20 +56,14 @@ def oauth2_routes(service: ServiceView, guard: AdminGuard) -> list[BaseRoute]:
             notice=notice,
         )
 
-    async def checked_form(request: Request) -> dict[str, str] | Response:
-        form = await read_form(request)
-        if not same_origin(request) or not token.check(form.get("csrf", "")):
-            return PlainTextResponse(
-                "This form is stale or came from another site: reload /oauth2/ and try again.\n",
-                status_code=403,
-            )
-        return form
+    async def checked(request: Request) -> dict[str, str] | Response:
+        return await checked_form(request, token, "/oauth2/")
 
     async def index(request: Request) -> Response:
         return page()
 
     async def authorize(request: Request) -> Response:
-        form = await checked_form(request)
+        form = await checked(request)
         if isinstance(form, Response):
             return form
         runtime = service.oauth2
@@ -181,7 +136,7 @@ def oauth2_routes(service: ServiceView, guard: AdminGuard) -> list[BaseRoute]:
         )
 
     async def test_mail(request: Request) -> Response:
-        form = await checked_form(request)
+        form = await checked(request)
         if isinstance(form, Response):
             return form
         name = form.get("account", "")

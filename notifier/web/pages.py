@@ -13,7 +13,9 @@ from starlette.routing import BaseRoute, Route
 from notifier import __version__
 from notifier.mail.accounts import transport_label
 from notifier.mail.transport import TransportHealth
+from notifier.web.forms import FormToken
 from notifier.web.guard import AdminGuard
+from notifier.web.operator import silence_json
 from notifier.web.render import page
 from notifier.web.view import ServiceView
 
@@ -28,18 +30,32 @@ def _ago(then: float | None, now: float) -> str:
     return f"{int(seconds)}s ago"
 
 
-def _in(then: float | None, now: float) -> str:
-    return "-" if not then else ("now" if then <= now else f"in {int(then - now) + 1}s")
+def _in(then: float, now: float) -> str:
+    return f"in {int(max(then - now, 0))}s"
+
+
+def _delivery(route: dict[str, Any], now: float) -> dict[str, str]:
+    """A route's mail state in words: failing since when, the next retry, the last success."""
+    if "last_success" not in route:
+        return {}  # a row that does not track it (the SMTP relay)
+    since, last, retry = (route.get(k) for k in ("failing_since", "last_success", "next_retry_at"))
+    out = {"last_success": _ago(last, now) if last else "none yet"}
+    if since:
+        out["failing_since"] = _ago(since, now)
+        if retry:
+            out["next_retry"] = _in(retry, now)
+    return out
 
 
 def _health(h: TransportHealth, now: float) -> dict[str, str]:
-    """A transport's health in words: state, failing since, last success, next retry."""
+    """An account transport's health in words: state, failing since, last success, and the
+    time the server asked to be left alone until (Retry-After)."""
     return {
         "kind": h.kind,
         "state": h.state,
         "failing_since": _ago(h.failing_since, now),
         "last_success": _ago(h.last_success, now),
-        "next_retry": _in(h.next_retry, now) if h.failing_since else "-",
+        "next_retry": _in(h.next_retry, now) if h.failing_since and h.next_retry else "-",
         "last_error": h.last_error,
     }
 
@@ -56,6 +72,7 @@ def status_context(service: ServiceView) -> dict[str, Any]:
     routes = service.dispatcher.status() if service.dispatcher else []
     for r in routes:
         r["depth"] = depth.get(r.get("consumer") or f"route:{r['route']}", {})
+        r["delivery"] = _delivery(r, now)
     oauth = {}
     if service.oauth2:
         oauth = {name: p.status() for name, p in service.oauth2.providers.items()}
@@ -102,8 +119,15 @@ def status_context(service: ServiceView) -> dict[str, Any]:
     }
 
 
-def status_routes(service: ServiceView, guard: AdminGuard) -> list[BaseRoute]:
+def status_routes(service: ServiceView, guard: AdminGuard, forms: FormToken) -> list[BaseRoute]:
     async def status_page(request: Request) -> Response:
-        return page("status.html.j2", **status_context(service))
+        now = time.time()
+        silences = await service.state.silences(ended_after=now - 86400) if service.state else []
+        return page(
+            "status.html.j2",
+            **status_context(service),
+            silences=[silence_json(s, now) for s in reversed(silences)],
+            csrf=forms.value,
+        )
 
     return [Route("/", guard(status_page), methods=["GET"])]

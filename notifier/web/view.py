@@ -13,6 +13,7 @@ from notifier.config import Settings
 from notifier.mail.transport import MailTransport, SendReport
 from notifier.oauth2.runtime import OAuth2Runtime
 from notifier.spool.base import Spool
+from notifier.spool.state import StateStore
 
 
 class RouteControl(Protocol):
@@ -61,6 +62,11 @@ class ServiceView(Protocol):
 
     @property
     def oauth2(self) -> OAuth2Runtime | None: ...
+
+    @property
+    def state(self) -> StateStore | None:
+        """The shared state: alarm states, silences, acknowledgements."""
+        ...
 
     @property
     def started_at(self) -> float: ...

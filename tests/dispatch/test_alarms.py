@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from notifier.dispatch.alarms import ForgetReason, Reason, decide, to_forget
+from dataclasses import replace
+
+from notifier.dispatch.alarms import ForgetReason, Reason, decide, threaded, to_forget
 from notifier.records import Kind, Record, Severity
 from notifier.spool.state import AlarmState
 
@@ -134,3 +136,26 @@ def test_over_the_bound_with_only_active_alarms_the_least_recently_seen_go() -> 
         ("gw01", "a0", "RELAY/RECH"): ForgetReason.BOUND_ACTIVE,
         ("gw01", "a1", "RELAY/RECH"): ForgetReason.BOUND_ACTIVE,
     }
+
+
+def test_a_clear_carries_the_set_mails_message_id_and_severity_for_its_mail() -> None:
+    stored = AlarmState(
+        "gw01", "0x00010002", "RELAY/RECH", True, 1000.0, 1000.0, 1, 1000.0,
+        severity=Severity.CRITICAL, message_id="<set@notifier.example>",
+    )  # fmt: skip
+    d = decide(stored, rec(Kind.CLEAR, 2000), now=2000, repeat_interval_s=HOUR)
+    assert d.reason is Reason.CLEARED
+    assert d.set_message_id == "<set@notifier.example>"
+    assert d.set_severity is Severity.CRITICAL
+
+
+def test_an_accepted_set_mail_is_remembered_only_by_active_alarms_without_one() -> None:
+    new = decide(None, rec(Kind.ALARM, 1000), now=1000, repeat_interval_s=HOUR).state
+    assert new is not None and new.message_id == ""
+    known = replace(new, code="0x2", message_id="<old@x>")
+    gone = replace(new, code="0x3", active=False)
+    states = {s.key: s for s in (new, known, gone)}
+
+    out = threaded(states, [new.key, known.key, gone.key, ("gw09", "0x9", "")], "<new@x>")
+
+    assert out == {new.key: replace(new, message_id="<new@x>")}

@@ -27,6 +27,12 @@ def test_the_tail_of_a_storm_goes_out_once_the_route_is_quiet_for_group_wait() -
     assert flush_due(ROUTE, first_at=11, last_at=20, last_mail_at=10) == 30
 
 
+def test_a_retried_mail_goes_out_at_once_without_waiting_for_a_group_again() -> None:
+    # It waited for its group before the first try and for its backoff since.
+    assert flush_due(ROUTE, first_at=1000, last_at=1000, last_mail_at=990, retry=True) == 1000
+    assert flush_due(ROUTE, first_at=1000, last_at=1000, last_mail_at=990) == 1010
+
+
 def test_rate_limit_allows_a_burst_then_spaces_mails() -> None:
     now = [0.0]
     bucket = TokenBucket(per_minute=2, clock=lambda: now[0])

@@ -11,13 +11,12 @@ from structlog.testing import capture_logs
 
 from notifier.config import MatchSettings, RouteSettings
 from notifier.dispatch.rules import compile_match
-from notifier.dispatch.state import AlarmStore
 from notifier.dispatch.worker import RouteTarget, RouteWorker
 from notifier.mail.compose import Envelope
 from notifier.mail.outbox import Outbox
 from notifier.metrics import Metrics
 from notifier.spool import MemorySpool, SpoolError
-from tests.dispatch.test_worker import alarm
+from tests.dispatch.test_worker import alarm, opened
 
 
 class ExtendFails(MemorySpool):
@@ -28,7 +27,7 @@ class ExtendFails(MemorySpool):
 async def test_a_failed_lease_extension_is_logged_with_the_route(tmp_path: Path) -> None:
     route = RouteSettings(name="ops", group_wait_s=30, group_interval_s=0)
     spool = ExtendFails(["route:ops"])
-    store = AlarmStore(tmp_path / "alarms.sqlite")
+    store = await opened(tmp_path)
     target = RouteTarget(
         "ops",
         Outbox(tmp_path / "outbox"),

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from notifier.config import MatchSettings, RouteSettings
 from notifier.dispatch.rules import compile_match
-from notifier.dispatch.state import AlarmStore
 from notifier.dispatch.worker import FORGET_CLEARED_AFTER_S, RouteTarget, RouteWorker
 from notifier.mail.compose import Envelope
 from notifier.mail.outbox import Outbox
@@ -20,6 +19,8 @@ from notifier.mail.transport import DeliveryError, Outgoing, SendResult
 from notifier.metrics import Metrics
 from notifier.records import Kind, Record, Severity
 from notifier.spool import MemorySpool
+from notifier.spool.sqlite_state import SqliteStateStore
+from notifier.spool.state import AlarmState, Key
 
 
 class BrokenOnce(Outbox):
@@ -71,13 +72,13 @@ class Rig:
     """A route worker with a memory spool, the alarm store, metrics and a fake clock."""
 
     spool: MemorySpool
-    store: AlarmStore
+    store: SqliteStateStore
     metrics: Metrics
     clock: FakeClock
     worker: RouteWorker
 
 
-def rig(tmp_path: Path, max_alarm_states: int = 10_000, spool_entries: int = 10_000) -> Rig:
+async def rig(tmp_path: Path, max_alarm_states: int = 10_000, spool_entries: int = 10_000) -> Rig:
     route = RouteSettings(
         name="ops",
         group_wait_s=0,
@@ -92,13 +93,29 @@ def rig(tmp_path: Path, max_alarm_states: int = 10_000, spool_entries: int = 10_
         asyncio.Lock(),
     )
     spool = MemorySpool(["route:ops"], max_entries=spool_entries)
-    store = AlarmStore(tmp_path / "alarms.sqlite")
+    store = await opened(tmp_path)
     metrics = Metrics()
     clock = FakeClock(T0)
     worker = RouteWorker(
         route, compile_match(MatchSettings()), spool, store, target, metrics, clock=clock
     )
     return Rig(spool, store, metrics, clock, worker)
+
+
+async def opened(tmp_path: Path) -> SqliteStateStore:
+    """The alarm state in tmp_path, started."""
+    store = SqliteStateStore(tmp_path / "alarms.sqlite")
+    await store.start()
+    return store
+
+
+async def stored_alarms(tmp_path: Path) -> dict[Key, AlarmState]:
+    """What a restarted service would load for the route."""
+    store = await opened(tmp_path)
+    try:
+        return await store.load_alarms("route:ops")
+    finally:
+        await store.close()
 
 
 @asynccontextmanager
@@ -130,7 +147,7 @@ async def test_a_send_that_raises_retries_the_alarm_instead_of_suppressing_it(
 ) -> None:
     route = RouteSettings(name="ops", group_wait_s=0, group_interval_s=0)
     spool = MemorySpool(["route:ops"])
-    store = AlarmStore(tmp_path / "alarms.sqlite")
+    store = await opened(tmp_path)
     transport = BrokenOnce(tmp_path / "outbox")
     target = RouteTarget(
         "ops", transport, Envelope("n@example.test", "n", ("ops@example.test",)), asyncio.Lock()
@@ -168,7 +185,7 @@ async def test_alarm_states_stay_bounded_over_ever_new_keys(tmp_path: Path) -> N
     """20,000 alarms set and cleared, each with a new code: the route remembers at most
     max_alarm_states (10,000 by default), in memory and in alarms.sqlite, and counts the rest."""
     keys = 20_000
-    r = rig(tmp_path, spool_entries=2 * keys)
+    r = await rig(tmp_path, spool_entries=2 * keys)
     bound = r.worker.route.max_alarm_states
     for i in range(keys):
         code = f"0x{i:08x}"
@@ -183,9 +200,7 @@ async def test_alarm_states_stay_bounded_over_ever_new_keys(tmp_path: Path) -> N
     assert sample(r.metrics, "notifier_dispatch_alarm_states", route="ops") == bound
     assert sample(r.metrics, FORGOTTEN, route="ops", reason="bound_cleared") == keys - bound
     assert sample(r.metrics, FORGOTTEN, route="ops", reason="bound_active") == 0
-    reopened = AlarmStore(tmp_path / "alarms.sqlite")
-    kept = reopened.load("route:ops")
-    await reopened.close()
+    kept = await stored_alarms(tmp_path)
     assert len(kept) == bound
     # The newest are the ones kept: a late clear of those is still recognised.
     assert min(s.last_seen for s in kept.values()) == T0 + (keys - bound) + 0.5
@@ -194,7 +209,7 @@ async def test_alarm_states_stay_bounded_over_ever_new_keys(tmp_path: Path) -> N
 async def test_cleared_alarms_are_forgotten_after_a_week_without_any_new_record(
     tmp_path: Path,
 ) -> None:
-    r = rig(tmp_path)
+    r = await rig(tmp_path)
     for i in range(300):
         code = f"0x{i:08x}"
         await r.spool.put([alarm(Kind.ALARM, T0, code), alarm(Kind.CLEAR, T0 + 1, code)])
@@ -210,15 +225,13 @@ async def test_cleared_alarms_are_forgotten_after_a_week_without_any_new_record(
         await r.store.close()
     assert sample(r.metrics, "notifier_dispatch_alarm_states", route="ops") == 1
     assert r.worker.status()["active_alarms"] == 1
-    reopened = AlarmStore(tmp_path / "alarms.sqlite")
-    assert list(reopened.load("route:ops")) == [("gw01", "still-active", "RELAY/RECH")]
-    await reopened.close()
+    assert list(await stored_alarms(tmp_path)) == [("gw01", "still-active", "RELAY/RECH")]
 
 
 async def test_an_active_alarm_forgotten_over_the_bound_has_its_clear_mailed_as_unknown(
     tmp_path: Path,
 ) -> None:
-    r = rig(tmp_path, max_alarm_states=2)
+    r = await rig(tmp_path, max_alarm_states=2)
     for i, code in enumerate(("0x00000001", "0x00000002", "0x00000003")):
         await r.spool.put([alarm(Kind.ALARM, T0 + i, code)])
     try:

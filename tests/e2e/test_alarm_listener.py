@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import free_port
-from tests.e2e.test_overflow import metric
-from tests.service import NotifierProcess, wait_for
+from tests.service import NotifierProcess, metric, wait_for
 
 # One sender process, as fast as it can, for `seconds`: far more than one event-loop thread
 # parses, so the log socket's receive buffer overflows and the kernel drops datagrams.

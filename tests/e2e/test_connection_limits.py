@@ -7,8 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.test_overflow import metric
-from tests.service import NotifierProcess, wait_for
+from tests.service import NotifierProcess, metric, wait_for
 
 PER_PEER = {"max_connections_per_peer": 2}
 RECEIVERS = ("http", "syslog-tcp", "tcp")

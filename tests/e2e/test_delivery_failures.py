@@ -8,11 +8,12 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import free_port
 from tests.e2e.test_alarm_mail import account, post_alarm, route
-from tests.service import NotifierProcess, wait_for
+from tests.service import NotifierProcess, metric, wait_for
 from tests.smtpserver import ReceivedMail, SmtpTestServer
 
 FAST_RETRY = {"retry_base_s": 0.2, "retry_max_s": 1.0}
@@ -143,3 +144,50 @@ def test_alarms_spooled_while_smtp_down_survive_sigkill_and_are_mailed_once(
         proc.stop()
         mentioned = [c for m in smtp.received for c in _codes_in(m)]
         assert sorted(mentioned) == sorted(codes), "each alarm mailed exactly once"
+
+
+def test_during_an_smtp_outage_retries_are_retries_and_the_status_page_says_so(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    proc = NotifierProcess(
+        tmp_path,
+        {
+            "accounts": [account_on(port)],
+            "routes": [route(group_wait_s=2)],
+            "spool": {"retry_base_s": 0.5, "retry_max_s": 1.0},
+        },
+    )
+    proc.start()
+    try:
+        assert post_alarm(proc).status_code == 200
+        wait_for(
+            lambda: metric(proc, "notifier_mail_retries_total", route="ops") >= 2,
+            what="the mail tried again twice",
+        )
+        # One decision, however often the mail is tried: the retries have their own metric
+        # and their own log line.
+        assert metric(proc, "notifier_dispatch_decisions_total", reason="new_alarm") == 1
+        events = proc.log_events()
+        assert [e["event"] for e in events if e.get("reason") == "new_alarm"].count("decision") == 1
+        assert any(e.get("event") == "retry" and e.get("attempt", 0) >= 2 for e in events)
+        html = httpx.get(f"{proc.url}/", timeout=5).text
+        row = html[html.index("<td>ops</td>") :].split("</tr>")[0]
+        cells = re.findall(r"<td>(.*?)</td>", row, re.S)
+        assert cells[2] == "1", "the alarm in retry is a mail waiting"
+        assert cells[4] == "1", "the alarm in retry is active"
+        assert "failing since" in cells[5] and "next retry in" in cells[5]
+        assert "last sent: none yet" in cells[5]
+        assert f"127.0.0.1:{port}" in cells[6]
+        # Once the server is back the mail goes out and the page turns back to normal.
+        with SmtpTestServer(port=port) as smtp:
+            wait_for(lambda: smtp.received, what="the alarm mailed once the server is up")
+            wait_for(
+                lambda: "failing since" not in httpx.get(f"{proc.url}/", timeout=5).text,
+                what="the status page back to normal",
+            )
+            html = httpx.get(f"{proc.url}/", timeout=5).text
+            assert "last sent: 0s ago" in html or "last sent: 1s ago" in html
+        assert metric(proc, "notifier_dispatch_decisions_total", reason="new_alarm") == 1
+    finally:
+        proc.stop()

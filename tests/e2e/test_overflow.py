@@ -12,19 +12,8 @@ import httpx
 from tests.conftest import free_port
 from tests.e2e.test_alarm_mail import route
 from tests.e2e.test_delivery_failures import FAST_RETRY, account_on
-from tests.service import NotifierProcess, wait_for
+from tests.service import NotifierProcess, metric, wait_for
 from tests.smtpserver import SmtpTestServer
-
-
-def metric(proc: NotifierProcess, name: str, **labels: str) -> float:
-    text = httpx.get(f"{proc.url}/metrics", timeout=5).text
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def log_route(**changes: object) -> dict[str, object]:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -23,13 +24,16 @@ def smtp() -> Iterator[SmtpTestServer]:
         yield server
 
 
-def on_postgresql(tmp_path: Path, dsn: str, smtp: SmtpTestServer) -> NotifierProcess:
-    """A notifier whose spool is the database `dsn`, read from a dsn_file as a secret."""
+def on_postgresql(
+    tmp_path: Path, dsn: str, smtp: SmtpTestServer, name: str = "n", **route_changes: Any
+) -> NotifierProcess:
+    """A notifier whose spool is the database `dsn`, read from a dsn_file as a secret;
+    `name`: its data_dir under tmp_path."""
     dsn_file = tmp_path / "dsn"
     dsn_file.write_text(dsn + "\n")
     return NotifierProcess(
-        tmp_path / "n",
-        {"accounts": [account(smtp)], "routes": [route()]},
+        tmp_path / name,
+        {"accounts": [account(smtp)], "routes": [route(**route_changes)]},
         env={"NOTIFIER_SPOOL__BACKEND": "postgresql", "NOTIFIER_SPOOL__DSN_FILE": str(dsn_file)},
     )
 

@@ -16,6 +16,7 @@ from notifier.dispatch.service import build_dispatcher
 from notifier.mail.testmail import TestMailError, compose_test_mail
 from notifier.metrics import Metrics
 from notifier.spool import MemorySpool
+from notifier.spool.factory import open_state
 
 ROUTES = '[{"name": "pbx", "to": ["pbx-team@example.com"]}]'
 
@@ -60,7 +61,9 @@ async def test_the_pages_test_mail_button_sends_the_same_mail(tmp_path: Path) ->
     settings = load_settings(
         environ={"NOTIFIER_DATA_DIR": str(tmp_path), "NOTIFIER_ROUTES": ROUTES}
     )
-    dispatcher = build_dispatcher(settings, MemorySpool(["route:pbx"]), Metrics())
+    dispatcher = build_dispatcher(
+        settings, MemorySpool(["route:pbx"]), open_state(settings), Metrics()
+    )
     try:
         report = await dispatcher.send_test("ops", "")
     finally:

@@ -61,6 +61,48 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         INSERT INTO spool_totals VALUES (1, 0, 0);
         """,
     ),
+    (
+        2,
+        # The shared state (`StateStore`): alarm states per route, silences, acknowledgements.
+        # Their times are the deciding instance's unix seconds, as in SQLite.
+        """
+        CREATE TABLE state_alarms (
+            route text NOT NULL,
+            device text NOT NULL,
+            code text NOT NULL,
+            source text NOT NULL,
+            active boolean NOT NULL,
+            first_set double precision NOT NULL,
+            last_seen double precision NOT NULL,
+            count integer NOT NULL,
+            last_notified double precision NOT NULL,
+            cleared_at double precision,
+            severity text,                       -- Severity value; NULL: not known
+            message_id text NOT NULL DEFAULT '', -- of the mail that reported the set
+            silenced text NOT NULL DEFAULT '',   -- the silence or window that muted the set
+            PRIMARY KEY (route, device, code, source)
+        );
+        CREATE TABLE state_silences (
+            id text PRIMARY KEY,
+            matchers text NOT NULL,              -- JSON: match key -> list of patterns
+            starts_at double precision NOT NULL,
+            ends_at double precision NOT NULL,
+            comment text NOT NULL,
+            created_by text NOT NULL,
+            created_at double precision NOT NULL,
+            expired_at double precision
+        );
+        CREATE TABLE state_acks (
+            device text NOT NULL,
+            code text NOT NULL,
+            source text NOT NULL,
+            by text NOT NULL,
+            comment text NOT NULL,
+            at double precision NOT NULL,
+            PRIMARY KEY (device, code, source)
+        );
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

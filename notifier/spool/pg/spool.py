@@ -45,7 +45,8 @@ from notifier.spool import schema as sqlite_schema
 from notifier.spool.base import DropNotice, Lease, Overflow, SpoolError, SpoolFull, SpoolStats
 from notifier.spool.drops import DropLedger
 from notifier.spool.pg import schema
-from notifier.spool.pg.conninfo import connect_error, describe, scrub
+from notifier.spool.pg.conninfo import describe, scrub
+from notifier.spool.pg.pool import connect, open_pool, transaction
 from notifier.spool.policy import SpoolPolicy, as_policy, drop_order
 from notifier.spool.schema import ROW_OVERHEAD, SchemaError
 from notifier.spool.store import Snapshot, _fresh, _full_message
@@ -167,23 +168,7 @@ class PostgresSpool:
             ) from None
         finally:
             await conn.close()
-        pool: AsyncConnectionPool = AsyncConnectionPool(
-            self._dsn,
-            min_size=1,
-            max_size=self._pool_size,
-            kwargs={"autocommit": True},
-            # An empty query on each checkout: after a restart or failover of the server, the
-            # first put gets a new connection instead of a dead one (and the sender no 503).
-            check=AsyncConnectionPool.check_connection,
-            open=False,
-            name="notifier-spool",
-            timeout=self._connect_timeout,
-        )
-        try:
-            await pool.open(wait=True, timeout=self._connect_timeout)
-        except psycopg.Error as e:
-            await pool.close()
-            raise connect_error(self._dsn, e) from None
+        pool = await open_pool(self._dsn, "notifier-spool", self._pool_size, self._connect_timeout)
         self._pool = pool
         self._open = True
         try:
@@ -231,12 +216,7 @@ class PostgresSpool:
             self._pool = None
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        try:
-            return await psycopg.AsyncConnection.connect(
-                self._dsn, autocommit=True, connect_timeout=max(1, int(self._connect_timeout))
-            )
-        except psycopg.Error as e:
-            raise connect_error(self._dsn, e) from None
+        return await connect(self._dsn, self._connect_timeout)
 
     async def _recover(self, conn: psycopg.AsyncConnection[Any]) -> int:
         """Void the leases this instance held before it restarted: first in line again."""
@@ -256,19 +236,14 @@ class PostgresSpool:
         """A pooled connection inside a transaction; database trouble becomes `SpoolError`."""
         if not self._open or self._pool is None:
             raise SpoolError(f"spool on {self.target} is not open")
-        try:
-            async with self._pool.connection() as conn, conn.transaction():
-                yield conn
-        except psycopg.Error as e:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # A cancelled query can end in a driver error (the rollback after it fails):
-                # the caller was cancelled, and must see that, not a storage failure.
-                raise asyncio.CancelledError from e
-            raise SpoolError(
-                f"spool {what} failed on PostgreSQL at {self.target} "
-                f"({scrub(str(e), self._dsn)}): check the database server"
-            ) from None
+        async with transaction(self._pool, self._dsn, f"spool {what}") as conn:
+            yield conn
+
+    @property
+    def pool(self) -> AsyncConnectionPool | None:
+        """The open connection pool, for the other users of this database in this process
+        (the state store); None before `start` and after `close`."""
+        return self._pool if self._open else None
 
     # -- put: grouped commits ---------------------------------------------------------------
 
