@@ -26,7 +26,7 @@ from notifier import __version__
 from notifier.config import Settings, host_port, parse_listen
 from notifier.datadir import make_data_dir
 from notifier.log import configure, get_logger
-from notifier.metrics import Metrics
+from notifier.metrics import Metrics, Reading
 from notifier.oauth2.errors import OAuth2Error
 from notifier.records import Kind
 from notifier.spool.base import Spool, SpoolError
@@ -67,6 +67,16 @@ class Service:
             "uptime_s": round(time.time() - self.started_at, 1),
             "listening": dict(self.listening),
         }
+
+    def readings(self) -> list[Reading]:
+        """The transports' and forwards' state gauges, read at each /metrics scrape."""
+        from notifier.mail.transport import transport_readings
+
+        health = {}
+        if self.dispatcher is not None:
+            health = {name: t.health for name, t in self.dispatcher.transports.items()}
+        forwards = self.forwards.readings() if self.forwards is not None else []
+        return transport_readings(health) + forwards
 
     async def start(self) -> None:
         s = self.settings
@@ -115,17 +125,17 @@ class Service:
         self._closers[:0] = [self.dispatcher.stop_workers, self.dispatcher.close_transports]
         self.forwards = start_forwards(s, self.spool, self.metrics, self.cluster)
         self._closers.insert(0, self.forwards.stop)
+        self.metrics.watch(self.readings)
         await self._start_receivers()
         self.started = True
+        from notifier.mail.accounts import transport_label
+
         log.info(
             "notifier started",
             version=__version__,
             data_dir=str(data_dir.resolve()),
             listening=self.listening,
-            accounts=[
-                a.name + (" (file outbox)" if a.uses_outbox else f" ({a.server})")
-                for a in s.accounts
-            ],
+            accounts=[f"{a.name} ({transport_label(a)})" for a in s.accounts],
         )
 
     async def _start_receivers(self) -> None:

@@ -332,9 +332,18 @@ def _check_host_port(value: str, example: str) -> str:
     return value
 
 
+MailTransportKind = Literal["smtp", "graph", "gmail_api"]
+GRAPH_URL = "https://graph.microsoft.com"
+GMAIL_URL = "https://gmail.googleapis.com"
+
+
 class AccountSettings(Section):
     name: str = "ops"
-    server: str = ""  # "host:port"; "" = file outbox under data_dir/outbox
+    # smtp (server, or the file outbox) | graph (Microsoft Graph sendMail) | gmail_api
+    transport: MailTransportKind = "smtp"
+    graph_url: str = GRAPH_URL  # transport = "graph"; overridable for national clouds, tests
+    gmail_url: str = GMAIL_URL  # transport = "gmail_api"
+    server: str = ""  # "host:port"; "" = file outbox under data_dir/outbox (smtp only)
     tls: Literal["auto", "starttls", "tls", "none"] = "auto"
     ca_file: str = ""
     ehlo_name: str = ""
@@ -357,9 +366,22 @@ class AccountSettings(Section):
         """The SMTP server; None for the file outbox."""
         return parse_listen(self.server)
 
+    @field_validator("graph_url", "gmail_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("https://", "http://")):
+            raise ValueError(f"{value!r}: expected an http(s):// URL, e.g. {GRAPH_URL}")
+        return value
+
     @property
     def uses_outbox(self) -> bool:
-        return not self.server
+        return self.transport == "smtp" and not self.server
+
+    @property
+    def mailbox(self) -> str:
+        """The mailbox that sends: the login name, else the sender address."""
+        return self.username or self.sender_address
 
 
 def check_timezone(value: str) -> str:

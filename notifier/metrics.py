@@ -2,11 +2,64 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One gauge value read when /metrics is scraped (a state, not an event to count)."""
+
+    name: str
+    help: str
+    labels: dict[str, str]
+    value: float
+
+
+def health_readings(
+    prefix: str,
+    thing: str,
+    labels: dict[str, str],
+    failing: bool,
+    times: Iterable[tuple[str, float | None, str]],
+) -> list[Reading]:
+    """`{prefix}_up` (1 unless failing) and `{prefix}_{name}_timestamp_seconds` for each
+    (name, Unix time or None, help) in `times` that is known."""
+    readings = [
+        Reading(f"{prefix}_up", f"1 unless the {thing} is failing", labels, 0.0 if failing else 1.0)
+    ]
+    for name, value, what in times:
+        if value is not None:
+            readings.append(
+                Reading(f"{prefix}_{name}_timestamp_seconds", f"{what}, Unix time", labels, value)
+            )
+    return readings
+
+
+class _Readings(Collector):
+    def __init__(self, source: Callable[[], Iterable[Reading]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        families: dict[str, GaugeMetricFamily] = {}
+        for r in self._source():
+            family = families.get(r.name)
+            if family is None:
+                family = families[r.name] = GaugeMetricFamily(r.name, r.help, labels=list(r.labels))
+            family.add_metric(list(r.labels.values()), r.value)
+        return iter(families.values())
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())  # names vary with the config: nothing to check at registration
 
 
 class Metrics:
-    """Every counter the pipeline exports; pass one instance to each stage."""
+    """Every counter the pipeline exports; pass one instance to each stage. `watch` adds gauges
+    read at scrape time from the running parts (transports, forwards)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -148,3 +201,7 @@ class Metrics:
             ["route", "instance"],
             registry=r,
         )
+
+    def watch(self, source: Callable[[], Iterable[Reading]]) -> None:
+        """Export what `source` returns at every scrape of /metrics."""
+        self.registry.register(_Readings(source))

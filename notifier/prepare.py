@@ -42,10 +42,10 @@ def forward_problems(settings: Settings) -> list[str]:
 
 def account_problems(settings: Settings) -> list[str]:
     """Mail addresses and OAuth2 settings: what every command that mails or signs in needs."""
-    from notifier.mail.accounts import address_problems
+    from notifier.mail.accounts import address_problems, transport_problems
     from notifier.oauth2.runtime import validate_accounts
 
-    return address_problems(settings) + validate_accounts(settings)
+    return address_problems(settings) + transport_problems(settings) + validate_accounts(settings)
 
 
 def route_problems(settings: Settings) -> list[str]:

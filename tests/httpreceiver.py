@@ -18,6 +18,27 @@ from notifier.ingest.httpauth import HttpAuth
 from notifier.ingest.parse.innovaphone import form_fields
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive, no request log on stderr."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def serve_in_thread(
+    handler: type[BaseHTTPRequestHandler], ssl_context: Any = None
+) -> ThreadingHTTPServer:
+    """A threading HTTP server on a free loopback port, serving in a daemon thread; stop it
+    with `shutdown()` and `server_close()`."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if ssl_context is not None:
+        httpd.socket = ssl_context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
 @dataclass(frozen=True)
 class Request:
     method: str
@@ -46,12 +67,7 @@ class HttpReceiver:
     def __enter__(self) -> HttpReceiver:
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
@@ -89,12 +105,8 @@ class HttpReceiver:
 
             do_GET = do_POST = _handle
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        if self.ssl_context is not None:
-            self._httpd.socket = self.ssl_context.wrap_socket(self._httpd.socket, server_side=True)
+        self._httpd = serve_in_thread(Handler, self.ssl_context)
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:

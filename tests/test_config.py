@@ -226,3 +226,46 @@ def test_a_key_in_the_wrong_case_is_unknown_and_the_right_one_suggested(tmp_path
     with pytest.raises(ConfigError) as e:
         load_settings(cfg, environ={})
     assert e.value.problems == ["HTTP: unknown key (did you mean 'http'?)"]
+
+
+def _check(tmp_path: Path, account: str) -> subprocess.CompletedProcess[str]:
+    cfg = tmp_path / "n.toml"
+    cfg.write_text(f'[[accounts]]\nname = "ops"\n{account}\n[[routes]]\nto = ["ops@example.com"]\n')
+    return notifier("check-config", "--config", str(cfg))
+
+
+def test_check_config_names_smtp_keys_that_an_api_transport_ignores(tmp_path: Path) -> None:
+    out = _check(
+        tmp_path,
+        'transport = "graph"\nserver = "smtp.office365.com:587"\ntls = "starttls"\n'
+        'gmail_url = "http://127.0.0.1:1"\n'
+        '[accounts.oauth2]\nmode = "microsoft365_app"\ntenant = "t"\nclient_id = "c"\n'
+        'client_secret = "s"\n',
+    )
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    for key in ("server", "tls", "gmail_url"):
+        assert (
+            f"notifier: config: accounts.ops.{key}: applies to another transport, not "
+            'transport = "graph" (nor does the file outbox): remove it'
+        ) in lines, out.stderr
+    assert len(lines) == 3
+
+
+def test_check_config_says_an_api_transport_needs_oauth2(tmp_path: Path) -> None:
+    out = _check(tmp_path, 'transport = "gmail_api"\n')
+    assert out.returncode == 2
+    assert 'accounts.ops.transport: transport = "gmail_api" sends with an OAuth2 token' in (
+        out.stderr
+    )
+
+
+def test_check_config_accepts_an_api_transport_with_its_oauth2_mode(tmp_path: Path) -> None:
+    out = _check(
+        tmp_path,
+        'transport = "graph"\n[accounts.oauth2]\nmode = "microsoft365_app"\ntenant = "t"\n'
+        'client_id = "c"\nclient_secret = "s"\n',
+    )
+    assert out.returncode == 0, out.stderr
+    assert 'transport = "graph"' in out.stdout
+    assert 'graph_url = "https://graph.microsoft.com"' in out.stdout

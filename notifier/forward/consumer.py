@@ -9,6 +9,7 @@ back through the spool's backoff.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -19,7 +20,7 @@ from notifier.dispatch.rules import Matcher, RuleError, compile_match
 from notifier.forward.encode import passed_through
 from notifier.forward.errors import ForwardError
 from notifier.log import get_logger
-from notifier.metrics import Metrics
+from notifier.metrics import Metrics, Reading, health_readings
 from notifier.records import Kind, Record
 from notifier.spool.base import Lease, Spool
 from notifier.spool.cluster import Cluster, owned
@@ -113,6 +114,11 @@ class ForwardWorker:
         self._visibility = 60.0 + 2 * forward.timeout_s * (self._batch if http else 1)
         self._stopping = asyncio.Event()
         self.last_error = ""
+        # For the status page and /metrics: records sent, failed attempts, when.
+        self.sent = 0
+        self.failures = 0
+        self.last_success: float | None = None
+        self.failing_since: float | None = None
 
     def stop(self) -> None:
         self._stopping.set()
@@ -163,16 +169,19 @@ class ForwardWorker:
             await self._failed(leases, error, attempts)
             return
         self.last_error = ""
-        self._metrics.forward_sent.labels(self.forward.name).inc(len(records))
+        self._count_sent(len(records))
+        self.failing_since = None
         await self._spool.ack(self.consumer, [r.id for r in records])
 
     async def _failed(self, leases: list[Lease], error: ForwardError, attempts: int) -> None:
         if error.sent:
             done = leases[: error.sent]
-            self._metrics.forward_sent.labels(self.forward.name).inc(len(done))
+            self._count_sent(len(done))
             await self._spool.ack(self.consumer, [lease.record.id for lease in done])
         ids = [lease.record.id for lease in leases[error.sent :]]
         self.last_error = str(error)
+        self.failures += 1
+        self.failing_since = self.failing_since or time.time()
         self._metrics.forward_failures.labels(self.forward.name).inc()
         if error.permanent:
             log.error(
@@ -195,14 +204,26 @@ class ForwardWorker:
         )
         await self._spool.nack(self.consumer, ids, error=str(error), retry_in_s=delay)
 
+    def _count_sent(self, n: int) -> None:
+        self.sent += n
+        self.last_success = time.time()
+        self._metrics.forward_sent.labels(self.forward.name).inc(n)
+
     async def close(self) -> None:
         await self._sender.close()
 
     def status(self) -> dict[str, Any]:
+        """For the status page and /metrics; never a secret (the endpoint has no password)."""
         return {
             "forward": self.forward.name,
+            "consumer": self.consumer,
             "kind": self.forward.kind,
             "endpoint": self._sender.endpoint,
+            "state": "failing" if self.failing_since else ("ok" if self.last_success else "idle"),
+            "sent": self.sent,
+            "failures": self.failures,
+            "last_success": self.last_success,
+            "failing_since": self.failing_since,
             "last_error": self.last_error,
         }
 
@@ -248,6 +269,26 @@ class Forwards:
 
     def status(self) -> list[dict[str, Any]]:
         return [w.status() for w in self.workers]
+
+    def readings(self) -> list[Reading]:
+        """The /metrics gauges of each forward (its counters are counted as they happen)."""
+        readings = []
+        for row in self.status():
+            readings += health_readings(
+                "notifier_forward",
+                "forward",
+                {"forward": row["forward"], "kind": row["kind"]},
+                row["failing_since"] is not None,
+                [
+                    ("last_success", row["last_success"], "Last batch the forward's target took"),
+                    (
+                        "failing_since",
+                        row["failing_since"],
+                        "First failure since the last one taken",
+                    ),
+                ],
+            )
+        return readings
 
 
 def forward_problems(settings: Settings) -> list[str]:

@@ -1,4 +1,5 @@
-"""Mail: composing messages from records and delivering them (SMTP or the file outbox).
+"""Mail: composing messages from records and delivering them (SMTP, the file outbox, Microsoft
+Graph or the Gmail API).
 
 Token acquisition is not here: OAuth2 tokens come from a `TokenProvider` (notifier/oauth2).
 """
@@ -12,6 +13,7 @@ from notifier.mail.compose import (
     outgoing,
     parse_mailbox,
 )
+from notifier.mail.httpapi import ApiSender
 from notifier.mail.outbox import Outbox
 from notifier.mail.smtp import SmtpSender, SmtpSettings
 from notifier.mail.tokens import StaticTokenProvider, TokenProvider
@@ -26,6 +28,7 @@ from notifier.mail.transport import (
 )
 
 __all__ = [
+    "ApiSender",
     "DeliveryError",
     "Envelope",
     "MailError",

@@ -23,6 +23,7 @@ from notifier.mail.transport import (
     Outgoing,
     SendReport,
     SendResult,
+    TransportHealth,
     count_results,
 )
 from notifier.metrics import Metrics
@@ -65,6 +66,7 @@ class Outbox:
         self.directory = Path(directory)
         self._account = account
         self._metrics = metrics
+        self.health = TransportHealth("outbox", str(self.directory))
 
     def _write(self, out: Outgoing) -> SendResult | DeliveryError:
         utf8 = not all(a.isascii() for a in (out.mail_from, *out.rcpt_to))
@@ -92,7 +94,7 @@ class Outbox:
         """Write each message; one result per message. Durable when this returns."""
         items = [Outgoing.of(m) for m in messages]
         results = await asyncio.to_thread(self._write_all, items)
-        count_results(self._metrics, self._account, results)
+        count_results(self._metrics, self._account, results, self.health)
         return results
 
     async def test(self, message: EmailMessage | Outgoing) -> SendReport:

@@ -42,7 +42,7 @@ from notifier.mail.auth import (
     plain_response,
     xoauth2_response,
 )
-from notifier.mail.tokens import TokenProvider
+from notifier.mail.tokens import TokenProvider, fetch_token
 from notifier.mail.transport import (
     DeliveryError,
     MailError,
@@ -51,7 +51,9 @@ from notifier.mail.transport import (
     Outgoing,
     SendReport,
     SendResult,
+    TransportHealth,
     count_results,
+    one_line,
 )
 from notifier.metrics import Metrics
 
@@ -134,10 +136,6 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    return " ".join(str(text).split())[:limit]
-
-
 async def _close(smtp: aiosmtplib.SMTP, quit_timeout: float | None = None) -> None:
     """Close the connection (after QUIT, when `quit_timeout` is given) and return once its
     socket is released.
@@ -207,6 +205,7 @@ class SmtpSender:
         self._lock = asyncio.Lock()
         self._session: _Session | None = None
         self._context: ssl.SSLContext | None = None
+        self.health = TransportHealth("smtp", settings.endpoint)
 
     @property
     def endpoint(self) -> str:
@@ -235,7 +234,7 @@ class SmtpSender:
                         break
             finally:
                 await self._quit()
-        count_results(self._metrics, self._account, results)
+        count_results(self._metrics, self._account, results, self.health)
         return results
 
     async def test(self, message: EmailMessage | Outgoing) -> SendReport:
@@ -252,7 +251,7 @@ class SmtpSender:
                 outcome = error
             report = self._report(session, outcome)
             await self._quit()
-        count_results(self._metrics, self._account, [outcome])
+        count_results(self._metrics, self._account, [outcome], self.health)
         return report
 
     async def close(self) -> None:
@@ -311,7 +310,7 @@ class SmtpSender:
                     await smtp.rcpt(recipient, encoding=encoding)
                     accepted.append(recipient)
                 except aiosmtplib.SMTPRecipientRefused as exc:
-                    refused[recipient] = (exc.code, _one_line(exc.message))
+                    refused[recipient] = (exc.code, one_line(exc.message))
             if not accepted:
                 await self._rset(smtp)
                 # Any temporary refusal makes the whole mail worth retrying.
@@ -334,23 +333,23 @@ class SmtpSender:
                     "the server closed the connection",
                     Outcome.TEMPORARY,
                     exc.code,
-                    _one_line(exc.message),
+                    one_line(exc.message),
                 )
                 raise _Dropped(error, before_data=step != "data") from None
             await self._rset(smtp)
             what = "the sender address was refused" if step == "mail from" else "refused"
             raise self._error(
-                step, what, classify_reply(step, exc.code), exc.code, _one_line(exc.message)
+                step, what, classify_reply(step, exc.code), exc.code, one_line(exc.message)
             ) from None
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
             error = self._error(step, self._describe(exc), Outcome.TEMPORARY)
             raise _Dropped(error, before_data=step != "data") from None
         except ValueError as exc:  # an address aiosmtplib will not put on a command line
-            raise self._error(step, _one_line(str(exc)), Outcome.PERMANENT) from None
+            raise self._error(step, one_line(str(exc)), Outcome.PERMANENT) from None
         return SendResult(
             message_id=out.message_id,
             accepted=tuple(accepted),
-            reply=f"{response.code} {_one_line(response.message)}",
+            reply=f"{response.code} {one_line(response.message)}",
             refused=refused,
         )
 
@@ -392,7 +391,7 @@ class SmtpSender:
         session = _Session(smtp)
         step = "connect"
         try:
-            session.banner = _one_line((await smtp.connect()).message)
+            session.banner = one_line((await smtp.connect()).message)
             if s.tls == "tls":
                 session.tls_mode = "implicit"
             step = "ehlo"
@@ -426,7 +425,7 @@ class SmtpSender:
             return exc
         if isinstance(exc, aiosmtplib.SMTPResponseException):
             return self._error(
-                step, "refused", classify_reply(step, exc.code), exc.code, _one_line(exc.message)
+                step, "refused", classify_reply(step, exc.code), exc.code, one_line(exc.message)
             )
         return self._connection_error(step, exc)
 
@@ -466,7 +465,7 @@ class SmtpSender:
         for cause in _chain(exc):
             if isinstance(cause, OSError) and cause.errno:
                 return f"cannot connect: {os.strerror(cause.errno)}"
-        return _one_line(str(exc)) or type(exc).__name__
+        return one_line(str(exc)) or type(exc).__name__
 
     async def _rset(self, smtp: aiosmtplib.SMTP) -> None:
         try:
@@ -507,7 +506,7 @@ class SmtpSender:
             response, detail = await self._token_auth(smtp, mechanism)
         else:
             response, detail = await self._password_auth(smtp, mechanism)
-        session.auth_reply = f"{response.code} {_one_line(response.message)}"
+        session.auth_reply = f"{response.code} {one_line(response.message)}"
         if response.code != 235:
             raise self._auth_refused(mechanism, response, detail)
 
@@ -541,7 +540,7 @@ class SmtpSender:
             "smtp_token_refused",
             account=self._account,
             endpoint=self.endpoint,
-            reply=f"{response.code} {_one_line(response.message)}",
+            reply=f"{response.code} {one_line(response.message)}",
             detail=detail,
         )
         await provider.invalidate(token)
@@ -549,19 +548,7 @@ class SmtpSender:
         return await self._bearer_exchange(smtp, mechanism, fresh)
 
     async def _token(self, provider: TokenProvider) -> str:
-        try:
-            return await asyncio.wait_for(provider.token(), self._s.timeout_s)
-        except TimeoutError:
-            raise self._error(
-                "auth", f"no OAuth2 token within {self._s.timeout_s:g} s", Outcome.TEMPORARY
-            ) from None
-        except Exception as exc:  # the provider's message says what to do (re-authorize, ...)
-            raise self._error(
-                "auth",
-                f"cannot get an OAuth2 token: {_one_line(str(exc))}",
-                Outcome.ACCOUNT,
-                auth_failed=True,
-            ) from None
+        return await fetch_token(provider, self._s.timeout_s, endpoint=self.endpoint, step="auth")
 
     async def _bearer_exchange(
         self, smtp: aiosmtplib.SMTP, mechanism: Mechanism, token: str
@@ -609,7 +596,7 @@ class SmtpSender:
             what,
             outcome,
             response.code,
-            _one_line(response.message),
+            one_line(response.message),
             auth_failed=outcome is Outcome.ACCOUNT,
         )
 

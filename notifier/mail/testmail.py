@@ -90,6 +90,8 @@ def describe_report(report: SendReport) -> list[str]:
             f"auth used: {report.mechanism or 'none'}"
             + (f" ({report.auth_reply})" if report.auth_reply else "")
         )
+    elif report.mechanism:
+        lines.append(f"auth used: {report.mechanism}")
     if report.result is not None:
         where = f" -> {report.result.path}" if report.result.path else ""
         lines.append(

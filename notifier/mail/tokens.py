@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol, runtime_checkable
+
+from notifier.mail.transport import DeliveryError, Outcome, one_line
 
 
 @runtime_checkable
@@ -36,3 +39,27 @@ class StaticTokenProvider:
 
     def __repr__(self) -> str:
         return "StaticTokenProvider(token=...)"
+
+
+async def fetch_token(
+    provider: TokenProvider, timeout_s: float, *, endpoint: str, step: str
+) -> str:
+    """A token from `provider` within `timeout_s`, or a DeliveryError: temporary on timeout,
+    an account error (with the provider's advice) when no token can be had."""
+    try:
+        return await asyncio.wait_for(provider.token(), timeout_s)
+    except TimeoutError:
+        raise DeliveryError(
+            f"no OAuth2 token within {timeout_s:g} s",
+            outcome=Outcome.TEMPORARY,
+            step=step,
+            endpoint=endpoint,
+        ) from None
+    except Exception as exc:  # the provider's message says what to do (re-authorize, ...)
+        raise DeliveryError(
+            f"cannot get an OAuth2 token: {one_line(str(exc))}",
+            outcome=Outcome.ACCOUNT,
+            step=step,
+            endpoint=endpoint,
+            auth_failed=True,
+        ) from None

@@ -7,6 +7,7 @@ never knows which one it holds.
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -15,7 +16,7 @@ from typing import Protocol
 
 from aiosmtplib.email import extract_recipients, extract_sender
 
-from notifier.metrics import Metrics
+from notifier.metrics import Metrics, Reading, health_readings
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,11 @@ class Outgoing:
     @property
     def message_id(self) -> str:
         return str(self.message.get("Message-ID", ""))
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """A server's answer as one line of at most `limit` characters, for errors and logs."""
+    return " ".join(str(text).split())[:limit]
 
 
 class Outcome(enum.StrEnum):
@@ -74,6 +80,7 @@ class DeliveryError(MailError):
         reply_code: int | None = None,
         reply: str = "",
         auth_failed: bool = False,
+        retry_after_s: float | None = None,
     ) -> None:
         where = f"{endpoint}: " if endpoint else ""
         answered = f" (server answered {reply_code} {reply})" if reply_code is not None else ""
@@ -84,6 +91,8 @@ class DeliveryError(MailError):
         self.reply_code = reply_code
         self.reply = reply
         self.auth_failed = auth_failed
+        # How long the server asked us to wait (HTTP Retry-After); None when it did not say.
+        self.retry_after_s = retry_after_s
 
     @property
     def permanent(self) -> bool:
@@ -117,8 +126,8 @@ class SendResult:
 class SendReport:
     """What `notifier test-mail` shows: how the session went, step by step."""
 
-    transport: str  # "smtp" or "outbox"
-    endpoint: str  # host:port, or the outbox directory
+    transport: str  # "smtp", "outbox", "graph" or "gmail_api"
+    endpoint: str  # host:port, the outbox directory, or the API's URL
     result: SendResult | None = None
     error: DeliveryError | None = None
     banner: str = ""
@@ -136,7 +145,54 @@ class SendReport:
         return self.error is None
 
 
+@dataclass
+class TransportHealth:
+    """How one account's transport is doing, for the status page and /metrics. Times are Unix
+    seconds. A permanent failure is about one message, not the transport: it changes nothing."""
+
+    kind: str  # "smtp", "outbox", "graph", "gmail_api"
+    endpoint: str
+    last_success: float | None = None
+    failing_since: float | None = None
+    last_error: str = ""
+    next_retry: float | None = None  # the server asked for quiet until then (Retry-After)
+
+    def note(self, results: Sequence[SendResult | DeliveryError], now: float) -> None:
+        for result in results:
+            if isinstance(result, SendResult):
+                self.last_success, self.failing_since, self.last_error = now, None, ""
+            elif not result.permanent:
+                self.failing_since = self.failing_since or now
+                self.last_error = str(result)
+
+    @property
+    def state(self) -> str:
+        if self.failing_since is not None:
+            return "failing"
+        return "ok" if self.last_success is not None else "idle"
+
+
+def transport_readings(health: Mapping[str, TransportHealth]) -> list[Reading]:
+    """The /metrics gauges of each account's transport (account -> its health)."""
+    readings = []
+    for account, h in health.items():
+        readings += health_readings(
+            "notifier_mail_transport",
+            "account's mail transport",
+            {"account": account, "transport": h.kind},
+            h.failing_since is not None,
+            [
+                ("last_success", h.last_success, "Last mail the transport delivered"),
+                ("failing_since", h.failing_since, "First failure since the last delivered mail"),
+                ("next_retry", h.next_retry, "Until when the server asked for quiet (Retry-After)"),
+            ],
+        )
+    return readings
+
+
 class MailTransport(Protocol):
+    health: TransportHealth
+
     async def send(
         self, messages: Sequence[EmailMessage | Outgoing]
     ) -> list[SendResult | DeliveryError]:
@@ -149,9 +205,14 @@ class MailTransport(Protocol):
 
 
 def count_results(
-    metrics: Metrics | None, account: str, results: Sequence[SendResult | DeliveryError]
+    metrics: Metrics | None,
+    account: str,
+    results: Sequence[SendResult | DeliveryError],
+    health: TransportHealth | None = None,
 ) -> None:
-    """Count sent mails and failures (by outcome) for `account`."""
+    """Count sent mails and failures (by outcome) for `account`, and note them in `health`."""
+    if health is not None:
+        health.note(results, time.time())
     if metrics is None:
         return
     for result in results:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, get_args
+from urllib.parse import urlsplit
 
 from cryptography import x509
 
@@ -41,6 +42,27 @@ GOOGLE_TOKEN = "https://oauth2.googleapis.com/token"
 GOOGLE_DEVICE = "https://oauth2.googleapis.com/device/code"
 GOOGLE_REVOKE = "https://oauth2.googleapis.com/revoke"
 GOOGLE_SCOPE = "https://mail.google.com/"
+# The HTTP mail APIs (accounts.transport = "graph" / "gmail_api") need their own scopes.
+GRAPH_DELEGATED_SCOPE = "https://graph.microsoft.com/Mail.Send offline_access"
+GRAPH_APP_SCOPE = "https://graph.microsoft.com/.default"
+GMAIL_SEND_SCOPE = "https://www.googleapis.com/auth/gmail.send"
+
+MICROSOFT_MODES = ("exchange", "microsoft365", "microsoft365_app")
+GOOGLE_MODES = ("gmail", "google_service_account")
+GENERIC_MODES = ("client_secret_post", "private_key_jwt")
+# The preset scope per mode and transport; a pair not listed cannot work together.
+_SCOPES: dict[tuple[str, str], str] = {
+    ("exchange", "smtp"): MICROSOFT_SMTP_SCOPE,
+    ("microsoft365", "smtp"): MICROSOFT_SMTP_SCOPE,
+    ("microsoft365_app", "smtp"): MICROSOFT_APP_SCOPE,
+    ("exchange", "graph"): GRAPH_DELEGATED_SCOPE,
+    ("microsoft365", "graph"): GRAPH_DELEGATED_SCOPE,
+    ("microsoft365_app", "graph"): GRAPH_APP_SCOPE,
+    ("gmail", "smtp"): GOOGLE_SCOPE,
+    ("google_service_account", "smtp"): GOOGLE_SCOPE,
+    ("gmail", "gmail_api"): GMAIL_SEND_SCOPE,
+    ("google_service_account", "gmail_api"): GMAIL_SEND_SCOPE,
+}
 
 MODES: tuple[str, ...] = tuple(mode for mode in get_args(OAuth2Mode) if mode)
 
@@ -86,15 +108,47 @@ class ModeSpec:
         return self.grant is Grant.AUTHORIZATION_CODE
 
 
+def default_scope(mode: str, transport: str, grant: Grant) -> str | None:
+    """The scope an account asks for when `scope` is empty; None when the mode cannot get a
+    token for the transport (a Google mode for Graph, a Microsoft mode for the Gmail API)."""
+    if mode in GENERIC_MODES:
+        if transport == "graph":
+            return GRAPH_APP_SCOPE if grant is Grant.CLIENT_CREDENTIALS else GRAPH_DELEGATED_SCOPE
+        return GMAIL_SEND_SCOPE if transport == "gmail_api" else ""
+    return _SCOPES.get((mode, transport))
+
+
+# Scopes that ask for sign-in extras, not for access to a service.
+_SIGN_IN_SCOPES = frozenset({"offline_access", "openid", "profile", "email"})
+
+
+def _resources(scope: str) -> set[str]:
+    """The services a scope string opens, by host. A bare name (Microsoft answers "Mail.Send"
+    for https://graph.microsoft.com/Mail.Send) counts as Microsoft Graph."""
+    hosts = set()
+    for item in set(scope.split()) - _SIGN_IN_SCOPES:
+        host = urlsplit(item).hostname if "://" in item else "graph.microsoft.com"
+        hosts.add(host or item)
+    return hosts
+
+
+def scope_covers(granted: str, wanted: str) -> bool:
+    """Whether a sign-in for scope `granted` can serve scope `wanted`: it opened every service
+    `wanted` names (SMTP and Graph, or IMAP-SMTP and the Gmail API, are different services).
+    Lenient by design: a wrong "no" would stop the mail until someone signs in again."""
+    return _resources(wanted) <= _resources(granted)
+
+
 def validate_mode(
     settings: OAuth2Settings,
     account_name: str,
     account_address: str = "",
     default_redirect_uri: str = "",
+    transport: str = "smtp",
 ) -> list[str]:
     """One line per problem in the account's oauth2 settings; empty when the mode can run."""
     try:
-        resolve_mode(settings, account_address, account_name, default_redirect_uri)
+        resolve_mode(settings, account_address, account_name, default_redirect_uri, transport)
     except ModeError as e:
         return e.problems
     return []
@@ -105,17 +159,30 @@ def resolve_mode(
     account_address: str,
     account_name: str = "",
     default_redirect_uri: str = "",
+    transport: str = "smtp",
 ) -> ModeSpec:
     """The `ModeSpec` for an account; raises `ModeError` naming each missing or bad key.
 
     `account_address` is the mailbox (login hint, JWT subject); `default_redirect_uri` is used
-    when `redirect_uri` is empty (the web page's /oauth2/callback).
+    when `redirect_uri` is empty (the web page's /oauth2/callback). `transport` (the account's
+    smtp / graph / gmail_api) picks the preset scope.
     """
     r = _Resolver(settings, account_name or "?", account_address, default_redirect_uri)
     build = _BUILDERS.get(settings.mode)
     if build is None:
         raise ModeError([f"{r.prefix}mode: choose one of {', '.join(MODES)}"])
     spec = build(r)
+    if spec is not None:
+        # The builders leave an empty scope empty; the preset depends on the transport too.
+        scope = default_scope(settings.mode, transport, spec.grant)
+        if scope is None:
+            fits = MICROSOFT_MODES if transport == "graph" else GOOGLE_MODES
+            r.problems.append(
+                f"accounts.{account_name or '?'}.transport: {transport} cannot use mode "
+                f"{settings.mode}: choose one of {', '.join(fits + GENERIC_MODES)}"
+            )
+        elif not settings.scope:
+            spec = replace(spec, scope=scope)
     if (
         spec is not None
         and settings.client_auth
@@ -260,7 +327,7 @@ class _Resolver:
         return Grant(self.s.grant) if self.s.grant else default
 
 
-def _microsoft(r: _Resolver, grant: Grant, scope: str) -> ModeSpec | None:
+def _microsoft(r: _Resolver, grant: Grant) -> ModeSpec | None:
     s = r.s
     tenant = r.require("tenant", s.tenant)
     client_id = r.require("client_id", s.client_id)
@@ -289,7 +356,7 @@ def _microsoft(r: _Resolver, grant: Grant, scope: str) -> ModeSpec | None:
         token_endpoint=r.preset(s.token_endpoint, f"{base}/token"),
         authorization_url=r.preset(s.authorization_url, f"{base}/authorize"),
         device_authorization_url=r.preset(s.device_authorization_url, f"{base}/devicecode"),
-        scope=r.preset(s.scope, scope),
+        scope=s.scope,
         client_auth=auth,
         redirect_uri=r.redirect_uri,
         login_hint=s.resource_owner or r.address,
@@ -299,15 +366,15 @@ def _microsoft(r: _Resolver, grant: Grant, scope: str) -> ModeSpec | None:
 
 
 def _exchange(r: _Resolver) -> ModeSpec | None:
-    return _microsoft(r, Grant.AUTHORIZATION_CODE, MICROSOFT_SMTP_SCOPE)
+    return _microsoft(r, Grant.AUTHORIZATION_CODE)
 
 
 def _microsoft365(r: _Resolver) -> ModeSpec | None:
-    return _microsoft(r, Grant.PASSWORD, MICROSOFT_SMTP_SCOPE)
+    return _microsoft(r, Grant.PASSWORD)
 
 
 def _microsoft365_app(r: _Resolver) -> ModeSpec | None:
-    return _microsoft(r, Grant.CLIENT_CREDENTIALS, MICROSOFT_APP_SCOPE)
+    return _microsoft(r, Grant.CLIENT_CREDENTIALS)
 
 
 def _gmail(r: _Resolver) -> ModeSpec | None:
@@ -350,7 +417,7 @@ def _gmail(r: _Resolver) -> ModeSpec | None:
             s.authorization_url, str(client.get("auth_uri") or GOOGLE_AUTHORIZE)
         ),
         device_authorization_url=r.preset(s.device_authorization_url, GOOGLE_DEVICE),
-        scope=r.preset(s.scope, GOOGLE_SCOPE),
+        scope=s.scope,
         client_auth=r.secret_auth(client_id, secret),
         redirect_uri=r.redirect_uri or str(json_redirect),
         login_hint=s.resource_owner or r.address,
@@ -382,7 +449,7 @@ def _google_service_account(r: _Resolver) -> ModeSpec | None:
         mode=s.mode,
         grant=Grant.JWT_BEARER,
         token_endpoint=token_endpoint,
-        scope=r.preset(s.scope, GOOGLE_SCOPE),
+        scope=s.scope,
         client_auth=NoClientAuth(),
         jwt_issuer=JwtBearerIssuer(key=key, alg=r.alg(key), kid=kid, issuer=email, subject=subject),
     )

@@ -36,7 +36,7 @@ from notifier.oauth2.errors import (
     TokenUnavailable,
 )
 from notifier.oauth2.grants import Grant, TokenSet
-from notifier.oauth2.modes import ModeSpec, resolve_mode
+from notifier.oauth2.modes import ModeSpec, resolve_mode, scope_covers
 from notifier.oauth2.store import StoredTokens, TokenStore
 
 log = get_logger("notifier.oauth2")
@@ -144,6 +144,8 @@ class AccountTokenProvider:
         if self._store_error and self._failure is None:
             # Unreadable for now (the database is away): the tokens may well be fine.
             state, error = ERROR, self._store_error
+        elif self.spec.interactive and stored is not None and self._scope_changed(stored):
+            state, error = NEEDS_AUTHORIZATION, self._scope_advice(stored)
         elif self._failure is not None and not signed_in_since:
             state = NEEDS_AUTHORIZATION
         elif self._failure is None and stored is not None and stored.error:
@@ -175,6 +177,17 @@ class AccountTokenProvider:
         if stored is None or not stored.belongs_to(self.spec.client_id, self.spec.token_endpoint):
             return None
         return stored
+
+    def _scope_changed(self, stored: StoredTokens) -> bool:
+        """The stored sign-in was for another scope (the account's transport changed)."""
+        return bool(stored.scope) and not scope_covers(stored.scope, self.spec.scope)
+
+    def _scope_advice(self, stored: StoredTokens) -> str:
+        return (
+            f"signed in for scope {stored.scope!r}, but this account now asks for "
+            f"{self.spec.scope!r} (its transport changed?): sign in again on /oauth2/ or with "
+            f"`notifier oauth2 authorize {self.account}`"
+        )
 
     def _saw(self, stored: StoredTokens | None) -> None:
         self._seen = stored
@@ -210,6 +223,11 @@ class AccountTokenProvider:
         raise await self._needs_authorization(str(error), None) from None
 
     async def _acquire_with(self, stored: StoredTokens | None) -> TokenSet:
+        if stored is not None and self._scope_changed(stored):
+            if self.spec.interactive:
+                # A refresh keeps the scope a person consented to: only a new sign-in helps.
+                raise await self._needs_authorization(self._scope_advice(stored), stored)
+            stored = replace(stored, access_token=None)  # the grant below asks for the new one
         now = self._clock()
         if self._failure is not None:
             stamp = stored.updated_at if stored else 0.0
@@ -394,10 +412,7 @@ def provider_for_account(
     if account.oauth2 is None or not account.oauth2.mode:
         return None
     spec = resolve_mode(
-        account.oauth2,
-        account.username or account.sender_address,
-        account.name,
-        default_redirect_uri,
+        account.oauth2, account.mailbox, account.name, default_redirect_uri, account.transport
     )
     return AccountTokenProvider(
         account.name, spec, store, http, refresh_margin_s=account.oauth2.refresh_margin_s

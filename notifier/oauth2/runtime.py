@@ -56,7 +56,7 @@ def validate_accounts(settings: Settings) -> list[str]:
     for account in oauth2_accounts(settings):
         assert account.oauth2 is not None
         problems += validate_mode(
-            account.oauth2, account.name, account.username or account.sender_address, redirect
+            account.oauth2, account.name, account.mailbox, redirect, account.transport
         )
     return problems
 

@@ -11,6 +11,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from notifier import __version__
+from notifier.mail.accounts import transport_label
+from notifier.mail.transport import TransportHealth
 from notifier.web.forms import FormToken
 from notifier.web.guard import AdminGuard
 from notifier.web.operator import silence_json
@@ -28,6 +30,10 @@ def _ago(then: float | None, now: float) -> str:
     return f"{int(seconds)}s ago"
 
 
+def _in(then: float, now: float) -> str:
+    return f"in {int(max(then - now, 0))}s"
+
+
 def _delivery(route: dict[str, Any], now: float) -> dict[str, str]:
     """A route's mail state in words: failing since when, the next retry, the last success."""
     if "last_success" not in route:
@@ -37,8 +43,21 @@ def _delivery(route: dict[str, Any], now: float) -> dict[str, str]:
     if since:
         out["failing_since"] = _ago(since, now)
         if retry:
-            out["next_retry"] = f"in {int(max(retry - now, 0))}s"
+            out["next_retry"] = _in(retry, now)
     return out
+
+
+def _health(h: TransportHealth, now: float) -> dict[str, str]:
+    """An account transport's health in words: state, failing since, last success, and the
+    time the server asked to be left alone until (Retry-After)."""
+    return {
+        "kind": h.kind,
+        "state": h.state,
+        "failing_since": _ago(h.failing_since, now),
+        "last_success": _ago(h.last_success, now),
+        "next_retry": _in(h.next_retry, now) if h.failing_since and h.next_retry else "-",
+        "last_error": h.last_error,
+    }
 
 
 def status_context(service: ServiceView) -> dict[str, Any]:
@@ -60,17 +79,24 @@ def status_context(service: ServiceView) -> dict[str, Any]:
     oauth = {}
     if service.oauth2:
         oauth = {name: p.status() for name, p in service.oauth2.providers.items()}
+    transports = service.dispatcher.transports if service.dispatcher else {}
     accounts = [
         {
             "name": a.name,
-            "transport": "file outbox" if a.uses_outbox else f"SMTP {a.server} ({a.tls})",
+            "transport": transport_label(a),
             "auth": f"OAuth2 {a.oauth2.mode}"
             if a.oauth2 and a.oauth2.mode
             else ("password" if a.username else "none"),
             "oauth2": oauth.get(a.name),
+            "delivery": _health(transports[a.name].health, now) if a.name in transports else None,
         }
         for a in s.accounts
     ]
+    forwards = service.forwards.status() if service.forwards else []
+    for f in forwards:
+        f["depth"] = depth.get(f["consumer"], {})
+        f["last_success"] = _ago(f["last_success"], now)
+        f["failing_since"] = _ago(f["failing_since"], now)
     records = service.spool.history(25) if service.spool else []
     return {
         "version": __version__,
@@ -78,6 +104,7 @@ def status_context(service: ServiceView) -> dict[str, Any]:
         "listening": service.listening,
         "routes": routes,
         "accounts": accounts,
+        "forwards": forwards,
         "spool": spool,
         "shared": s.spool.backend == "postgresql",  # several instances may run
         "instances": [

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from notifier.config import Settings
-from notifier.mail.transport import SendReport
+from notifier.mail.transport import MailTransport, SendReport
 from notifier.oauth2.runtime import OAuth2Runtime
 from notifier.spool.base import Spool
 from notifier.spool.cluster import Cluster
@@ -19,6 +19,11 @@ from notifier.spool.state import StateStore
 
 class RouteControl(Protocol):
     """The route workers as the pages see them."""
+
+    @property
+    def transports(self) -> Mapping[str, MailTransport]:
+        """Each account's transport (its `health` for the status page)."""
+        ...
 
     def status(self) -> list[dict[str, Any]]:
         """One row per route for the status page."""
@@ -33,6 +38,14 @@ class RouteControl(Protocol):
         ...
 
 
+class ForwardControl(Protocol):
+    """The forwards as the pages see them."""
+
+    def status(self) -> list[dict[str, Any]]:
+        """One row per forward: kind, endpoint, state, sent, failures, times, last error."""
+        ...
+
+
 class ServiceView(Protocol):
     """The running service, read-only."""
 
@@ -44,6 +57,9 @@ class ServiceView(Protocol):
 
     @property
     def dispatcher(self) -> RouteControl | None: ...
+
+    @property
+    def forwards(self) -> ForwardControl | None: ...
 
     @property
     def oauth2(self) -> OAuth2Runtime | None: ...

@@ -27,11 +27,13 @@ from tests.oauth2.harness import (
     USER,
     cli_authorize,
     make_keys,
+    microsoft365_app_certificate,
     microsoft365_password_grant,
     notifier_cli,
     oauth2_config,
     post_alarm,
     read_until,
+    service_account_json,
     sign_in_on_page,
     smtp_server,
     write_json,
@@ -128,23 +130,10 @@ def test_microsoft365_password_grant_needs_no_person(
 def test_microsoft365_app_client_credentials_with_a_certificate(
     tmp_path: Path, pki: TestPKI, authserver: AuthServer
 ) -> None:
-    keys = make_keys(tmp_path / "app")
-    authserver.add_client(CLIENT_ID, public_key_pem=keys.public_pem, certificate=keys.certificate)
+    oauth2 = microsoft365_app_certificate(tmp_path, authserver, CLIENT_ID)
     # The Exchange service principal may send as the mailbox (SMTP.SendAsApp).
     with smtp_server(pki, authserver, apps=[CLIENT_ID]) as smtp:
-        proc = _run(
-            tmp_path,
-            smtp,
-            pki,
-            {
-                "mode": "microsoft365_app",
-                "tenant": "contoso.onmicrosoft.com",
-                "client_id": CLIENT_ID,
-                "private_key_file": str(keys.private_file),
-                "certificate_file": str(keys.certificate_file),
-                "token_endpoint": authserver.token_url,
-            },
-        )
+        proc = _run(tmp_path, smtp, pki, oauth2)
         try:
             _deliver_alarm_and_check(proc, smtp)
             assert authserver.token_requests["client_credentials"] == 1
@@ -197,19 +186,7 @@ def test_gmail_with_the_downloaded_client_json_signed_in_from_the_cli(
 def test_google_service_account_with_domain_wide_delegation(
     tmp_path: Path, pki: TestPKI, authserver: AuthServer
 ) -> None:
-    keys = make_keys(tmp_path / "sa")
-    email = "notifier@project.iam.gserviceaccount.com"
-    authserver.add_service_account(email, keys.public_pem, "k1d", subjects=[USER])
-    key_json = write_json(
-        tmp_path / "service-account.json",
-        {
-            "type": "service_account",
-            "client_email": email,
-            "private_key_id": "k1d",
-            "private_key": keys.private_pem.decode(),
-            "token_uri": authserver.token_url,
-        },
-    )
+    key_json = service_account_json(tmp_path, authserver)
     with smtp_server(pki, authserver) as smtp:
         proc = _run(
             tmp_path,

@@ -147,8 +147,14 @@ def form_token(html: str) -> str:
 
 def row_of(html: str, account: str) -> str:
     """The text of the account's row on /oauth2/, tags stripped."""
-    match = re.search(rf'<tr id="account-{re.escape(account)}">(.*?)</tr>', html, re.S)
-    assert match, f"no row for {account}"
+    return row_text(html, f"account-{account}")
+
+
+def row_text(html: str, row_id: str) -> str:
+    """The text of the table row with id `row_id`, tags stripped (the status page names its
+    rows account-NAME and forward-NAME, /oauth2/ account-NAME)."""
+    match = re.search(rf'<tr id="{re.escape(row_id)}">(.*?)</tr>', html, re.S)
+    assert match, f"no row {row_id}"
     return " ".join(unescape(re.sub(r"<[^>]+>", " ", match.group(1))).split())
 
 
@@ -238,3 +244,40 @@ def make_keys(directory: Path, kind: str = "rsa") -> KeyPair:
     if kind == "ec":
         return _keypair(ec.generate_private_key(ec.SECP256R1()), directory)
     return _keypair(rsa.generate_private_key(public_exponent=65537, key_size=2048), directory)
+
+
+SERVICE_ACCOUNT = "notifier@project.iam.gserviceaccount.com"
+
+
+def service_account_json(directory: Path, server: AuthServer) -> str:
+    """A Google service account allowed to act for USER (domain-wide delegation), registered
+    at `server`; returns the path of its downloaded JSON key, as Google hands it out."""
+    keys = make_keys(directory / "sa")
+    server.add_service_account(SERVICE_ACCOUNT, keys.public_pem, "k1d", subjects=[USER])
+    return write_json(
+        directory / "service-account.json",
+        {
+            "type": "service_account",
+            "client_email": SERVICE_ACCOUNT,
+            "private_key_id": "k1d",
+            "private_key": keys.private_pem.decode(),
+            "token_uri": server.token_url,
+        },
+    )
+
+
+def microsoft365_app_certificate(
+    directory: Path, server: AuthServer, client_id: str
+) -> dict[str, Any]:
+    """The `[accounts.oauth2]` table of mode microsoft365_app with a certificate credential,
+    its app registered at `server`: the client-credentials grant, no person needed."""
+    keys = make_keys(directory / "app")
+    server.add_client(client_id, public_key_pem=keys.public_pem, certificate=keys.certificate)
+    return {
+        "mode": "microsoft365_app",
+        "tenant": "contoso.onmicrosoft.com",
+        "client_id": client_id,
+        "private_key_file": str(keys.private_file),
+        "certificate_file": str(keys.certificate_file),
+        "token_endpoint": server.token_url,
+    }

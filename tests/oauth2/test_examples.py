@@ -46,14 +46,31 @@ def _fill_in(path: str, keys: KeyPair) -> None:
         file.write_text("placeholder secret\n")
 
 
-@pytest.mark.parametrize("mode", MODES)
+# The HTTP mail API transports, one example each: (file, its mode, its transport).
+API_EXAMPLES = [
+    ("graph", "microsoft365_app", "graph"),
+    ("gmail_api", "google_service_account", "gmail_api"),
+]
+
+
+@pytest.mark.parametrize(
+    ("example", "mode", "transport"),
+    [(EXAMPLES / f"{mode}.toml", mode, "smtp") for mode in MODES]
+    + [(EXAMPLES.parent / "api" / f"{name}.toml", mode, t) for name, mode, t in API_EXAMPLES],
+    ids=[*MODES, *(f"api-{name}" for name, _, _ in API_EXAMPLES)],
+)
 def test_example_passes_check_config(
-    mode: str, tmp_path: Path, rsa_keys: KeyPair, capsys: pytest.CaptureFixture[str]
+    example: Path,
+    mode: str,
+    transport: str,
+    tmp_path: Path,
+    rsa_keys: KeyPair,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    text = (EXAMPLES / f"{mode}.toml").read_text()
+    text = example.read_text()
     text = text.replace("/var/lib/notifier", str(tmp_path / "var"))
     text = text.replace("/etc/notifier/", f"{tmp_path}/etc/")
-    config = tmp_path / f"{mode}.toml"
+    config = tmp_path / example.name
     config.write_text(text)
 
     assert main(["check-config", "--config", str(config)]) == 2  # files not there yet
@@ -64,4 +81,5 @@ def test_example_passes_check_config(
     assert main(["check-config", "--config", str(config)]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert f'mode = "{mode}"' in out
+    assert f'transport = "{transport}"' in out
     assert "placeholder secret" not in out

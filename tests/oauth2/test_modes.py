@@ -19,7 +19,7 @@ from notifier.oauth2.client_auth import (
 )
 from notifier.oauth2.errors import ModeError
 from notifier.oauth2.grants import Grant
-from notifier.oauth2.modes import resolve_mode, validate_mode
+from notifier.oauth2.modes import resolve_mode, scope_covers, validate_mode
 from tests.oauth2.conftest import KeyPair
 
 MS = "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0"
@@ -254,3 +254,71 @@ def test_a_mode_is_required() -> None:
     with pytest.raises(ModeError) as caught:
         resolve_mode(settings(), BOX, "ops")
     assert caught.value.problems[0].startswith("accounts.ops.oauth2.mode: choose one of exchange")
+
+
+MICROSOFT = {"tenant": "t", "client_id": "c", "client_secret": "s"}
+
+
+@pytest.mark.parametrize(
+    ("mode", "transport", "scope"),
+    [
+        ("exchange", "smtp", "https://outlook.office.com/SMTP.Send offline_access"),
+        ("exchange", "graph", "https://graph.microsoft.com/Mail.Send offline_access"),
+        ("microsoft365_app", "smtp", "https://outlook.office365.com/.default"),
+        ("microsoft365_app", "graph", "https://graph.microsoft.com/.default"),
+    ],
+)
+def test_microsoft_scope_presets_follow_the_transport(
+    mode: str, transport: str, scope: str
+) -> None:
+    spec = resolve_mode(settings(mode=mode, **MICROSOFT), BOX, "ops", "", transport)
+    assert spec.scope == scope
+
+
+@pytest.mark.parametrize(
+    ("transport", "scope"),
+    [
+        ("smtp", "https://mail.google.com/"),
+        ("gmail_api", "https://www.googleapis.com/auth/gmail.send"),
+    ],
+)
+def test_gmail_scope_presets_follow_the_transport(transport: str, scope: str) -> None:
+    spec = resolve_mode(
+        settings(mode="gmail", client_id="c", client_secret="s"), BOX, "ops", "", transport
+    )
+    assert spec.scope == scope
+
+
+def test_a_configured_scope_wins_over_the_transport_preset() -> None:
+    spec = resolve_mode(
+        settings(mode="microsoft365_app", scope="api://custom/.default", **MICROSOFT),
+        BOX,
+        "ops",
+        "",
+        "graph",
+    )
+    assert spec.scope == "api://custom/.default"
+
+
+def test_a_mode_of_the_other_provider_cannot_serve_an_api_transport() -> None:
+    problems = validate_mode(
+        settings(mode="gmail", client_id="c", client_secret="s"), "ops", BOX, "", "graph"
+    )
+    assert problems == [
+        "accounts.ops.transport: graph cannot use mode gmail: choose one of exchange, "
+        "microsoft365, microsoft365_app, client_secret_post, private_key_jwt"
+    ]
+    assert validate_mode(
+        settings(mode="microsoft365_app", **MICROSOFT), "ops", BOX, "", "gmail_api"
+    )
+
+
+def test_a_sign_in_covers_a_scope_only_for_the_same_service() -> None:
+    graph = "https://graph.microsoft.com/Mail.Send offline_access"
+    # Microsoft answers Graph scopes by their short names.
+    assert scope_covers("Mail.Send openid profile", graph)
+    assert scope_covers("https://graph.microsoft.com/Mail.Send", graph)
+    assert not scope_covers("https://outlook.office.com/SMTP.Send", graph)
+    gmail = "https://www.googleapis.com/auth/gmail.send"
+    assert not scope_covers("https://mail.google.com/", gmail)
+    assert scope_covers("https://www.googleapis.com/auth/gmail.send", gmail)
