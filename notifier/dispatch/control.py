@@ -32,7 +32,7 @@ from notifier.dispatch.errors import DispatchError
 from notifier.dispatch.rules import Matcher, RuleError, compile_match
 from notifier.duration import DurationError, parse_duration
 from notifier.records import Kind, Record, Severity
-from notifier.spool.state import AlarmState, Silence
+from notifier.spool.state import Ack, AlarmState, Key, Silence
 
 # The matcher keys a silence takes, each a list of patterns (`min_severity`, `text`: one value).
 MATCHER_KEYS = tuple(k for k in SilenceMatchSettings.model_fields if k != "labels")
@@ -368,7 +368,7 @@ def silence_ended(
         for state in sorted(states, key=lambda s: s.first_set)
         if state.active
         and state.silenced
-        and is_muted(_as_record(state), route, silences, windows, now) is None
+        and is_muted(alarm_record(state), route, silences, windows, now) is None
     ]
 
 
@@ -382,7 +382,9 @@ def _ended(state: AlarmState, now: float) -> Decision:
     )
 
 
-def _as_record(state: AlarmState) -> Record:
+def alarm_record(state: AlarmState) -> Record:
+    """A set record made from what the state keeps (for matching, and for the mail of an alarm
+    whose silence ended: its own record was acknowledged to the spool when it was muted)."""
     return Record(
         kind=Kind.ALARM,
         received_at=state.last_seen,
@@ -404,3 +406,28 @@ def mutes_end(
     mutings: list[Muting] = [*silences, *windows]
     ends = (muting.end(now) for muting in mutings)
     return min((end for end in ends if end is not None), default=None)
+
+
+def ack_of(acks: Mapping[Key, Ack], state: AlarmState | None) -> Ack | None:
+    """The acknowledgement that holds for this activation of the alarm: one given since it was
+    set (an acknowledgement of an earlier activation does not carry over); pure."""
+    if state is None or not state.active:
+        return None
+    ack = acks.get(state.key)
+    return ack if ack is not None and ack.at >= state.first_set else None
+
+
+def apply_ack(decision: Decision, prev: AlarmState | None, ack: Ack | None) -> Decision:
+    """An acknowledged alarm sends no reminders until it clears: a due reminder is counted as
+    `repeat_suppressed` and its reminder clock stays where it was; pure."""
+    if ack is None or decision.reason is not Reason.REPEAT_DUE or decision.state is None:
+        return decision
+    assert prev is not None  # a reminder has a previous state
+    state = replace(decision.state, last_notified=prev.last_notified)
+    return replace(decision, reason=Reason.REPEAT_SUPPRESSED, state=state)
+
+
+def acknowledged_text(ack: Ack, zone: tzinfo = UTC) -> str:
+    """How a clear's mail names an acknowledgement: ``bob at 2026-11-30 12:00 UTC: on it``."""
+    when = datetime.fromtimestamp(ack.at, zone).strftime("%Y-%m-%d %H:%M %Z")
+    return f"{ack.by} at {when}: {ack.comment}" if ack.comment else f"{ack.by} at {when}"

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from notifier.config import AccountSettings, Settings
+from notifier.dispatch.control import ControlError, compile_windows
 from notifier.dispatch.relay import RelayWorker
 from notifier.dispatch.rules import RuleError, compile_routes
 from notifier.dispatch.worker import RouteTarget, RouteWorker
@@ -122,6 +123,10 @@ def build_dispatcher(
     except TemplateConfigError as e:
         raise ValueError(str(e)) from None
     instance = settings.instance()
+    try:
+        windows = compile_windows(settings)
+    except ControlError as e:
+        raise ValueError(str(e)) from None
     transports: dict[str, MailTransport] = {}
     locks: dict[str, asyncio.Lock] = {}
     workers: list[Worker] = []
@@ -155,6 +160,7 @@ def build_dispatcher(
                 retry_base_s=settings.spool.retry_base_s,
                 retry_max_s=settings.spool.retry_max_s,
                 instance=instance,
+                windows=windows,
             )
         )
     if settings.smtp_relay.listen:

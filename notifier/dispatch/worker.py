@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,19 @@ from notifier.dispatch.alarms import (
     threaded,
     to_forget,
 )
+from notifier.dispatch.control import (
+    ActiveSilence,
+    ControlError,
+    Window,
+    ack_of,
+    acknowledged_text,
+    alarm_record,
+    apply_ack,
+    apply_mute,
+    compile_silence,
+    is_muted,
+    silence_ended,
+)
 from notifier.dispatch.rules import FirstMatch, Matcher
 from notifier.log import RateLimiter, get_logger
 from notifier.mail.compose import Envelope, MailItem, compose
@@ -35,7 +48,7 @@ from notifier.mail.transport import DeliveryError, MailTransport, Outcome
 from notifier.metrics import Metrics
 from notifier.records import Kind, Record
 from notifier.spool.base import DropNotice, Lease, Spool
-from notifier.spool.state import AlarmState, Key, StateStore
+from notifier.spool.state import Ack, AlarmState, Key, StateStore
 
 log = get_logger("notifier.dispatch")
 
@@ -46,6 +59,7 @@ _MAIL_REASON = {
     Reason.CLEAR_UNKNOWN: MailReason.CLEAR_UNKNOWN,
     Reason.EVENT: MailReason.EVENT,
     Reason.LOG: MailReason.LOG,
+    Reason.SILENCE_ENDED: MailReason.SILENCE_ENDED,
 }
 
 # Order of records inside a digest: what needs action first.
@@ -59,6 +73,10 @@ ACCOUNT_RETRY_MAX_S = 60.0
 
 # How long cleared alarms are remembered (to recognise a repeated or late clear).
 FORGET_CLEARED_AFTER_S = 7 * 24 * 3600.0
+
+# How often a route reads the silences and acknowledgements again (seconds): a new silence or
+# acknowledgement takes effect within this, and an alarm whose silence ended is mailed within it.
+CONTROL_REFRESH_S = 5.0
 
 # How often a route forgets expired alarm states even when no record comes (wall-clock seconds);
 # also how often state held in memory while the disk was full is written again.
@@ -148,9 +166,13 @@ class _Group:
     first_at: float = 0.0  # monotonic time the first mail item joined
     last_at: float = 0.0  # monotonic time the latest mail item joined
 
+    # Mail items made from alarm state, not from a spooled record (a silence that ended): their
+    # ids are nobody's lease, so they are never acked or nacked.
+    synthetic: set[str] = field(default_factory=set)
+
     @property
     def ids(self) -> list[str]:
-        return [i.record.id for i in self.items] + self.silent
+        return [i.record.id for i in self.items if i.record.id not in self.synthetic] + self.silent
 
 
 @dataclass(frozen=True)
@@ -181,6 +203,7 @@ class RouteWorker:
         instance: str = "notifier",
         lease_batch: int = 1000,
         clock: Callable[[], float] = time.time,
+        windows: Sequence[Window] = (),
     ) -> None:
         self.route = route
         self.consumer = f"route:{route.name}"
@@ -213,6 +236,12 @@ class RouteWorker:
         self._last_success: float | None = None
         self._next_retry_at: float | None = None
         self._retrying: dict[str, Record] = {}  # records of the failed mail, by id
+        # Silences, maintenance windows and acknowledgements, read from the store now and then.
+        self._windows = list(windows)
+        self._silences: list[ActiveSilence] = []
+        self._acks: dict[Key, Ack] = {}
+        self._control_at = -1e18
+        self._control_log = RateLimiter(burst=1, period_s=300.0)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -246,6 +275,8 @@ class RouteWorker:
             self._metrics.alarm_states.labels(self.route.name).set(len(self._states))
         if self._clock() - self._swept_at >= SWEEP_INTERVAL_S:
             await self._save_states({})
+        if self._clock() - self._control_at >= CONTROL_REFRESH_S:
+            await self._refresh_control()
         leases = await self._spool.lease(self.consumer, self._batch, self._visibility)
         if leases:
             await self._take(leases)
@@ -259,7 +290,7 @@ class RouteWorker:
             if not leases:
                 await self._sleep(min(due, 1.0))
         elif self._group.silent:
-            await self._commit([], self._group.silent)
+            await self._commit(self._group.silent)
             self._group = _Group()
         elif not leases:
             await self._sleep(1.0)
@@ -300,55 +331,102 @@ class RouteWorker:
             if not self._matcher.matches(record):
                 unmatched.append(record.id)
                 continue
-            decision = self._decide(record, now)
-            if lease.attempts == 0:
-                self._metrics.dispatch_decisions.labels(decision.reason.value).inc()
-            # A record leased before was decided then (its mail failed, or the process
-            # stopped before the ack): deciding it again is a retry, not news.
-            log.info(
-                "decision" if lease.attempts == 0 else "retry",
-                route=self.route.name,
-                reason=decision.reason.value,
-                record=record.id,
-                kind=record.kind.value,
-                device=record.device,
-                code=record.code,
-                source=record.source,
-                **({"attempt": lease.attempts + 1} if lease.attempts else {}),
-            )
+            decision, acknowledged = self._decide(record, now)
+            self._decided(record, decision, lease.attempts)
             self._group.attempts = max(self._group.attempts, lease.attempts)
             if decision.notify:
-                self._group.last_at = time.monotonic()
-                if not self._group.items:
-                    self._group.first_at = self._group.last_at
-                self._group.items.append(
-                    MailItem(
-                        record,
-                        _MAIL_REASON[decision.reason],
-                        active_since=decision.active_since,
-                        # The first set needs no count; reminders and clears say how often
-                        # the device sent it while active.
-                        repeat_count=0
-                        if decision.reason is Reason.NEW_ALARM
-                        else decision.repeat_count,
-                        set_severity=decision.set_severity,
-                        thread_id=decision.set_message_id,
-                    )
-                )
+                self._enqueue(record, decision, acknowledged)
             else:
                 self._group.silent.append(record.id)
         if unmatched:
             await self._spool.ack(self.consumer, unmatched)
 
-    def _decide(self, record: Record, now: float) -> Decision:
+    def _decided(self, record: Record, decision: Decision, attempts: int = 0) -> None:
+        """Count and log a decision. A record leased before was decided then (its mail failed,
+        or the process stopped before the ack): deciding it again is a retry, not news."""
+        if attempts == 0:
+            self._metrics.dispatch_decisions.labels(decision.reason.value).inc()
+        log.info(
+            "decision" if attempts == 0 else "retry",
+            route=self.route.name,
+            reason=decision.reason.value,
+            record=record.id,
+            kind=record.kind.value,
+            device=record.device,
+            code=record.code,
+            source=record.source,
+            **({"attempt": attempts + 1} if attempts else {}),
+        )
+
+    def _enqueue(self, record: Record, decision: Decision, acknowledged: str = "") -> None:
+        """Add a record the decision mails to the waiting group."""
+        self._group.last_at = time.monotonic()
+        if not self._group.items:
+            self._group.first_at = self._group.last_at
+        self._group.items.append(
+            MailItem(
+                record,
+                _MAIL_REASON[decision.reason],
+                active_since=decision.active_since,
+                # The first set needs no count; reminders and clears say how often the device
+                # sent it while active.
+                repeat_count=0 if decision.reason is Reason.NEW_ALARM else decision.repeat_count,
+                set_severity=decision.set_severity,
+                thread_id=decision.set_message_id,
+                acknowledged=acknowledged,
+            )
+        )
+
+    def _decide(self, record: Record, now: float) -> tuple[Decision, str]:
+        """The decision on `record` with silences, maintenance windows and acknowledgements
+        applied, and for the clear of an acknowledged alarm who acknowledged it."""
+        mute = is_muted(record, self.route.name, self._silences, self._windows, now)
         if record.kind not in (Kind.ALARM, Kind.CLEAR):
-            return decide(None, record, now, self.route.repeat_interval_s)
+            decision = decide(None, record, now, self.route.repeat_interval_s)
+            return apply_mute(decision, None, mute, now), ""
         key = record.alarm_key
         prev = self._overlay.get(key, self._states.get(key))
         decision = decide(prev, record, now, self.route.repeat_interval_s)
+        decision = apply_mute(decision, prev, mute, now)
+        ack = ack_of(self._acks, prev)
+        decision = apply_ack(decision, prev, ack)
         if decision.state is not None:
             self._overlay[key] = decision.state
-        return decision
+        if decision.reason is Reason.CLEARED and ack is not None:
+            return decision, acknowledged_text(ack, self._target.style.zone)
+        return decision, ""
+
+    async def _refresh_control(self) -> None:
+        """Read the silences and acknowledgements again, and mail the alarms whose silence
+        (or maintenance window) ended while they are still active."""
+        now = self._clock()
+        self._control_at = now
+        silences = []
+        for silence in await self._store.silences(ended_after=now):
+            try:
+                silences.append(compile_silence(silence))
+            except ControlError as e:  # stored by another version, or by hand
+                allowed, _ = self._control_log.allow(silence.id)
+                if allowed:
+                    log.error("silence ignored", route=self.route.name, error=str(e))
+        self._silences = silences
+        self._acks = await self._store.acks()
+        # Only alarms whose own mute is over: the silence that muted one may select on text or
+        # receiver, which the state does not keep, so it is asked by name, not by matching.
+        on = {s.silence.id for s in silences if s.end(now) is not None}
+        on |= {w.name for w in self._windows if w.end(now) is not None}
+        if self._next_retry_at is not None and now < self._next_retry_at:
+            return  # the mail is failing: the next refresh after the backoff mails them
+        states = self._states | self._overlay
+        over = [s for s in states.values() if s.silenced and s.silenced not in on]
+        for decision in silence_ended(over, self.route.name, silences, self._windows, now):
+            assert decision.state is not None
+            state = decision.state
+            record = alarm_record(state)
+            self._decided(record, decision)
+            self._overlay[state.key] = state
+            self._group.synthetic.add(record.id)
+            self._enqueue(record, decision)
 
     async def _flush(self) -> None:
         group, self._group = self._group, _Group()
@@ -408,10 +486,11 @@ class RouteWorker:
         if result.refused:
             self._refused(result.refused)
         # The clears of the alarms this mail reported as new will reply to it.
-        new = [i.record.alarm_key for i in items if i.reason is MailReason.NEW]
+        firsts = (MailReason.NEW, MailReason.SILENCE_ENDED)
+        new = [i.record.alarm_key for i in items if i.reason in firsts]
         sent_as = result.message_id or str(message["Message-ID"])
         self._overlay |= threaded(self._overlay, new, sent_as)
-        await self._commit(group.items, group.silent)
+        await self._commit(group.ids)
 
     def _refused(self, refused: Mapping[str, tuple[int, str]]) -> None:
         """Some recipients were refused while others got the mail: say so loudly. The mail is
@@ -429,12 +508,12 @@ class RouteWorker:
             hint="check the addresses in the route's to/cc/bcc",
         )
 
-    async def _commit(self, items: list[MailItem], silent: list[str]) -> None:
+    async def _commit(self, ids: list[str]) -> None:
         """Store the overlay, then ack: the order that makes a crash redeliver, not lose."""
         if self._overlay:
             await self._save_states(self._overlay)
             self._overlay.clear()
-        await self._spool.ack(self.consumer, [i.record.id for i in items] + silent)
+        await self._spool.ack(self.consumer, ids)
 
     async def _save_states(self, changed: dict[Key, AlarmState]) -> None:
         """Store `changed` and forget what age and `max_alarm_states` say, in memory and in
@@ -483,7 +562,9 @@ class RouteWorker:
         self.last_error = str(error)
         if self._failing_since is None:
             self._failing_since = self._clock()
-        self._retrying.update((i.record.id, i.record) for i in group.items)
+        self._retrying.update(
+            (i.record.id, i.record) for i in group.items if i.record.id not in group.synthetic
+        )
         outcome = error.outcome.value
         self._metrics.mail_failures.labels(self._target.account, outcome).inc()
         ids = group.ids

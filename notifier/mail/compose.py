@@ -46,6 +46,7 @@ class Reason(enum.StrEnum):
 
     NEW = "new"  # an alarm was set
     REPEAT = "repeat"  # an alarm is still active after the repeat interval
+    SILENCE_ENDED = "silence_ended"  # an alarm muted by a silence is still active as it ends
     CLEAR = "clear"  # an alarm we mailed was cleared
     CLEAR_UNKNOWN = "clear_unknown"  # a clear for an alarm whose set we never saw
     EVENT = "event"
@@ -65,6 +66,8 @@ class MailItem:
     another one); None when unknown, then the clear's own is shown.
     `thread_id`: for a clear, the Message-ID of the mail that reported the set ("" unknown):
     the clear's mail replies to it, so mail clients show the two as one thread.
+    `acknowledged`: for a clear, "bob at 2026-11-30 12:00 UTC: on it" when an operator had
+    acknowledged the alarm.
     """
 
     record: Record
@@ -73,6 +76,7 @@ class MailItem:
     repeat_count: int = 0
     set_severity: Severity | None = None
     thread_id: str = ""
+    acknowledged: str = ""  # for a clear: who acknowledged the alarm, when, and their comment
 
 
 _MSG_ID = re.compile(r"<[!-;=?-~]+>\Z")  # <...>: printable ASCII, no space, no < or >
@@ -239,7 +243,7 @@ def status_label(item: MailItem) -> str:
     match item.reason:
         case Reason.NEW:
             return f"ALARM {_severity_name(record)}".rstrip()
-        case Reason.REPEAT:
+        case Reason.REPEAT | Reason.SILENCE_ENDED:
             return f"ALARM {_severity_name(record)}".rstrip() + ", still active"
         case Reason.CLEAR | Reason.CLEAR_UNKNOWN:
             return "CLEARED"
@@ -271,6 +275,9 @@ def reason_text(item: MailItem) -> str:
             times = f", sent {item.repeat_count} time(s) by the device" if item.repeat_count else ""
             since = f" for {format_duration(active)}" if active is not None else ""
             return f"alarm still active{since}{times}"
+        case Reason.SILENCE_ENDED:
+            since = f" for {format_duration(active)}" if active is not None else ""
+            return f"alarm still active{since} as its silence ended (not mailed before)"
         case Reason.CLEAR:
             return f"alarm cleared after {format_duration(active)}" if active else "alarm cleared"
         case Reason.CLEAR_UNKNOWN:
@@ -316,7 +323,7 @@ def count_items(items: Iterable[MailItem]) -> dict[str, int]:
     """How many records of a mail are alarms (set or still active), clears, events, ..."""
     groups = {"alarm": 0, "cleared": 0, "event": 0, "log": 0, "test": 0}
     for item in items:
-        if item.reason in (Reason.NEW, Reason.REPEAT):
+        if item.reason in (Reason.NEW, Reason.REPEAT, Reason.SILENCE_ENDED):
             groups["alarm"] += 1
         elif item.reason in (Reason.CLEAR, Reason.CLEAR_UNKNOWN):
             groups["cleared"] += 1
@@ -378,6 +385,7 @@ class Row:
     record_id: str
     kind: str
     reason_code: str
+    acknowledged: str = ""  # clears of an acknowledged alarm: by whom, when, why
     labels: tuple[tuple[str, str], ...] = ()  # an alert's labels (Alertmanager, Grafana)
 
 
@@ -385,7 +393,7 @@ def _row(item: MailItem, zone: dt.tzinfo) -> Row:
     record = item.record
     # A new alarm has been active for no time: "Active for" belongs on clears only.
     active = active_for(item) if item.reason is Reason.CLEAR else None
-    was_set = item.reason in (Reason.CLEAR, Reason.REPEAT)
+    was_set = item.reason in (Reason.CLEAR, Reason.REPEAT, Reason.SILENCE_ENDED)
     severity, severity_raw = shown_severity(item)
     return Row(
         status=status_label(item),
@@ -411,6 +419,7 @@ def _row(item: MailItem, zone: dt.tzinfo) -> Row:
         kind=record.kind.value,
         labels=tuple((one_line(k), one_line(v)) for k, v in record.labels.items()),
         reason_code=item.reason.value,
+        acknowledged=one_line(item.acknowledged),
     )
 
 

@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import BaseRoute, Route
 
 from notifier import __version__
-from notifier.dispatch.control import MATCHER_KEYS, ControlError, silence_scope
+from notifier.dispatch.control import MATCHER_KEYS, ControlError, ack_of, silence_scope
 from notifier.duration import parse_duration
 from notifier.log import get_logger
 from notifier.records import Kind, Record, Severity, UnknownSeverity, parse_severity
@@ -112,7 +112,6 @@ def merge_active(
             row = rows.get(key)
             if row is None:
                 row = rows[key] = AlarmRow(key, s.severity, s.first_set, s.last_seen, s.count)
-                row.ack = acks.get(key)
             else:
                 row.since = min(row.since, s.first_set)
                 row.last_seen = max(row.last_seen, s.last_seen)
@@ -121,6 +120,7 @@ def merge_active(
                     row.severity = s.severity
             row.routes.append(route)
             row.silenced = row.silenced or s.silenced
+            row.ack = row.ack or ack_of(acks, s)
     return sorted(rows.values(), key=lambda r: (-(r.severity.rank if r.severity else -1), -r.since))
 
 
