@@ -11,7 +11,7 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 
 from tests.e2e.test_alarm_mail import account, post_alarm, route, subjects
-from tests.e2e.test_silences import decisions, wait_decision
+from tests.e2e.test_silences import decisions, resend_after_the_repeat_interval, wait_decision
 from tests.service import NotifierProcess, wait_for
 from tests.smtpserver import SmtpTestServer
 
@@ -87,14 +87,7 @@ def test_acknowledging_from_the_alarm_list_stops_the_reminders(
                 what="the alarm shown as acknowledged",
             )
 
-            time.sleep(6)  # the route reads the acknowledgement within 5 s
-            for _ in range(2):
-                time.sleep(1.2)
-                assert post_alarm(proc, host="gw22", code="0x00220001").status_code == 200
-            wait_for(
-                lambda: decisions(proc, "0x00220001").count("repeat_suppressed") == 2,
-                what="the re-sends counted, not mailed",
-            )
+            resend_after_the_repeat_interval(proc, "gw22", "0x00220001")
             assert len(smtp.received) == 2
         finally:
             proc.stop()

@@ -50,6 +50,19 @@ def wait_decision(proc: NotifierProcess, code: str, reason: str) -> None:
     wait_for(lambda: reason in decisions(proc, code), what=f"{reason} for {code}")
 
 
+def resend_after_the_repeat_interval(proc: NotifierProcess, host: str, code: str) -> None:
+    """Once the route has read the acknowledgement (within 5 s), re-send an acknowledged alarm
+    twice after its 1 s repeat interval: a reminder each time, unless acknowledged."""
+    time.sleep(6)
+    for _ in range(2):
+        time.sleep(1.2)
+        assert post_alarm(proc, host=host, code=code).status_code == 200
+    wait_for(
+        lambda: decisions(proc, code).count("repeat_suppressed") == 2,
+        what="both re-sends counted, not mailed",
+    )
+
+
 def test_a_silenced_alarm_is_mailed_when_its_silence_ends_while_it_is_still_active(
     tmp_path: Path, smtp: SmtpTestServer
 ) -> None:
@@ -129,14 +142,7 @@ def test_an_acknowledged_alarm_sends_no_reminders_and_its_clear_says_who_acknowl
             timeout=5,
         )
         assert acked.status_code == 200
-        time.sleep(6)  # the route reads the acknowledgement
-        for _ in range(2):  # re-sent after the repeat interval: a reminder, unless acknowledged
-            time.sleep(1.2)
-            assert post_alarm(proc, host="gw09", code="0x00090001").status_code == 200
-        wait_for(
-            lambda: decisions(proc, "0x00090001").count("repeat_suppressed") == 2,
-            what="both re-sends counted, not mailed",
-        )
+        resend_after_the_repeat_interval(proc, "gw09", "0x00090001")
         assert len(smtp.received) == 1
         assert post_alarm(proc, host="gw09", code="0x00090001", type="clear").status_code == 200
         clear = wait_for(lambda: smtp.received[1:], what="the clear")[0]
