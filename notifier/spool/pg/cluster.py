@@ -135,11 +135,17 @@ class PgCluster(Member):
                     database=self._target,
                     error=scrub(str(e), self._dsn) or type(e).__name__,
                 )
-                if self._conn is not None:
-                    with contextlib.suppress(Exception):
-                        await self._conn.close()
-                    self._conn = None
+                await self._drop_connection()
+            except Exception as e:  # a bug must not end the heartbeat (the routes would stop)
+                log.exception("cluster heartbeat failed", error=str(e), instance=self._instance)
+                await self._drop_connection()
             await asyncio.sleep(max(0.0, self._interval - (time.monotonic() - sent)))
+
+    async def _drop_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+            self._conn = None
 
     async def _watch(self) -> None:
         """Lose what could not be renewed in time, even while a heartbeat hangs."""
