@@ -30,6 +30,7 @@ from notifier.metrics import Metrics, Reading
 from notifier.oauth2.errors import OAuth2Error
 from notifier.records import Kind
 from notifier.spool.base import Spool, SpoolError
+from notifier.spool.cluster import Cluster, publish_cluster
 from notifier.spool.state import StateStore
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ class Service:
     dispatcher: Dispatcher | None = None
     forwards: Forwards | None = None
     oauth2: OAuth2Runtime | None = None
+    cluster: Cluster | None = None
     started_at: float = field(default_factory=time.time)
     listening: dict[str, str] = field(default_factory=dict)  # receiver -> "host:port"
     started: bool = False
@@ -94,26 +96,34 @@ class Service:
         from notifier.forward.consumer import forward_interest, start_forwards
 
         interest |= forward_interest(s)
-        self.spool = build_spool(s, [*consumers, *forward_interest(s)], self.metrics, interest)
+        consumers += forward_interest(s)
+        self.spool = build_spool(s, consumers, self.metrics, interest)
         await self.spool.start()
         self._closers.append(self.spool.close)
-        from notifier.spool.factory import open_state
+        from notifier.spool.factory import open_cluster, open_state
 
         self.state = open_state(s, self.spool)
         await self.state.start()
         self._closers.insert(0, self.state.close)  # before the spool: it may share its pool
+        self.cluster = open_cluster(s, self.spool, consumers, self.metrics, __version__)
+        await self.cluster.start()
+        publish_cluster(self.metrics, self.cluster.view())
+        # After the workers stop (a graceful stop hands their consumers over), before the spool.
+        self._closers.insert(0, self.cluster.close)
         from notifier.dispatch.service import build_dispatcher
         from notifier.oauth2.runtime import OAuth2Runtime
 
-        self.oauth2 = OAuth2Runtime.open(s)
+        self.oauth2 = await OAuth2Runtime.open(s)
         if self.oauth2 is not None:
             self._closers.insert(0, self.oauth2.close)
         providers = self.oauth2.providers if self.oauth2 else {}
-        self.dispatcher = build_dispatcher(s, self.spool, self.state, self.metrics, providers)
+        self.dispatcher = build_dispatcher(
+            s, self.spool, self.state, self.metrics, providers, self.cluster
+        )
         self.dispatcher.start()
         # Dispatchers stop before the spool closes.
         self._closers[:0] = [self.dispatcher.stop_workers, self.dispatcher.close_transports]
-        self.forwards = start_forwards(s, self.spool, self.metrics)
+        self.forwards = start_forwards(s, self.spool, self.metrics, self.cluster)
         self._closers.insert(0, self.forwards.stop)
         self.metrics.watch(self.readings)
         await self._start_receivers()
@@ -455,7 +465,7 @@ async def _send_test_mail(settings: Settings, mail: TestMail) -> SendReport:
     from notifier.mail.accounts import build_transport
     from notifier.oauth2.runtime import OAuth2Runtime
 
-    runtime = OAuth2Runtime.open(settings)
+    runtime = await OAuth2Runtime.open(settings)
     provider = runtime.providers.get(mail.account) if runtime else None
     transport = build_transport(settings.data_dir, settings.account(mail.account), provider)
     try:

@@ -105,6 +105,8 @@ def cmd_spool(args: argparse.Namespace) -> int:
     from notifier.spool import admin
 
     settings = _settings(args)
+    if args.spool_cmd == "migrate":
+        return _spool_migrate(settings)
     if settings.spool.backend != "sqlite":
         # They would open (and create) an empty SQLite file and report nothing waiting.
         raise CliError(
@@ -136,6 +138,20 @@ def cmd_spool(args: argparse.Namespace) -> int:
     except admin.AdminError as e:
         raise CliError(str(e)) from None
     print(admin.render(out, as_json=args.json))
+    return EXIT_OK
+
+
+def _spool_migrate(settings: Settings) -> int:
+    from notifier.spool.base import SpoolError
+    from notifier.spool.migrate import migrate_to_postgresql
+
+    try:
+        moved = migrate_to_postgresql(settings)
+    except SpoolError as e:
+        raise CliError(f"spool migrate: {e}") from None
+    for line in moved.lines():
+        print(line)
+    print("done: start notifier with this config")
     return EXIT_OK
 
 
@@ -393,6 +409,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="delete the deliveries of a route no longer configured, e.g. route:old "
         "(default: none)",
+    )
+
+    sp = spool.add(
+        "migrate", "move data_dir's spool and alarm state into PostgreSQL (service stopped)"
+    )
+    sp.add_argument(
+        "--to",
+        choices=["postgresql"],
+        required=True,
+        help='the backend to move to: the database of [spool] dsn, with backend = "postgresql" '
+        "(required, no default)",
     )
 
     p = sub.add("test-mail", "send one test mail and say what happened")

@@ -254,6 +254,9 @@ class SpoolSettings(Section):
     history_entries: int = Field(default=1000, ge=0)
     retry_base_s: float = Field(default=5.0, gt=0)
     retry_max_s: float = Field(default=900.0, gt=0)
+    # postgresql: identical records put through several instances within this many seconds
+    # are stored once (see the README, "Running several instances"); 0 = off.
+    dedupe_window_s: float = Field(default=60.0, ge=0)
     # Per receiver (one of RECEIVERS): durable_kinds, overflow.
     receivers: dict[str, ReceiverSpoolSettings] = Field(default_factory=dict)
 
@@ -381,7 +384,8 @@ class AccountSettings(Section):
         return self.username or self.sender_address
 
 
-def _check_timezone(value: str) -> str:
+def check_timezone(value: str) -> str:
+    """`value` if it names a time zone; raises ValueError saying what to use."""
     if value.upper() == "UTC":
         return value
     try:
@@ -396,7 +400,7 @@ def _check_timezone(value: str) -> str:
 class MailSettings(Section):
     timezone: str = "UTC"  # times in mails, e.g. "Europe/Berlin"
 
-    _timezone = field_validator("timezone")(_check_timezone)
+    _timezone = field_validator("timezone")(check_timezone)
 
 
 class MatchSettings(Section):
@@ -411,6 +415,24 @@ class MatchSettings(Section):
     text: str = ""  # regular expression, searched
     # label name -> glob of its value, all must match; a label the record lacks is "".
     labels: dict[str, str] = Field(default_factory=dict)
+    min_severity: str = ""  # this severity and above, e.g. "major" (also critical)
+
+
+class SilenceMatchSettings(MatchSettings):
+    """What a silence or maintenance window mutes: a route's match keys, and route names."""
+
+    routes: list[str] = Field(default_factory=list)  # route names; empty: every route
+
+
+class MaintenanceSettings(Section):
+    """A recurring silence. The schedule, duration and zone are checked by `config_problems`
+    (`notifier/dispatch/control.py`), the one path of `run` and `check-config`."""
+
+    name: str = ""  # default window<index>
+    match: SilenceMatchSettings = Field(default_factory=SilenceMatchSettings)
+    schedule: str = ""  # cron, in `timezone`: when each window starts, e.g. "0 2 * * SUN"
+    duration: str | float = "1h"  # how long each window lasts: 90s, 30m, 2h, 1d or seconds
+    timezone: str = "UTC"  # IANA name, e.g. "Europe/Berlin"
 
 
 class RouteSettings(Section):
@@ -540,6 +562,7 @@ class Settings(BaseSettings):
     accounts: list[AccountSettings] = Field(default_factory=lambda: [AccountSettings()])
     routes: list[RouteSettings] = Field(default_factory=list)
     forwards: list[ForwardSettings] = Field(default_factory=list)
+    maintenance: list[MaintenanceSettings] = Field(default_factory=list)
     web: WebSettings = Field(default_factory=WebSettings)
     oauth2: OAuth2StoreSettings = Field(default_factory=OAuth2StoreSettings)
     webhooks: WebhooksSettings = Field(default_factory=WebhooksSettings)
@@ -594,6 +617,7 @@ class Settings(BaseSettings):
         # would take each other's records. Unnamed ones are called route<index>, forward<index>.
         _check_unique_names("routes", "route", [r.name for r in self.routes])
         _check_unique_names("forwards", "forward", [f.name for f in self.forwards])
+        _check_unique_names("maintenance", "window", [m.name for m in self.maintenance])
         return self
 
     def account(self, name: str) -> AccountSettings:
@@ -628,6 +652,13 @@ class Settings(BaseSettings):
         return [
             f.model_copy(update={"name": f.name or f"forward{i}"})
             for i, f in enumerate(self.forwards)
+        ]
+
+    def effective_maintenance(self) -> list[MaintenanceSettings]:
+        """The maintenance windows, each with a name (unnamed ones: window<index>)."""
+        return [
+            m.model_copy(update={"name": m.name or f"window{i}"})
+            for i, m in enumerate(self.maintenance)
         ]
 
     def relay_account(self) -> AccountSettings:

@@ -176,6 +176,31 @@ class Metrics:
             ["forward"],
             registry=r,
         )
+        self.spool_deduplicated = Counter(
+            "notifier_spool_deduplicated",
+            "Records not stored because an identical one was (another instance took it too), "
+            "by kind",
+            ["kind"],
+            registry=r,
+        )
+        self.cluster_instance_up = Gauge(
+            "notifier_cluster_instance_up",
+            "1 while an instance on the shared spool heartbeats, else 0, by instance",
+            ["instance"],
+            registry=r,
+        )
+        self.cluster_heartbeat_age = Gauge(
+            "notifier_cluster_heartbeat_age_seconds",
+            "Seconds since an instance's last heartbeat (database clock), by instance",
+            ["instance"],
+            registry=r,
+        )
+        self.cluster_route_owner = Gauge(
+            "notifier_cluster_route_owner",
+            "1 for the instance that dispatches a consumer (route:NAME, forward:NAME, relay)",
+            ["route", "instance"],
+            registry=r,
+        )
 
     def watch(self, source: Callable[[], Iterable[Reading]]) -> None:
         """Export what `source` returns at every scrape of /metrics."""

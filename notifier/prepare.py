@@ -2,8 +2,9 @@
 
 `notifier run` and `notifier check-config` both call `config_problems`, so what check-config
 calls valid, run does not refuse: route rules (regular expressions, code ranges, severities),
-mail addresses, OAuth2 account settings, TLS files and the mail templates (the built-in
-ones and every route's own, rendered with sample mails).
+mail addresses, OAuth2 account settings, TLS files, the mail templates (the built-in
+ones and every route's own, rendered with sample mails) and the maintenance windows (cron
+schedule, time zone, duration, matchers).
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ def config_problems(settings: Settings) -> list[str]:
         + tls_problems(settings)
         + template_problems(settings)
         + forward_problems(settings)
+        + maintenance_problems(settings)
     )
+
+
+def maintenance_problems(settings: Settings) -> list[str]:
+    from notifier.dispatch.control import maintenance_problems
+
+    return maintenance_problems(settings)
 
 
 def forward_problems(settings: Settings) -> list[str]:

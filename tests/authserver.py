@@ -9,7 +9,9 @@ server doing XOAUTH2) would.
 
 It runs on loopback in a background thread (stdlib `ThreadingHTTPServer`; Authlib's core
 `AuthorizationServer` needs only a request adapter, so no web framework is involved). Tests can
-count token requests per grant, revoke a user's refresh tokens, make the token endpoint answer
+count token requests per grant (and those refused), see how long the newest access token still
+had when each refresh came (`refresh_headroom_s`: a second refresh while a good token exists
+shows there), revoke a user's refresh tokens, make the token endpoint answer
 503 or refuse connections for a while, and drive the login + consent page either with a browser
 (plain HTML form: username, password, "Allow") or programmatically (`authorize`).
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import secrets
 import threading
 import time
@@ -235,6 +238,11 @@ class AuthServer:
         self.host = host
         self.port = 0
         self.token_requests: Counter[str] = Counter()
+        self.token_refusals: Counter[str] = Counter()  # per grant: answers other than 200
+        # Per refresh request, the seconds the newest access token issued to that client and
+        # user had left (negative: it had expired).
+        self.refresh_headroom_s: list[float] = []
+        self._newest_exp: dict[tuple[str, str], float] = {}
         self.device_requests = 0
         self.users: dict[str, str] = {}
         self.clients: dict[str, Client] = {}
@@ -606,15 +614,20 @@ class AuthServer:
         include_refresh_token: bool = True,
     ) -> dict[str, Any]:
         lifetime = expires_in or self.access_token_lifetime_s
-        now = int(time.time())
+        now = time.time()
+        # Rounded up, not down: a 5 s token must not lose most of a second to the whole-second
+        # claim (clients count expires_in from when they asked).
+        exp = math.ceil(now + lifetime)
+        subject = user.username if user else client.client_id
+        self._newest_exp[(client.client_id, subject)] = exp
         claims = {
             "iss": self.issuer,
-            "sub": user.username if user else client.client_id,
+            "sub": subject,
             "aud": "smtp",
             "client_id": client.client_id,
             "scope": scope or "",
-            "iat": now,
-            "exp": now + lifetime,
+            "iat": int(now),
+            "exp": exp,
             "jti": uuid.uuid4().hex,
         }
         token: dict[str, Any] = {
@@ -646,10 +659,16 @@ class AuthServer:
         with self._lock:
             if path == "/token" and method == "POST":
                 grant = form.get("grant_type", ["?"])[0]
-                self.token_requests[_SHORT_GRANT_NAMES.get(grant, grant)] += 1
+                grant = _SHORT_GRANT_NAMES.get(grant, grant)
+                self.token_requests[grant] += 1
+                if grant == "refresh_token":
+                    self._note_refresh(form.get("refresh_token", [""])[0])
                 if time.monotonic() < self._unavailable_until:
+                    self.token_refusals[grant] += 1
                     return Reply(503, b"Service Unavailable", [("Content-Type", "text/plain")])
                 reply: Reply = self._server.create_token_response(request)
+                if reply.status != 200:
+                    self.token_refusals[grant] += 1
                 return reply
             if path == "/device_authorization" and method == "POST":
                 self.device_requests += 1
@@ -664,6 +683,14 @@ class AuthServer:
                     200, json.dumps(self.jwks).encode(), [("Content-Type", "application/json")]
                 )
         return Reply(404, b"not found", [("Content-Type", "text/plain")])
+
+    def _note_refresh(self, refresh_token: str) -> None:
+        record = self.refresh_tokens.get(refresh_token)
+        if record is None or record.user is None:
+            return
+        exp = self._newest_exp.get((record.client_id, record.user.username))
+        if exp is not None:
+            self.refresh_headroom_s.append(exp - time.time())
 
     def _authorize_page(self, method: str, request: _Request, form: dict[str, list[str]]) -> Reply:
         try:

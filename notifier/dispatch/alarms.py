@@ -29,6 +29,12 @@ class Reason(enum.StrEnum):
     STALE_CLEAR = "stale_clear"  # a clear older than a set seen since: the alarm is active again
     EVENT = "event"  # one-shot event: mail
     LOG = "log"  # log line on a route that mails logs: mail
+    # A silence or maintenance window mutes it (see dispatch/control.py): not mailed; an alarm
+    # set keeps the mute in its state, so its end is mailed if it is still active then.
+    SILENCED = "silenced"
+    SILENCE_ENDED = "silence_ended"  # muted set still active when its silence ended: mail now
+    # Clear of an alarm whose set was muted and never mailed: nobody was told it is down.
+    SILENCED_CLEAR = "silenced_clear"
 
     @property
     def notifies(self) -> bool:
@@ -36,7 +42,14 @@ class Reason(enum.StrEnum):
 
 
 _SILENT = frozenset(
-    {Reason.REPEAT_SUPPRESSED, Reason.CLEAR_DUPLICATE, Reason.LATE_SET, Reason.STALE_CLEAR}
+    {
+        Reason.REPEAT_SUPPRESSED,
+        Reason.CLEAR_DUPLICATE,
+        Reason.LATE_SET,
+        Reason.STALE_CLEAR,
+        Reason.SILENCED,
+        Reason.SILENCED_CLEAR,
+    }
 )
 
 

@@ -36,11 +36,14 @@ class Matcher:
     receivers: frozenset[str]
     text: re.Pattern[str] | None
     labels: tuple[tuple[str, str], ...] = ()  # (label name, lowered glob of its value)
+    min_severity: Severity | None = None  # this severity and above
 
     def matches(self, record: Record) -> bool:
         if self.kinds and record.kind not in self.kinds:
             return False
         if self.severities and record.severity not in self.severities:
+            return False
+        if self.min_severity is not None and record.severity.rank < self.min_severity.rank:
             return False
         if self.receivers and record.receiver not in self.receivers:
             return False
@@ -99,14 +102,19 @@ def _code_number(code: str) -> int | None:
         return None
 
 
+def _severity(value: str, key: str) -> Severity:
+    try:
+        return parse_severity(value)
+    except ValueError as e:
+        raise RuleError(f"{key}: {e}") from None
+
+
 def compile_match(match: MatchSettings, where: str = "match") -> Matcher:
     """Compile a route's `match` table; raises `RuleError` naming the bad entry."""
-    severities = set()
-    for s in match.severities:
-        try:
-            severities.add(parse_severity(s))
-        except ValueError as e:
-            raise RuleError(f"{where}.severities: {e}") from None
+    severities = {_severity(s, f"{where}.severities") for s in match.severities}
+    min_severity = None
+    if match.min_severity:
+        min_severity = _severity(match.min_severity, f"{where}.min_severity")
     exact, prefixes, ranges = set(), [], []
     for c in match.codes:
         c = c.strip().lower()
@@ -139,6 +147,7 @@ def compile_match(match: MatchSettings, where: str = "match") -> Matcher:
         receivers=frozenset(match.receivers),
         text=text,
         labels=tuple((name, glob.lower()) for name, glob in sorted(match.labels.items())),
+        min_severity=min_severity,
     )
 
 

@@ -18,6 +18,7 @@ from notifier.mail.tokens import TokenProvider
 from notifier.mail.transport import MailTransport, SendReport
 from notifier.metrics import Metrics
 from notifier.spool.base import Spool
+from notifier.spool.cluster import Cluster, owned
 from notifier.spool.state import StateStore
 
 
@@ -49,13 +50,19 @@ class Dispatcher:
     store: StateStore  # opened and closed by the caller
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    cluster: Cluster | None = None  # None: every worker runs (one instance, as in tests)
     _nudges: set[asyncio.Task[None]] = field(default_factory=set)
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def start(self) -> None:
-        self.tasks = [asyncio.create_task(w.run(), name=w.consumer) for w in self.workers]
+        self.tasks = [
+            asyncio.create_task(owned(self.cluster, w, self._stopping)(), name=w.consumer)
+            for w in self.workers
+        ]
 
     async def stop_workers(self) -> None:
         """Stop leasing; a waiting mail goes out now (bounded), the rest stays spooled."""
+        self._stopping.set()
         for w in self.workers:
             w.stop()
         if not self.tasks:
@@ -98,6 +105,7 @@ def build_dispatcher(
     store: StateStore,
     metrics: Metrics,
     token_providers: Mapping[str, TokenProvider] | None = None,
+    cluster: Cluster | None = None,
 ) -> Dispatcher:
     """One worker per route, one transport per account; raises ValueError for a bad rule or
     template. `store` is started, and closed by the caller after `close_transports`.
@@ -163,4 +171,4 @@ def build_dispatcher(
                 retry_max_s=settings.spool.retry_max_s,
             )
         )
-    return Dispatcher(settings, workers, transports, store, locks)
+    return Dispatcher(settings, workers, transports, store, locks, cluster=cluster)

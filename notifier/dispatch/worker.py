@@ -194,7 +194,7 @@ class RouteWorker:
         self._batch = lease_batch
         self._clock = clock  # unix time: alarm decisions and forgetting
         self._states: dict[Key, AlarmState] = {}
-        self._loaded = False  # the stored states are read by the first step
+        self._loaded = False  # the stored states are read by the first step (see `_resume`)
         self._swept_at = -1e18  # the first step forgets what a lowered bound or age says
         self._forget_log = RateLimiter(burst=1, period_s=60.0)
         self._overlay: dict[Key, AlarmState] = {}
@@ -218,11 +218,24 @@ class RouteWorker:
         self._stopping.set()
 
     async def run(self) -> None:
+        """Dispatch until `stop()`. Started again each time this instance gains the route
+        (several instances: `notifier.spool.cluster.while_owned`), so it starts from the
+        stored state."""
+        self._resume()
         await keep_stepping(self._step, self._stopping, route=self.route.name)
         if self._group.items:
             # Stopping: send what waits now rather than after the restart; if this fails or is
             # cut short, the records are still leased, not acked, and come back on the next start.
             await self._flush()
+
+    def _resume(self) -> None:
+        """The start path: the first step loads the stored alarm state again (another instance
+        may have changed it while this one did not own the route); what this one held in
+        memory is not its own anymore (its leases went to the owner that came between)."""
+        self._loaded = False
+        self._overlay.clear()
+        self._group = _Group()
+        self._retrying.clear()
 
     async def _step(self) -> None:
         if not self._loaded:

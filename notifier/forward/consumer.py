@@ -23,6 +23,7 @@ from notifier.log import get_logger
 from notifier.metrics import Metrics, Reading, health_readings
 from notifier.records import Kind, Record
 from notifier.spool.base import Lease, Spool
+from notifier.spool.cluster import Cluster, owned
 
 log = get_logger("notifier.forward")
 
@@ -244,12 +245,18 @@ class Forwards:
 
     workers: list[ForwardWorker]
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    cluster: Cluster | None = None  # None: every forward runs (one instance)
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def start(self) -> None:
-        self.tasks = [asyncio.create_task(w.run(), name=w.consumer) for w in self.workers]
+        self.tasks = [
+            asyncio.create_task(owned(self.cluster, w, self._stopping)(), name=w.consumer)
+            for w in self.workers
+        ]
 
     async def stop(self) -> None:
         """Stop leasing and close the connections; what was not acked stays spooled."""
+        self._stopping.set()
         for w in self.workers:
             w.stop()
         if self.tasks:
@@ -304,7 +311,9 @@ def forward_problems(settings: Settings) -> list[str]:
     return problems
 
 
-def start_forwards(settings: Settings, spool: Spool, metrics: Metrics) -> Forwards:
+def start_forwards(
+    settings: Settings, spool: Spool, metrics: Metrics, cluster: Cluster | None = None
+) -> Forwards:
     """One running worker per configured forward; raises ValueError for a bad rule or TLS file."""
     instance = instance_name(settings)
     workers = []
@@ -325,6 +334,6 @@ def start_forwards(settings: Settings, spool: Spool, metrics: Metrics) -> Forwar
                 retry_max_s=settings.spool.retry_max_s,
             )
         )
-    forwards = Forwards(workers)
+    forwards = Forwards(workers, cluster=cluster)
     forwards.start()
     return forwards

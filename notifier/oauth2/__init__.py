@@ -11,25 +11,31 @@ from notifier.oauth2.errors import (
     OAuth2Error,
     OAuth2StoreError,
     TokenEndpointError,
+    TokenStoreUnavailable,
     TokenUnavailable,
 )
+from notifier.oauth2.filestore import FileTokenStore
 from notifier.oauth2.flows import AuthorizationFlows
 from notifier.oauth2.modes import ModeSpec, resolve_mode, validate_mode
 from notifier.oauth2.provider import AccountTokenProvider, provider_for_account
-from notifier.oauth2.store import TokenStore
+from notifier.oauth2.store import StoredTokens, TokenStore, copy_tokens
 
 __all__ = [
     "AccountTokenProvider",
     "AuthorizationFlowError",
     "AuthorizationFlows",
+    "FileTokenStore",
     "ModeError",
     "ModeSpec",
     "NeedsAuthorization",
     "OAuth2Error",
     "OAuth2StoreError",
+    "StoredTokens",
     "TokenEndpointError",
     "TokenStore",
+    "TokenStoreUnavailable",
     "TokenUnavailable",
+    "copy_tokens",
     "provider_for_account",
     "resolve_mode",
     "validate_mode",

@@ -1,8 +1,9 @@
 """`notifier oauth2 authorize | status | revoke`: the CLI side of signing accounts in.
 
-The CLI runs beside the service, not inside it: both open the same encrypted store in
-`data_dir`, and the running service reads the store afresh whenever it needs a token, so a
-sign-in done here is what its next mail uses. Output never contains a token, code or secret.
+The CLI runs beside the service, not inside it: both open the same encrypted store (in
+`data_dir`, or the shared database with the PostgreSQL spool), and the running service reads
+the store afresh whenever it needs a token, so a sign-in done here is what its next mail uses.
+Output never contains a token, code or secret.
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ def _err(line: str) -> None:
     print(f"notifier: {line}", file=sys.stderr, flush=True)
 
 
-def _open(settings: Settings, account: str) -> tuple[OAuth2Runtime, AccountTokenProvider]:
-    runtime = OAuth2Runtime.open(settings)
+async def _open(settings: Settings, account: str) -> tuple[OAuth2Runtime, AccountTokenProvider]:
+    runtime = await OAuth2Runtime.open(settings)
     names = [a.name for a in oauth2_accounts(settings)]
+    if runtime is not None and account not in runtime.providers:
+        await runtime.close()
     if runtime is None or account not in runtime.providers:
         raise AuthorizationFlowError(
             f"account {account!r} has no [accounts.oauth2] mode"
@@ -70,7 +73,7 @@ def authorize(
 async def _authorize(
     settings: Settings, account: str, device: bool, timeout_s: float, out: Print
 ) -> int:
-    runtime, provider = _open(settings, account)
+    runtime, provider = await _open(settings, account)
     try:
         spec = provider.spec
         if not spec.interactive:
@@ -94,7 +97,7 @@ async def _authorize(
             await _browser_sign_in(runtime, account, timeout_s, out)
         out(
             f"account {account} is authorized; the tokens are stored encrypted in "
-            f"{runtime.store.path} (a running notifier uses them for its next mail)"
+            f"{runtime.store.where} (a running notifier uses them for its next mail)"
         )
         return EXIT_OK
     finally:
@@ -164,13 +167,17 @@ async def _complete(runtime: OAuth2Runtime, state: str, params: dict[str, str]) 
 
 def status_rows(settings: Settings) -> list[dict[str, Any]]:
     """One row per OAuth2 account (`OAuth2Runtime.status_rows`)."""
-    runtime = OAuth2Runtime.open(settings)
+    return asyncio.run(_status_rows(settings))
+
+
+async def _status_rows(settings: Settings) -> list[dict[str, Any]]:
+    runtime = await OAuth2Runtime.open(settings)
     if runtime is None:
         return []
     try:
-        return runtime.status_rows()
+        return await runtime.status_rows()
     finally:
-        asyncio.run(runtime.close())
+        await runtime.close()
 
 
 def status(settings: Settings, out: Print = _out) -> int:
@@ -213,9 +220,9 @@ def revoke(settings: Settings, account: str, out: Print = _out) -> int:
 
 
 async def _revoke(settings: Settings, account: str, out: Print) -> int:
-    runtime, provider = _open(settings, account)
+    runtime, provider = await _open(settings, account)
     try:
-        stored = runtime.store.get(account)
+        stored = await runtime.store.get(account)
         spec = provider.spec
         if stored is not None and stored.refresh_token and spec.revocation_url:
             await _revoke_at_provider(runtime.http, spec.revocation_url, stored.refresh_token)
@@ -225,7 +232,7 @@ async def _revoke(settings: Settings, account: str, out: Print) -> int:
                 f"account {account}: mode {spec.mode} has no revocation endpoint; the grant "
                 "stays valid at the provider until it expires or consent is removed there"
             )
-        found = runtime.store.delete(account)
+        found = await runtime.store.delete(account)
         out(
             f"account {account}: stored tokens deleted"
             if found

@@ -181,6 +181,10 @@ class OAuth2StoreError(OAuth2Error):
     """The encrypted token store cannot be read or written."""
 
 
+class TokenStoreUnavailable(OAuth2StoreError):
+    """Temporary: the store (the database) cannot be reached now; try again later."""
+
+
 class ModeError(OAuth2Error):
     """The account's oauth2 settings are incomplete; one line per problem, each naming a key."""
 

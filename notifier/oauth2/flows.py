@@ -122,7 +122,7 @@ class AuthorizationFlows:
             auth=pending.spec.client_auth,
             now=self._clock(),
         )
-        self._keep(pending.account, pending.spec, tokens)
+        await self._keep(pending.account, pending.spec, tokens)
         return pending.account
 
     async def start_device(self, account: str, spec: ModeSpec) -> DeviceAuthorization:
@@ -190,7 +190,7 @@ class AuthorizationFlows:
                         f"account {account}: the sign-in was denied at {device.verification_uri}"
                     ) from None
                 raise
-            self._keep(account, spec, tokens)
+            await self._keep(account, spec, tokens)
             return
 
     def _device_auth(self, spec: ModeSpec) -> ClientAuth:
@@ -198,7 +198,7 @@ class AuthorizationFlows:
             return NoClientAuth(spec.client_id)
         return spec.client_auth
 
-    def _keep(self, account: str, spec: ModeSpec, tokens: TokenSet) -> None:
+    async def _keep(self, account: str, spec: ModeSpec, tokens: TokenSet) -> None:
         if not tokens.refresh_token:
             raise AuthorizationFlowError(
                 f"account {account}: the provider returned no refresh token (Microsoft: include "
@@ -213,7 +213,7 @@ class AuthorizationFlows:
             previous_refresh_token=None,
             now=now,
         )
-        self._store.put(account, record)
+        await self._store.put(account, record)
         log.info("oauth2 account authorized", account=account, endpoint=spec.token_endpoint)
 
     def _expire(self, now: float) -> None:

@@ -6,6 +6,11 @@ else it refreshes or re-acquires: one request at a time however many senders ask
 (single-flight), token-endpoint outages retried with backoff inside a bounded budget. Permanent
 failures (invalid_grant, invalid_client, missing consent, ...) raise `NeedsAuthorization` in
 plain words; mails wait in the spool until a person acts.
+
+Single-flight holds across processes too: a refresh runs under the store's refresh lock
+(`TokenStore.refreshing`), and whoever gets the lock second reads what the first stored and
+uses that token while it is good beyond the margin. On PostgreSQL that lock spans every
+instance, so a rotating refresh token is never used twice.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from notifier.oauth2.errors import (
     NeedsAuthorization,
     OAuth2StoreError,
     TokenEndpointError,
+    TokenStoreUnavailable,
     TokenUnavailable,
 )
 from notifier.oauth2.grants import Grant, TokenSet
@@ -79,6 +85,10 @@ class AccountTokenProvider:
         self._last_error = ""
         self._last_refresh: float | None = None
         self._temporary_failure = False
+        # The record as last read or written, and why the store could not be read: what
+        # `status()` reports (`observe()` reads it afresh).
+        self._seen: StoredTokens | None = None
+        self._store_error = ""
 
     def __repr__(self) -> str:
         return f"AccountTokenProvider(account={self.account!r}, mode={self.spec.mode!r})"
@@ -106,27 +116,35 @@ class AccountTokenProvider:
         if self._cached is not None and self._cached.access_token == token:
             self._cached = None
         try:
-            stored = self._store.get(self.account)
+            stored = await self._store.get(self.account)
             if stored is not None and stored.access_token == token:
-                self._store.put(
-                    self.account, replace(stored, access_token=None, expires_at=None, updated_at=0)
-                )
+                await self._put(replace(stored, access_token=None, expires_at=None, updated_at=0))
         except OAuth2StoreError as e:
             log.warning("oauth2 token store unavailable", account=self.account, error=str(e))
 
+    async def observe(self) -> None:
+        """Read the account's record afresh for `status()`: a sign-in by another process or
+        instance shows, and so does a store that cannot be read."""
+        try:
+            self._seen = await self._store.get(self.account)
+            self._store_error = ""
+        except OAuth2StoreError as e:
+            self._store_error = str(e)
+
     def status(self) -> dict[str, Any]:
-        """For the status page and `notifier oauth2 status`: never a secret."""
+        """For the status page and `notifier oauth2 status`: never a secret. Reports the
+        record as last read or written (`observe()` first for the store's current one)."""
         state, error = OK, self._last_error
         expires_at = self._cached.expires_at if self._cached else None
-        try:
-            stored = self._usable(self._store.get(self.account))
-        except OAuth2StoreError as e:
-            stored, state, error = None, ERROR, str(e)
+        stored = self._usable(self._seen)
         if stored is not None and expires_at is None:
             expires_at = stored.expires_at
         # A sign-in since the failure (this page, or the CLI in another process) clears it.
         signed_in_since = stored is not None and stored.updated_at != self._failure_stamp
-        if self.spec.interactive and stored is not None and self._scope_changed(stored):
+        if self._store_error and self._failure is None:
+            # Unreadable for now (the database is away): the tokens may well be fine.
+            state, error = ERROR, self._store_error
+        elif self.spec.interactive and stored is not None and self._scope_changed(stored):
             state, error = NEEDS_AUTHORIZATION, self._scope_advice(stored)
         elif self._failure is not None and not signed_in_since:
             state = NEEDS_AUTHORIZATION
@@ -171,22 +189,44 @@ class AccountTokenProvider:
             f"`notifier oauth2 authorize {self.account}`"
         )
 
-    def _load(self) -> StoredTokens | None:
-        """The stored record; an unreadable store only matters where a person signed in."""
-        try:
-            return self._usable(self._store.get(self.account))
-        except OAuth2StoreError as e:
-            if self.spec.interactive:
-                raise self._needs_authorization(str(e), None) from None
-            log.warning("oauth2 token store unavailable", account=self.account, error=str(e))
-            return None
+    def _saw(self, stored: StoredTokens | None) -> None:
+        self._seen = stored
+        self._store_error = ""
+
+    async def _put(self, record: StoredTokens) -> None:
+        await self._store.put(self.account, record)
+        self._saw(record)
 
     async def _acquire(self) -> TokenSet:
-        stored = self._load()
+        """Under the store's refresh lock: the token another holder just stored, else a grant."""
+        locked = False
+        try:
+            async with self._store.refreshing(self.account) as stored:
+                locked = True
+                self._saw(stored)
+                return await self._acquire_with(self._usable(stored))
+        except OAuth2StoreError as e:
+            if locked:
+                raise
+            return await self._without_store(e)
+
+    async def _without_store(self, error: OAuth2StoreError) -> TokenSet:
+        """The store cannot be read: only a refresh token needs it (and a person, if the store
+        cannot be decrypted); the other grants work without it."""
+        self._store_error = str(error)
+        if not self.spec.interactive:
+            log.warning("oauth2 token store unavailable", account=self.account, error=str(error))
+            return await self._acquire_with(None)
+        if isinstance(error, TokenStoreUnavailable):
+            # The database is away for now: no refresh without its lock, mails wait and retry.
+            return self._still_valid_or_raise(str(error))
+        raise await self._needs_authorization(str(error), None) from None
+
+    async def _acquire_with(self, stored: StoredTokens | None) -> TokenSet:
         if stored is not None and self._scope_changed(stored):
             if self.spec.interactive:
                 # A refresh keeps the scope a person consented to: only a new sign-in helps.
-                raise self._needs_authorization(self._scope_advice(stored), stored)
+                raise await self._needs_authorization(self._scope_advice(stored), stored)
             stored = replace(stored, access_token=None)  # the grant below asks for the new one
         now = self._clock()
         if self._failure is not None:
@@ -194,13 +234,9 @@ class AccountTokenProvider:
             # A new authorization changes the store; until then asking again is pointless.
             if stamp == self._failure_stamp and now - self._failure_at < self._permanent_hold:
                 raise NeedsAuthorization(self.account, self._failure.reason)
-        if (
-            stored is not None
-            and stored.access_token
-            and stored.expires_at is not None
-            and stored.expires_at - now > self._margin
-        ):
-            # Another process (or this one before a restart) already holds a fresh token.
+        if stored is not None and stored.access_token and stored.fresh_for(now, self._margin):
+            # Another instance or process (or this one before a restart) already refreshed.
+            assert stored.expires_at is not None  # fresh_for checked it
             self._cached = TokenSet(stored.access_token, stored.expires_at, stored.refresh_token)
             self._failure = None
             self._temporary_failure = False
@@ -212,11 +248,11 @@ class AccountTokenProvider:
                 tokens = await self._grant_once(stored)
             except TokenEndpointError as e:
                 if e.permanent:
-                    raise self._needs_authorization(e.advice, stored) from None
+                    raise await self._needs_authorization(e.advice, stored) from None
                 self._temporary_failure = True
                 self._last_error = e.advice
                 if attempt == len(delays):
-                    return self._still_valid_or_raise(e)
+                    return self._still_valid_or_raise(str(e))
                 delay = delays[attempt]
                 log.warning(
                     "oauth2 token endpoint failed, retrying",
@@ -229,29 +265,32 @@ class AccountTokenProvider:
                 await self._sleep(delay)
                 continue
             except NeedsAuthorization as e:
-                raise self._needs_authorization(e.reason, stored) from None
-            self._keep(tokens, stored)
+                raise await self._needs_authorization(e.reason, stored) from None
+            await self._keep(tokens, stored)
             return tokens
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _still_valid_or_raise(self, error: TokenEndpointError) -> TokenSet:
+    def _still_valid_or_raise(self, reason: str) -> TokenSet:
         cached = self._cached
         if cached is not None and cached.expires_at > self._clock():
-            # Inside the margin but not expired: better than no token while the provider is down.
+            # Inside the margin but not expired: better than no token while the provider (or
+            # the shared store) is down.
             log.warning(
                 "oauth2 refresh failed, using the current token until it expires",
                 account=self.account,
                 endpoint=self.spec.token_endpoint,
-                reason=error.advice,
+                reason=reason,
             )
             return cached
-        raise TokenUnavailable(self.account, str(error)) from None
+        raise TokenUnavailable(self.account, reason) from None
 
-    def _needs_authorization(self, reason: str, stored: StoredTokens | None) -> NeedsAuthorization:
+    async def _needs_authorization(
+        self, reason: str, stored: StoredTokens | None
+    ) -> NeedsAuthorization:
         failure = NeedsAuthorization(self.account, reason)
         self._failure = failure
         self._failure_at = self._clock()
-        self._failure_stamp = self._remember_failure(reason, stored)
+        self._failure_stamp = await self._remember_failure(reason, stored)
         self._last_error = reason
         self._cached = None
         log.error(
@@ -262,7 +301,7 @@ class AccountTokenProvider:
         )
         return failure
 
-    def _remember_failure(self, reason: str, stored: StoredTokens | None) -> float:
+    async def _remember_failure(self, reason: str, stored: StoredTokens | None) -> float:
         """Write the reason into the store (for `notifier oauth2 status` in another process);
         returns the record's stamp, which a new sign-in will change."""
         if stored is None:
@@ -275,14 +314,12 @@ class AccountTokenProvider:
         elif stored.error == reason:
             return stored.updated_at
         try:
-            self._store.put(
-                self.account, replace(stored, access_token=None, error=reason, error_at=time.time())
-            )
+            await self._put(replace(stored, access_token=None, error=reason, error_at=time.time()))
         except OAuth2StoreError as e:
             log.warning("oauth2 token store unavailable", account=self.account, error=str(e))
         return stored.updated_at
 
-    def _keep(self, tokens: TokenSet, stored: StoredTokens | None) -> None:
+    async def _keep(self, tokens: TokenSet, stored: StoredTokens | None) -> None:
         now = self._clock()
         self._cached = tokens
         self._failure = None
@@ -298,7 +335,7 @@ class AccountTokenProvider:
             now=now,
         )
         try:
-            self._store.put(self.account, record)
+            await self._put(record)
         except OAuth2StoreError as e:
             # The token is good; only a restart would have to fetch it again.
             log.error("oauth2 token store unavailable", account=self.account, error=str(e))

@@ -1,21 +1,27 @@
 """The process's OAuth2 state: one token store, one HTTP client, one provider per account,
 and the pending interactive authorizations. Shared by the mail transports, the web pages and
-the CLI, so a sign-in on the page is what the next mail uses."""
+the CLI, so a sign-in on the page is what the next mail uses.
+
+The token store follows the spool: a file under data_dir with the SQLite spool, the shared
+database with `[spool] backend = "postgresql"` (then a sign-in on one instance is what every
+instance uses, and `[oauth2] store_secret` must be set, the same everywhere)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from notifier.config import AccountSettings, Settings, host_port, parse_listen
-from notifier.oauth2.errors import ModeError
+from notifier.oauth2.errors import ModeError, OAuth2StoreError
+from notifier.oauth2.filestore import KEY_FILE, STORE_FILE, FileTokenStore
 from notifier.oauth2.flows import AuthorizationFlows
 from notifier.oauth2.modes import validate_mode
 from notifier.oauth2.provider import AccountTokenProvider, provider_for_account
-from notifier.oauth2.store import TokenStore
+from notifier.oauth2.store import TokenStore, copy_tokens
 
 TOKEN_ENDPOINT_TIMEOUT_S = 30.0
 
@@ -43,8 +49,9 @@ def default_redirect_uri(settings: Settings) -> str:
 
 
 def validate_accounts(settings: Settings) -> list[str]:
-    """One line per problem in every account's `[accounts.oauth2]`, naming the key."""
-    problems: list[str] = []
+    """One line per problem in every account's `[accounts.oauth2]` and in the token store's
+    settings, naming the key."""
+    problems = store_problems(settings)
     redirect = default_redirect_uri(settings)
     for account in oauth2_accounts(settings):
         assert account.oauth2 is not None
@@ -52,6 +59,61 @@ def validate_accounts(settings: Settings) -> list[str]:
             account.oauth2, account.name, account.mailbox, redirect, account.transport
         )
     return problems
+
+
+def store_problems(settings: Settings) -> list[str]:
+    """The shared store needs a configured key: a generated key file would be one instance's,
+    and the others could not decrypt what it stored."""
+    if (
+        settings.spool.backend == "postgresql"
+        and oauth2_accounts(settings)
+        and not settings.oauth2.store_secret.get_secret_value()
+    ):
+        return [
+            'oauth2.store_secret: with spool.backend = "postgresql" the OAuth2 tokens are kept '
+            "in the shared database, and every instance must decrypt them: set [oauth2] "
+            "store_secret (or store_secret_file), the same on every instance"
+        ]
+    return []
+
+
+async def open_token_store(settings: Settings) -> TokenStore:
+    """The configured store: the shared database with the PostgreSQL spool, else the file
+    under data_dir. Raises `OAuth2StoreError` (`TokenStoreUnavailable`: the database cannot be
+    reached)."""
+    secret = settings.oauth2.store_secret.get_secret_value()
+    if settings.spool.backend == "postgresql":
+        from notifier.oauth2.pgstore import PostgresTokenStore
+
+        return await PostgresTokenStore.open(settings.spool.dsn.get_secret_value(), secret)
+    return FileTokenStore.open(settings.data_dir, secret)
+
+
+async def copy_file_store_to_database(settings: Settings) -> list[str]:
+    """For `notifier spool migrate --to postgresql`: copy the token file under data_dir into
+    the database of `[spool] dsn` (settings with backend = "postgresql" and store_secret).
+    Returns the accounts copied ([] when there is no file).
+
+    The file may be sealed with the configured secret or with the key file it was created
+    with (a box that had no store_secret): the secret is tried first, then the key file.
+    Raises `OAuth2StoreError` when neither opens it, or the database cannot be reached."""
+    if settings.spool.backend != "postgresql":
+        raise OAuth2StoreError('copying the token store needs spool.backend = "postgresql"')
+    if not (Path(settings.data_dir) / STORE_FILE).exists():
+        return []
+    secret = settings.oauth2.store_secret.get_secret_value()
+    source: TokenStore = FileTokenStore.open(settings.data_dir, secret)
+    try:
+        await source.accounts()
+    except OAuth2StoreError:
+        if not (Path(settings.data_dir) / KEY_FILE).exists():
+            raise
+        source = FileTokenStore.open(settings.data_dir)
+    target = await open_token_store(settings)
+    try:
+        return await copy_tokens(source, target)
+    finally:
+        await target.close()
 
 
 @dataclass
@@ -63,7 +125,7 @@ class OAuth2Runtime:
     redirect_uri: str = ""
 
     @classmethod
-    def open(cls, settings: Settings) -> OAuth2Runtime | None:
+    async def open(cls, settings: Settings) -> OAuth2Runtime | None:
         """None when no account uses OAuth2 (no key file is created then).
 
         Raises `OAuth2StoreError` when the store cannot be read with the configured key, and
@@ -75,10 +137,14 @@ class OAuth2Runtime:
         problems = validate_accounts(settings)
         if problems:
             raise ModeError(problems)
-        store = TokenStore.open(settings.data_dir, settings.oauth2.store_secret.get_secret_value())
-        # Read once now: a store under another key stops the start with one clear line rather
-        # than failing every mail later.
-        store.accounts()
+        store = await open_token_store(settings)
+        try:
+            # Read once now: a store under another key stops the start with one clear line
+            # rather than failing every mail later.
+            await store.accounts()
+        except BaseException:
+            await store.close()
+            raise
         http = httpx.AsyncClient(timeout=TOKEN_ENDPOINT_TIMEOUT_S)
         redirect = default_redirect_uri(settings)
         runtime = cls(store, http, AuthorizationFlows(store, http), redirect_uri=redirect)
@@ -95,9 +161,16 @@ class OAuth2Runtime:
             return provider.spec.redirect_uri
         return self.redirect_uri
 
-    def status_rows(self) -> list[dict[str, Any]]:
-        """Each account's `AccountTokenProvider.status()` (never a secret), with the times in
-        words and the redirect URI to register: for `notifier oauth2 status` and the page."""
+    async def observe(self) -> None:
+        """Every provider's record read afresh (`AccountTokenProvider.observe`)."""
+        for provider in self.providers.values():
+            await provider.observe()
+
+    async def status_rows(self) -> list[dict[str, Any]]:
+        """Each account's `AccountTokenProvider.status()` (never a secret) as the store has it
+        now, with the times in words and the redirect URI to register: for `notifier oauth2
+        status` and the page."""
+        await self.observe()
         return [
             {
                 **(status := provider.status()),
@@ -110,3 +183,4 @@ class OAuth2Runtime:
 
     async def close(self) -> None:
         await self.http.aclose()
+        await self.store.close()

@@ -1,26 +1,24 @@
-"""The token store: refresh tokens and cached access tokens, encrypted at rest.
+"""The token store: what is kept per account, the interface every backend offers, and the
+encryption they share.
 
-One file (`data_dir/oauth2-tokens.json`, mode 0600) holds a Fernet token (AES-128-CBC +
-HMAC-SHA256) over a JSON object of account name -> `StoredTokens`. The key comes from a
-configured secret (stretched with scrypt) or from `data_dir/oauth2.key`, created 0600 on first
-use. Every write goes to a temporary file that is fsynced and renamed over the old one, so a
-crash leaves either the old or the new store, never half of one.
+Two backends implement `TokenStore`: a file under `data_dir` (`filestore.FileTokenStore`, one
+box) and a table in the shared PostgreSQL database (`pgstore.PostgresTokenStore`, several
+instances). Both seal what they keep with Fernet (AES-128-CBC + HMAC-SHA256); the key comes from
+the configured `[oauth2] store_secret` (stretched with scrypt) or, for the file store only, from
+a key file it creates.
+
+The interface is async: the provider asks for tokens inside the event loop that also serves the
+receivers and the SMTP sessions, and a database round trip (or a lock held by another instance
+while it refreshes) must wait without blocking them.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import fcntl
 import json
-import os
-import tempfile
-import threading
-import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
-from typing import Any
+from contextlib import AbstractAsyncContextManager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
@@ -28,10 +26,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from notifier.oauth2.errors import OAuth2StoreError
 from notifier.oauth2.grants import TokenSet
 
-STORE_FILE = "oauth2-tokens.json"
-KEY_FILE = "oauth2.key"
-LOCK_FILE = "oauth2-tokens.lock"
-# A fixed salt is enough here: the secret protects one file, not a table of passwords.
+# A fixed salt is enough here: the secret protects one store, not a table of passwords.
 _SALT = b"notifier oauth2 token store v1"
 
 
@@ -78,6 +73,49 @@ class StoredTokens:
     def belongs_to(self, client_id: str, token_endpoint: str) -> bool:
         return self.client_id == client_id and self.token_endpoint == token_endpoint
 
+    def fresh_for(self, now: float, margin_s: float) -> bool:
+        """Whether the stored access token is good for more than `margin_s` seconds."""
+        return (
+            bool(self.access_token)
+            and self.expires_at is not None
+            and self.expires_at - now > margin_s
+        )
+
+
+class TokenStore(Protocol):
+    """Encrypted per-account token records, shared by every process that opens the same store
+    (the service, `notifier oauth2 ...`, other instances on the database). Every call reads the
+    store afresh. Methods raise `OAuth2StoreError` (its subclass `TokenStoreUnavailable` when
+    the store cannot be reached for now) with a message that never holds a secret."""
+
+    @property
+    def where(self) -> str:
+        """Where the tokens are, for messages: a path, or host:port/dbname."""
+        ...
+
+    async def get(self, account: str) -> StoredTokens | None: ...
+
+    async def put(self, account: str, tokens: StoredTokens) -> None:
+        """Store `tokens` for `account`; durable when this returns."""
+        ...
+
+    async def delete(self, account: str) -> bool:
+        """Forget the account's tokens; False when none were stored."""
+        ...
+
+    async def accounts(self) -> list[str]:
+        """The accounts with stored tokens, sorted. Decrypts every record: a store under
+        another key raises here (the service calls it at start)."""
+        ...
+
+    def refreshing(self, account: str) -> AbstractAsyncContextManager[StoredTokens | None]:
+        """Hold the account's refresh lock (across every process sharing the store) and give
+        the record as it is now. Whoever holds it may use the refresh token and `put` the
+        answer; another holder waits, then reads what this one stored."""
+        ...
+
+    async def close(self) -> None: ...
+
 
 def key_from_secret(secret: str) -> bytes:
     """A Fernet key derived from a configured secret (scrypt, so a short one is still costly)."""
@@ -85,150 +123,50 @@ def key_from_secret(secret: str) -> bytes:
     return base64.urlsafe_b64encode(kdf.derive(secret.encode("utf-8")))
 
 
-def load_or_create_key_file(path: Path) -> bytes:
-    """The key in `path`, created (0600, never overwritten) when the file does not exist."""
+def undecryptable(where: str) -> OAuth2StoreError:
+    return OAuth2StoreError(
+        f"token store {where} cannot be decrypted with this key: the key file or the "
+        "configured secret changed; re-authorize the accounts (after deleting the store) "
+        "or restore the key"
+    )
+
+
+def seal(fernet: Fernet, data: Any) -> bytes:
+    """`data` as compact JSON, encrypted."""
+    return fernet.encrypt(json.dumps(data, separators=(",", ":")).encode("utf-8"))
+
+
+def unseal(fernet: Fernet, blob: bytes, where: str) -> Any:
+    """What `seal` wrapped; `OAuth2StoreError` for another key or damaged data."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        try:
-            key = path.read_bytes().strip()
-        except OSError as e:
-            raise OAuth2StoreError(f"cannot read key file {path}: {e.strerror or e}") from None
-        try:
-            Fernet(key)
-        except ValueError:
-            raise OAuth2StoreError(
-                f"key file {path} does not hold a valid key: restore it from a backup, or delete "
-                "it together with the token store and re-authorize every account"
-            ) from None
-        return key
-    except OSError as e:
-        raise OAuth2StoreError(f"cannot create key file {path}: {e.strerror or e}") from None
-    key = Fernet.generate_key()
-    with os.fdopen(fd, "wb") as f:
-        f.write(key + b"\n")
-        f.flush()
-        os.fsync(f.fileno())
-    _fsync_dir(path.parent)
-    return key
-
-
-def _fsync_dir(directory: Path) -> None:
+        plain = fernet.decrypt(blob.strip())
+    except InvalidToken:
+        raise undecryptable(where) from None
     try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        return json.loads(plain)
+    except ValueError:
+        raise OAuth2StoreError(f"token store {where} is damaged: re-authorize") from None
 
 
-class TokenStore:
-    """Encrypted per-account token records. Thread-safe; each call reads the file afresh, so a
-    `notifier oauth2 authorize` run in another process is seen by the running service. Writes
-    hold an advisory lock on a side file, so the service rotating one account's refresh token
-    and the CLI storing another's never lose each other's update."""
-
-    def __init__(self, path: Path, key: bytes) -> None:
-        self.path = path
-        self._fernet = Fernet(key)
-        self._lock = threading.Lock()
-
-    @contextlib.contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        """This thread and every other process, for one read-modify-write."""
-        with self._lock:
-            lock_path = self.path.with_name(LOCK_FILE)
-            try:
-                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError as e:
-                raise OAuth2StoreError(f"cannot open {lock_path}: {e.strerror or e}") from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)  # releases the lock
-
-    @classmethod
-    def open(cls, data_dir: str | os.PathLike[str], secret: str = "") -> TokenStore:
-        """The store under `data_dir`, keyed by `secret` if given, else by the key file."""
-        directory = Path(data_dir)
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise OAuth2StoreError(f"cannot create {directory}: {e.strerror or e}") from None
-        key = key_from_secret(secret) if secret else load_or_create_key_file(directory / KEY_FILE)
-        return cls(directory / STORE_FILE, key)
-
-    def get(self, account: str) -> StoredTokens | None:
-        with self._lock:
-            record = self._read().get(account)
-        return _record(record) if isinstance(record, dict) else None
-
-    def put(self, account: str, tokens: StoredTokens) -> None:
-        """Store `tokens` for `account` durably (fsynced before this returns)."""
-        tokens = replace(tokens, updated_at=tokens.updated_at or time.time())
-        with self._exclusive():
-            data = self._read()
-            data[account] = asdict(tokens)
-            self._write(data)
-
-    def delete(self, account: str) -> bool:
-        with self._exclusive():
-            data = self._read()
-            found = data.pop(account, None) is not None
-            if found:
-                self._write(data)
-        return found
-
-    def accounts(self) -> list[str]:
-        with self._lock:
-            return sorted(self._read())
-
-    def _read(self) -> dict[str, Any]:
-        try:
-            blob = self.path.read_bytes()
-        except FileNotFoundError:
-            return {}
-        except OSError as e:
-            raise OAuth2StoreError(f"cannot read {self.path}: {e.strerror or e}") from None
-        try:
-            plain = self._fernet.decrypt(blob.strip())
-        except InvalidToken:
-            raise OAuth2StoreError(
-                f"token store {self.path} cannot be decrypted with this key: the key file or the "
-                "configured secret changed; re-authorize the accounts (after deleting the store) "
-                "or restore the key"
-            ) from None
-        try:
-            data = json.loads(plain)
-        except ValueError:
-            raise OAuth2StoreError(f"token store {self.path} is damaged: re-authorize") from None
-        return data if isinstance(data, dict) else {}
-
-    def _write(self, data: dict[str, Any]) -> None:
-        blob = self._fernet.encrypt(json.dumps(data, separators=(",", ":")).encode("utf-8"))
-        directory = self.path.parent
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=".oauth2-tokens.", dir=directory)
-        except OSError as e:
-            raise OAuth2StoreError(f"cannot write in {directory}: {e.strerror or e}") from None
-        try:
-            with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), 0o600)
-                f.write(blob + b"\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except OSError as e:
-            Path(tmp).unlink(missing_ok=True)
-            raise OAuth2StoreError(f"cannot write {self.path}: {e.strerror or e}") from None
-        _fsync_dir(directory)
+def as_dict(tokens: StoredTokens) -> dict[str, Any]:
+    return asdict(tokens)
 
 
-def _record(data: dict[str, Any]) -> StoredTokens:
+def from_dict(data: dict[str, Any]) -> StoredTokens:
+    """A record from its stored form; keys of a newer version are ignored."""
     known = StoredTokens.__dataclass_fields__
     return StoredTokens(**{k: v for k, v in data.items() if k in known})
+
+
+async def copy_tokens(source: TokenStore, target: TokenStore) -> list[str]:
+    """Copy every account's record from `source` into `target` (a record already in `target`
+    is replaced: the source is what was in use). Returns the accounts copied. For
+    `notifier spool migrate --to postgresql`: the file store of the box being moved, into the
+    database every instance shares."""
+    copied: list[str] = []
+    for account in await source.accounts():
+        tokens = await source.get(account)
+        if tokens is not None:
+            await target.put(account, tokens)
+            copied.append(account)
+    return copied

@@ -220,6 +220,50 @@ def render(result: object, as_json: bool = False) -> str:
     return str(result)
 
 
+# -- moving to PostgreSQL (`spool migrate`) ----------------------------------------------------
+
+MIGRATED_KEY = "migrated_to_postgresql"  # meta key: when this file was moved into a database
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """What the SQLite spool still owes: records by the consumers that are owed them."""
+
+    by_consumers: dict[tuple[str, ...], list[Record]]  # in arrival order
+    dead: int  # dead-lettered deliveries (not moved)
+    migrated_at: str  # "" unless the file was moved before
+
+
+def queued(data_dir: str | Path) -> Queued:
+    """The queued deliveries of the spool file (ready, leased or waiting for a retry)."""
+    with _open(data_dir) as conn:
+        owed: dict[int, list[str]] = {}
+        rows: dict[int, Record] = {}
+        for seq, consumer, data, raw in conn.execute(
+            "SELECT r.seq, d.consumer, r.data, r.raw FROM deliveries d"
+            " JOIN records r ON r.seq = d.seq WHERE d.state = ? ORDER BY r.seq, d.consumer",
+            (QUEUED,),
+        ):
+            owed.setdefault(seq, []).append(consumer)
+            if seq not in rows:
+                rows[seq] = schema.decode(data, raw)
+        dead = conn.execute("SELECT COUNT(*) FROM deliveries WHERE state = ?", (DEAD,)).fetchone()
+        mark = conn.execute("SELECT value FROM meta WHERE key = ?", (MIGRATED_KEY,)).fetchone()
+    by_consumers: dict[tuple[str, ...], list[Record]] = {}
+    for seq, consumers in owed.items():
+        by_consumers.setdefault(tuple(consumers), []).append(rows[seq])
+    return Queued(by_consumers, int(dead[0]), str(mark[0]) if mark else "")
+
+
+def mark_migrated(data_dir: str | Path, at: float) -> None:
+    """Note in the file that its records were moved, so a second `migrate` cannot move (and
+    mail) them again."""
+    with _open(data_dir) as conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (MIGRATED_KEY, _when(at))
+        )
+
+
 # -- helpers -----------------------------------------------------------------------------------
 
 

@@ -18,6 +18,9 @@ from pathlib import Path
 HEADROOM_MAX_BYTES = 16 << 20
 # ...and at most this share of the file system, so a small one can still be used.
 HEADROOM_SHARE = 4
+# While records are refused, the WAL is truncated once it takes more than this share of the
+# headroom, so the rest always fits a checkpoint.
+WAL_SHARE_OF_HEADROOM = 4
 
 
 def is_disk_full(error: BaseException) -> bool:
@@ -45,6 +48,15 @@ class DiskSpace:
     def room(self) -> int:
         """Bytes new records may still take (<= 0: refuse them, delivery goes on)."""
         return self.free + self.reusable - self.wal - self.headroom
+
+    @property
+    def wal_needs_checkpoint(self) -> bool:
+        """Whether the WAL should be checkpointed and truncated now, while records are refused.
+
+        Each byte delivery writes to the WAL takes a byte of free space, and checkpointing the
+        WAL may need as much again in the database file: left to grow, it eats the headroom
+        until the checkpoint that would give the space back no longer fits (#8)."""
+        return self.wal > self.headroom // WAL_SHARE_OF_HEADROOM
 
 
 def measure(database: Path, page_size: int, free_pages: int) -> DiskSpace:

@@ -9,6 +9,7 @@ from notifier.config import ReceiverSpoolSettings, Settings
 from notifier.metrics import Metrics
 from notifier.records import SMTP_RELAY, Kind
 from notifier.spool.base import Overflow, Spool
+from notifier.spool.cluster import Cluster, LocalCluster
 from notifier.spool.memory import MemorySpool
 from notifier.spool.policy import ReceiverPolicy, SpoolPolicy
 from notifier.spool.schema import spool_path
@@ -35,9 +36,13 @@ def open_spool(
         overflow=s.overflow,
         receivers=receiver_policies(s.receivers),
     )
+    wants = interest or {}
+    if s.backend == "postgresql":
+        # The owner of a route or forward may be another instance: what it consumes must be
+        # in the shared database, whatever its kind. Only history-only lines stay local.
+        policy = policy.durable_also(consumed_kinds(consumers, wants))
     durable = durable_spool(settings, consumers, policy, metrics)
     volatile = policy.volatile_kinds()
-    wants = interest or {}
     memory = MemorySpool(
         [c for c in consumers if c not in wants or volatile & set(wants[c])],
         max_entries=s.memory_queue_entries,
@@ -47,6 +52,16 @@ def open_spool(
     )
     # TieredSpool is annotated with SqliteSpool but uses only the Spool interface.
     return TieredSpool(durable, memory, policy, metrics=metrics)  # type: ignore[arg-type]
+
+
+def consumed_kinds(
+    consumers: Sequence[str], interest: Mapping[str, Collection[Kind]]
+) -> frozenset[Kind]:
+    """The kinds some consumer takes (a consumer without an entry takes every kind); pure."""
+    kinds: set[Kind] = set()
+    for consumer in consumers:
+        kinds |= set(interest.get(consumer, Kind))
+    return frozenset(kinds)
 
 
 def durable_spool(
@@ -65,9 +80,35 @@ def durable_spool(
         from notifier.spool.pg import PostgresSpool
 
         return PostgresSpool(
-            s.dsn.get_secret_value(), consumers, instance=settings.instance(), **limits
+            s.dsn.get_secret_value(),
+            consumers,
+            instance=settings.instance(),
+            dedupe_window_s=s.dedupe_window_s,
+            **limits,
         )
     return SqliteSpool(spool_path(settings.data_dir), consumers, **limits)
+
+
+def open_cluster(
+    settings: Settings, spool: Spool, consumers: Sequence[str], metrics: Metrics, version: str
+) -> Cluster:
+    """Who dispatches which consumer: on PostgreSQL, one instance each (heartbeats and lease
+    rows in the database); on SQLite, this instance, everything."""
+    durable = spool.durable if isinstance(spool, TieredSpool) else spool
+    if settings.spool.backend == "postgresql":
+        from notifier.spool.pg import PostgresSpool
+        from notifier.spool.pg.cluster import PgCluster
+
+        assert isinstance(durable, PostgresSpool)
+        return PgCluster(
+            settings.spool.dsn.get_secret_value(),
+            settings.instance(),
+            consumers,
+            durable,
+            version=version,
+            metrics=metrics,
+        )
+    return LocalCluster(settings.instance(), consumers, version)
 
 
 def open_state(settings: Settings, spool: Spool | None = None) -> StateStore:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TypeVar
 
@@ -53,6 +53,20 @@ class SpoolPolicy:
             if override.durable_kinds is not None:
                 always_durable &= override.durable_kinds
         return frozenset(Kind) - always_durable
+
+    def durable_also(self, kinds: Collection[Kind]) -> SpoolPolicy:
+        """This policy with `kinds` durable for every receiver too."""
+        receivers = {
+            name: replace(r, durable_kinds=r.durable_kinds | frozenset(kinds))
+            if r.durable_kinds is not None
+            else r
+            for name, r in self.receivers.items()
+        }
+        return replace(
+            self,
+            durable_kinds=self.durable_kinds | frozenset(kinds),
+            receivers=MappingProxyType(receivers),
+        )
 
     def is_durable(self, record: Record) -> bool:
         override = self.receivers.get(record.receiver)

@@ -482,6 +482,8 @@ class SqliteSpool:
         for action in txn.after:
             action()
         self._post(results, txn.notify)
+        if self._disk_full:
+            self._guarded(self._keep_wal_small)
         if durable:
             self._unchecked_commits += 1
             self._unchecked_bytes += txn.inserted_bytes
@@ -523,8 +525,9 @@ class SqliteSpool:
         if space is None:  # cannot tell: let SQLite say when it is full
             return self._disk_full
         held = bool(self._store.held)
-        if space.room <= 0 and not held and time.time() - self._reclaimed_at >= _RECLAIM_INTERVAL_S:
-            self._reclaim()
+        # Held deliveries do not stop a reclaim: a truncated WAL may be what lets them be written.
+        if space.room <= 0 and time.time() - self._reclaimed_at >= _RECLAIM_INTERVAL_S:
+            self._reclaim(space)
             space = self._measure() or space
         if space.room > 0 and held:
             held = not self._write_held()
@@ -571,7 +574,7 @@ class SqliteSpool:
         self._post([], True)  # acked records may have made room; nacked ones may be due
         return True
 
-    def _reclaim(self) -> None:
+    def _reclaim(self, before: diskspace.DiskSpace) -> None:
         """Give space back: delete delivered records (the history), copy the WAL into the
         file and truncate it, and return the freed pages to the file system."""
         store = self._store
@@ -597,6 +600,16 @@ class SqliteSpool:
         ):
             with contextlib.suppress(sqlite3.Error):
                 conn.executescript(step)
+        after = self._measure()
+        log.debug(
+            "spool: reclaim",
+            path=str(self.path),
+            pruned=pruned,
+            held=len(store.held),
+            free_bytes=(before.free, after.free if after else None),
+            wal_bytes=(before.wal, after.wal if after else None),
+            free_pages_bytes=(before.reusable, after.reusable if after else None),
+        )
         if pruned:
             log.info(
                 "spool: delivered records deleted to make room (the history page shows fewer)",
@@ -649,6 +662,18 @@ class SqliteSpool:
         if self._metrics is not None:
             self._metrics.spool_disk_full_refused.inc(n)
         return SpoolFull(diskspace.REFUSAL, retry_after_s=_DISK_FULL_RETRY_AFTER_S)
+
+    def _keep_wal_small(self) -> None:
+        """While records are refused, truncate the WAL before delivery's writes (leases,
+        retries, acks) let it grow past what a checkpoint could still copy into the file."""
+        space = self._measure()
+        if space is None or not space.wal_needs_checkpoint:
+            return
+        conn = self._store.conn
+        assert conn is not None
+        self._durable_sync(conn)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._space = self._measure() or space
 
     def _checkpoint(self) -> None:
         """Copy the WAL into the database file; runs with synchronous FULL (or NORMAL), so

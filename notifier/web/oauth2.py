@@ -40,18 +40,18 @@ class Notice:
     test_account: str = ""  # offer "Send test mail" for this account
 
 
-def account_rows(service: ServiceView) -> list[dict[str, Any]]:
-    return service.oauth2.status_rows() if service.oauth2 else []
+async def account_rows(service: ServiceView) -> list[dict[str, Any]]:
+    return await service.oauth2.status_rows() if service.oauth2 else []
 
 
 def oauth2_routes(service: ServiceView, guard: AdminGuard, token: FormToken) -> list[BaseRoute]:
 
-    def page(notice: Notice | None = None, status_code: int = 200) -> Response:
+    async def page(notice: Notice | None = None, status_code: int = 200) -> Response:
         return render_page(
             "oauth2.html.j2",
             status_code,
             version=__version__,
-            accounts=account_rows(service),
+            accounts=await account_rows(service),
             csrf=token.value,
             notice=notice,
         )
@@ -60,7 +60,7 @@ def oauth2_routes(service: ServiceView, guard: AdminGuard, token: FormToken) -> 
         return await checked_form(request, token, "/oauth2/")
 
     async def index(request: Request) -> Response:
-        return page()
+        return await page()
 
     async def authorize(request: Request) -> Response:
         form = await checked(request)
@@ -70,15 +70,15 @@ def oauth2_routes(service: ServiceView, guard: AdminGuard, token: FormToken) -> 
         name = form.get("account", "")
         provider = runtime.providers.get(name) if runtime else None
         if runtime is None or provider is None:
-            return page(Notice(False, f"No OAuth2 account named {name!r}."), 404)
+            return await page(Notice(False, f"No OAuth2 account named {name!r}."), 404)
         if not provider.spec.interactive:
             # Nothing to sign in to: fetch a token now so the page shows whether it works.
             try:
                 await provider.token()
             except OAuth2Error as e:
-                return page(Notice(False, f"Account {name}: no token", str(e)))
+                return await page(Notice(False, f"Account {name}: no token", str(e)))
             _nudge(service, name)
-            return page(
+            return await page(
                 Notice(True, f"Account {name}: the provider issued a token.", test_account=name)
             )
         try:
@@ -86,7 +86,7 @@ def oauth2_routes(service: ServiceView, guard: AdminGuard, token: FormToken) -> 
                 name, provider.spec, runtime.redirect_uri_for(name)
             )
         except OAuth2Error as e:
-            return page(Notice(False, f"Account {name}: cannot start the sign-in", str(e)))
+            return await page(Notice(False, f"Account {name}: cannot start the sign-in", str(e)))
         log.info("oauth2 sign-in started", account=name, page="/oauth2/")
         return RedirectResponse(url, status_code=303, headers=NO_STORE)
 
@@ -96,15 +96,17 @@ def oauth2_routes(service: ServiceView, guard: AdminGuard, token: FormToken) -> 
         state = params.get("state", "")
         name = runtime.flows.pending_account(state) if runtime and state else None
         if runtime is None:
-            return page(Notice(False, "No account uses OAuth2."), 404)
+            return await page(Notice(False, "No account uses OAuth2."), 404)
         if "error" in params:
             reason = explain(params["error"], params.get("error_description", ""))
             if name:  # the state is spent: a new sign-in starts from the button
                 runtime.flows.discard(state)
-            return page(Notice(False, f"The provider refused the sign-in{_for(name)}", reason))
+            return await page(
+                Notice(False, f"The provider refused the sign-in{_for(name)}", reason)
+            )
         code = params.get("code", "")
         if not code or name is None:
-            return page(
+            return await page(
                 Notice(
                     False,
                     "This sign-in is unknown, already used or expired.",
@@ -116,17 +118,19 @@ def oauth2_routes(service: ServiceView, guard: AdminGuard, token: FormToken) -> 
         try:
             await runtime.flows.complete_authorization(state, code)
         except TokenEndpointError as e:
-            return page(Notice(False, f"Account {name}: the provider refused the code", e.advice))
+            return await page(
+                Notice(False, f"Account {name}: the provider refused the code", e.advice)
+            )
         except OAuth2Error as e:
-            return page(Notice(False, f"Account {name}: sign-in not completed", str(e)))
+            return await page(Notice(False, f"Account {name}: sign-in not completed", str(e)))
         provider = runtime.providers.get(name)
         if provider is not None:
             try:
                 await provider.token()  # the token just stored; clears an earlier failure
             except OAuth2Error as e:
-                return page(Notice(False, f"Account {name}: signed in, but no token", str(e)))
+                return await page(Notice(False, f"Account {name}: signed in, but no token", str(e)))
         _nudge(service, name)
-        return page(
+        return await page(
             Notice(
                 True,
                 f"Account {name} is authorized.",
@@ -141,18 +145,18 @@ def oauth2_routes(service: ServiceView, guard: AdminGuard, token: FormToken) -> 
             return form
         name = form.get("account", "")
         if service.dispatcher is None:
-            return page(Notice(False, "The service is not running its routes."), 503)
+            return await page(Notice(False, "The service is not running its routes."), 503)
         try:
             report = await service.dispatcher.send_test(name, form.get("to", "").strip())
         except TestMailError as e:
-            return page(Notice(False, f"Account {name}: no test mail sent", str(e)))
+            return await page(Notice(False, f"Account {name}: no test mail sent", str(e)))
         lines = describe_report(report)
         if report.ok and report.result is not None:
             title = f"Test mail accepted for {', '.join(report.result.accepted)}."
         else:
             title = f"Account {name}: the test mail was not sent."
         log.info("test mail from the oauth2 page", account=name, ok=report.ok)
-        return page(Notice(report.ok, title, lines=lines, test_account=name))
+        return await page(Notice(report.ok, title, lines=lines, test_account=name))
 
     return [
         Route("/oauth2", guard(index), methods=["GET"]),

@@ -26,8 +26,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import BaseRoute, Route
 
 from notifier import __version__
-from notifier.config import MatchSettings
-from notifier.dispatch.rules import RuleError, compile_match
+from notifier.dispatch.control import MATCHER_KEYS, ControlError, silence_scope
 from notifier.duration import parse_duration
 from notifier.log import get_logger
 from notifier.records import Kind, Record, Severity, UnknownSeverity, parse_severity
@@ -39,9 +38,6 @@ from notifier.web.view import ServiceView
 
 log = get_logger("notifier.web")
 
-# The matcher keys of a silence: a route's `match` keys, plus route names and a floor.
-ROUTE_MATCH_KEYS = ("kinds", "severities", "codes", "devices", "sources", "receivers", "text")
-SILENCE_KEYS = (*ROUTE_MATCH_KEYS, "routes", "min_severity")
 MAX_JSON_BYTES = 65536
 
 
@@ -193,61 +189,26 @@ def history_rows(records: Sequence[Record]) -> list[dict[str, str]]:
 
 
 def parse_matchers(raw: object, routes: Sequence[str]) -> dict[str, tuple[str, ...]]:
-    """A silence's matchers from a request, checked as a route's `match` is; raises BadRequest.
-
-    A silence must name something besides `kinds`: an empty set would mute everything."""
+    """A silence's matchers from a request, compiled as the dispatcher will compile them;
+    raises BadRequest. A silence must name something besides `kinds`: an empty set would mute
+    everything."""
     if not isinstance(raw, Mapping):
         raise BadRequest('matchers: an object like {"devices": ["gw01*"]} is required')
-    unknown = sorted(set(raw) - set(SILENCE_KEYS))
-    if unknown:
-        raise BadRequest(f"matchers: unknown key {unknown[0]!r}; use {', '.join(SILENCE_KEYS)}")
     lists: dict[str, list[str]] = {}
     for name, value in raw.items():
         values = [value] if isinstance(value, str) else value
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
             raise BadRequest(f"matchers.{name}: a string or a list of strings")
-        lists[name] = [v for v in values if v.strip()]
+        lists[str(name)] = [v for v in values if v.strip()]
     matchers = silence_matchers(lists)
-    if not set(matchers) - {"kinds"}:
-        raise BadRequest(
-            "matchers: name at least one of devices, codes, sources, severities, min_severity, "
-            "receivers, routes or text (a silence never mutes everything)"
-        )
-    check_matchers(matchers, routes)
-    return matchers
-
-
-def check_matchers(matchers: Mapping[str, Sequence[str]], routes: Sequence[str]) -> None:
-    """Compile the matchers as a route's `match` compiles; raises BadRequest naming the bad one."""
-    if len(matchers.get("text", ())) > 1:
-        raise BadRequest("matchers.text: one regular expression")
-    if len(matchers.get("min_severity", ())) > 1:
-        raise BadRequest("matchers.min_severity: one severity")
+    try:
+        silence_scope(matchers)
+    except ControlError as e:
+        raise BadRequest(str(e)) from None
     for name in matchers.get("routes", ()):
         if name not in routes:
             raise BadRequest(f"matchers.routes: no route named {name!r}")
-    for floor in matchers.get("min_severity", ()):
-        try:
-            parse_severity(floor)
-        except UnknownSeverity as e:
-            raise BadRequest(f"matchers.min_severity: {e}") from None
-    fields: dict[str, Any] = {k: list(v) for k, v in matchers.items() if k in ROUTE_MATCH_KEYS}
-    fields["text"] = "".join(fields.get("text", []))
-    fields.setdefault("kinds", list(Kind))
-    try:
-        compile_match(MatchSettings.model_validate(fields), where="matchers")
-    except RuleError as e:
-        raise BadRequest(str(e)) from None
-    except ValueError as e:  # pydantic: a kind that is not one
-        raise BadRequest(f"matchers: {_first_error(e)}") from None
-
-
-def _first_error(e: ValueError) -> str:
-    errors = getattr(e, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
-    return str(e)
+    return matchers
 
 
 def parse_time(value: object, name: str) -> float:
@@ -460,7 +421,7 @@ def operator_routes(service: ServiceView, guard: AdminGuard, forms: FormToken) -
         form = await checked_form(request, forms, "/")
         if isinstance(form, Response):
             return form
-        matchers = {k: form[k].split() for k in SILENCE_KEYS if form.get(k, "").strip()}
+        matchers = {k: form[k].split() for k in MATCHER_KEYS if form.get(k, "").strip()}
         if "text" in matchers:
             matchers["text"] = [form["text"].strip()]
         body = {

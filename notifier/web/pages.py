@@ -71,9 +71,12 @@ def status_context(service: ServiceView) -> dict[str, Any]:
     if spool:
         for (consumer, state), n in spool.depth.items():
             depth.setdefault(consumer, {})[state] = n
+    cluster = service.cluster.view() if service.cluster else None
     routes = service.dispatcher.status() if service.dispatcher else []
     for r in routes:
-        r["depth"] = depth.get(r.get("consumer") or f"route:{r['route']}", {})
+        consumer = r.get("consumer") or f"route:{r['route']}"
+        r["depth"] = depth.get(consumer, {})
+        r["owner"] = cluster.owners.get(consumer, "") if cluster else ""
         r["delivery"] = _delivery(r, now)
     oauth = {}
     if service.oauth2:
@@ -104,6 +107,17 @@ def status_context(service: ServiceView) -> dict[str, Any]:
         "accounts": accounts,
         "forwards": forwards,
         "spool": spool,
+        "shared": s.spool.backend == "postgresql",  # several instances may run
+        "instances": [
+            {
+                "name": i.name,
+                "up": i.up,
+                "heartbeat": f"{i.heartbeat_age_s:.0f}s ago",
+                "version": i.version,
+                "me": service.cluster is not None and i.name == service.cluster.instance,
+            }
+            for i in (cluster.instances if cluster else ())
+        ],
         "records": [
             {
                 "when": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.received_at)),
@@ -122,6 +136,8 @@ def status_context(service: ServiceView) -> dict[str, Any]:
 
 def status_routes(service: ServiceView, guard: AdminGuard, forms: FormToken) -> list[BaseRoute]:
     async def status_page(request: Request) -> Response:
+        if service.oauth2:
+            await service.oauth2.observe()  # a sign-in on another instance shows here too
         now = time.time()
         silences = await service.state.silences(ended_after=now - 86400) if service.state else []
         return page(

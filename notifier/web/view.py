@@ -13,6 +13,7 @@ from notifier.config import Settings
 from notifier.mail.transport import MailTransport, SendReport
 from notifier.oauth2.runtime import OAuth2Runtime
 from notifier.spool.base import Spool
+from notifier.spool.cluster import Cluster
 from notifier.spool.state import StateStore
 
 
@@ -62,6 +63,9 @@ class ServiceView(Protocol):
 
     @property
     def oauth2(self) -> OAuth2Runtime | None: ...
+
+    @property
+    def cluster(self) -> Cluster | None: ...
 
     @property
     def state(self) -> StateStore | None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.conftest import free_port
 from tests.e2e.test_alarm_mail import post_alarm, route
@@ -90,11 +89,6 @@ def test_alarms_accepted_before_the_disk_filled_are_mailed_and_new_ones_wait_for
                 proc.stop()
 
 
-# Known intermittent (1 run in about 4 on a fresh clone): after the delivered records are deleted
-# the spool can stay at 503 for more than 20 s, as the space it keeps for delivery (a quarter of
-# the file system plus the WAL) is not given back. Issue #8 item 9 stays open on this point; the
-# test runs every time and reports XPASS when the reclaim works.
-@pytest.mark.xfail(reason="reclaim after a self-filled disk is intermittent (#8)", strict=False)
 def test_a_spool_that_filled_the_disk_itself_accepts_again_once_it_has_delivered(
     tmp_path: Path,
 ) -> None:

@@ -21,8 +21,9 @@ from notifier.config import load_settings
 from notifier.mail.accounts import build_transport
 from notifier.mail.testmail import compose_test_mail
 from notifier.mail.transport import SendResult
+from notifier.oauth2.filestore import STORE_FILE, FileTokenStore
 from notifier.oauth2.runtime import OAuth2Runtime
-from notifier.oauth2.store import STORE_FILE, StoredTokens, TokenStore
+from notifier.oauth2.store import StoredTokens
 from tests.authserver import AuthServer
 from tests.certs import TestPKI
 from tests.oauth2.harness import (
@@ -101,7 +102,7 @@ def test_five_second_tokens_over_thirty_seconds_are_refreshed_ahead_and_never_re
             assert short_lived.token_requests["refresh_token"] >= 5
             assert proc.proc is not None and proc.proc.poll() is None
             # Rotation: the refresh token stored is the one the server still honours.
-            stored = TokenStore.open(proc.data_dir).get("ops")
+            stored = asyncio.run(FileTokenStore.open(proc.data_dir).get("ops"))
             assert stored is not None
             assert short_lived.live_refresh_tokens("notifier") == [stored.refresh_token]
             assert "smtp_token_refused" not in proc.logs()
@@ -118,19 +119,19 @@ async def test_twenty_concurrent_sends_need_one_refresh(tmp_path: Path, pki: Tes
         body = oauth2_config(smtp, pki, _generic(server, redirect_uri="http://localhost:9/cb"))
         config.write_text(render_toml({"data_dir": str(tmp_path / "var"), **body}))
         settings = load_settings(str(config))
-        runtime = OAuth2Runtime.open(settings)
+        runtime = await OAuth2Runtime.open(settings)
         assert runtime is not None
         provider = runtime.providers["ops"]
         url, state = runtime.flows.start_authorization("ops", provider.spec)
         back = await asyncio.to_thread(server.authorize, url, USER, PASSWORD)
         await runtime.flows.complete_authorization(state, parse_qs(urlsplit(back).query)["code"][0])
         # The cached access token is gone (expired while the service was down).
-        stored = runtime.store.get("ops")
+        stored = await runtime.store.get("ops")
         assert stored is not None
-        runtime.store.put("ops", replace(stored, access_token=None, expires_at=None))
+        await runtime.store.put("ops", replace(stored, access_token=None, expires_at=None))
         await runtime.close()
 
-        runtime = OAuth2Runtime.open(settings)
+        runtime = await OAuth2Runtime.open(settings)
         assert runtime is not None
         account = settings.account("ops")
         senders = [
@@ -146,7 +147,7 @@ async def test_twenty_concurrent_sends_need_one_refresh(tmp_path: Path, pki: Tes
         assert all(isinstance(r[0], SendResult) for r in results), results
         assert len(smtp.received) == 20
         assert server.token_requests["refresh_token"] == 1
-        latest = TokenStore.open(tmp_path / "var").get("ops")
+        latest = await FileTokenStore.open(tmp_path / "var").get("ops")
         assert latest is not None and server.live_refresh_tokens("notifier") == [
             latest.refresh_token
         ]
@@ -235,8 +236,10 @@ def test_store_under_another_key_stops_the_start_with_one_clear_line(
 ) -> None:
     """Acceptance 5 through `notifier run` (the file itself: tests/oauth2/test_store.py)."""
     data = tmp_path / "var"
-    TokenStore.open(data, secret="the old secret").put(
-        "ops", StoredTokens(client_id="notifier", refresh_token="rt-value-that-must-not-leak")
+    asyncio.run(
+        FileTokenStore.open(data, secret="the old secret").put(
+            "ops", StoredTokens(client_id="notifier", refresh_token="rt-value-that-must-not-leak")
+        )
     )
     with AuthServer() as server, smtp_server(pki, server) as smtp:
         body = oauth2_config(smtp, pki, _generic(server, redirect_uri="http://localhost:9/cb"))

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from notifier.oauth2.store import TokenStore
+from notifier.oauth2.filestore import FileTokenStore
 from tests.authserver import AuthServer
 
 USER = "alice@example.com"
@@ -78,8 +78,8 @@ def authserver() -> Iterator[AuthServer]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> TokenStore:
-    return TokenStore.open(tmp_path / "data")
+def store(tmp_path: Path) -> FileTokenStore:
+    return FileTokenStore.open(tmp_path / "data")
 
 
 @pytest.fixture

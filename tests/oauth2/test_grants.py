@@ -12,11 +12,11 @@ from notifier.oauth2 import grants
 from notifier.oauth2.client_auth import ClientSecretPost, NoClientAuth, load_private_key
 from notifier.oauth2.endpoint import request_device_authorization, request_token
 from notifier.oauth2.errors import AuthorizationFlowError, TokenEndpointError
+from notifier.oauth2.filestore import FileTokenStore
 from notifier.oauth2.flows import AuthorizationFlows
 from notifier.oauth2.grants import Grant
 from notifier.oauth2.modes import ModeSpec
 from notifier.oauth2.pkce import new_pkce, s256
-from notifier.oauth2.store import TokenStore
 from tests.authserver import AuthServer
 from tests.oauth2.conftest import PASSWORD, REDIRECT, USER, KeyPair
 
@@ -93,7 +93,7 @@ def test_error_answer_carries_the_code_and_plain_words() -> None:
 
 
 async def test_authorization_code_with_pkce_and_state_stores_a_refresh_token(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     authserver.add_client("app", secret="s3cret", redirect_uris=[REDIRECT])
     flows = AuthorizationFlows(store, http)
@@ -102,14 +102,14 @@ async def test_authorization_code_with_pkce_and_state_stores_a_refresh_token(
     back = _query(location)
     assert back["state"] == state
     assert await flows.complete_authorization(state, back["code"]) == "ops"
-    stored = store.get("ops")
+    stored = await store.get("ops")
     assert stored is not None and stored.refresh_token
     assert stored.refresh_token in authserver.live_refresh_tokens("app")
     assert authserver.verify(stored.access_token or "")["sub"] == USER
 
 
 async def test_state_is_single_use(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     authserver.add_client("app", secret="s3cret", redirect_uris=[REDIRECT])
     flows = AuthorizationFlows(store, http)
@@ -121,7 +121,7 @@ async def test_state_is_single_use(
 
 
 async def test_expired_state_is_refused(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     authserver.add_client("app", secret="s3cret", redirect_uris=[REDIRECT])
     now = [1000.0]
@@ -161,7 +161,7 @@ async def test_code_with_a_wrong_verifier_is_refused_by_the_server(
 
 
 async def test_denied_consent_comes_back_as_access_denied(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     authserver.add_client("app", secret="s3cret", redirect_uris=[REDIRECT])
     url, state = AuthorizationFlows(store, http).start_authorization("ops", _code_spec(authserver))
@@ -299,7 +299,7 @@ async def test_jwt_bearer_for_a_mailbox_without_delegation_is_refused(
 
 
 async def _device_start(
-    server: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    server: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> tuple[AuthorizationFlows, ModeSpec, grants.DeviceAuthorization]:
     server.add_client("app", secret="s3cret")
     flows = AuthorizationFlows(store, http)
@@ -308,7 +308,7 @@ async def _device_start(
 
 
 async def test_device_grant_waits_for_approval_then_stores_tokens(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     flows, spec, device = await _device_start(authserver, store, http)
     assert device.verification_uri == authserver.verification_url and device.user_code
@@ -321,13 +321,13 @@ async def test_device_grant_waits_for_approval_then_stores_tokens(
             authserver.approve_device(device.user_code, USER, PASSWORD)
 
     await flows.poll_device("ops", spec, device, sleep=sleep)
-    stored = store.get("ops")
+    stored = await store.get("ops")
     assert stored is not None and stored.refresh_token
     assert authserver.token_requests["device_code"] == 3
 
 
 async def test_device_grant_slows_down_when_told(
-    store: TokenStore, http: httpx.AsyncClient
+    store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     with AuthServer(device_interval_s=0, device_min_poll_s=0.2) as server:
         server.add_user(USER, PASSWORD)
@@ -344,20 +344,22 @@ async def test_device_grant_slows_down_when_told(
         await flows.poll_device("ops", spec, device, slow_down_step_s=0.25, sleep=sleep)
     # The first two polls come back to back: the second is told slow_down, so waits grow.
     assert waits[:2] == [0.0, 0.0] and waits[2] == 0.25
-    assert store.get("ops") is not None
+    assert await store.get("ops") is not None
 
 
-async def test_device_code_expiry_is_reported(store: TokenStore, http: httpx.AsyncClient) -> None:
+async def test_device_code_expiry_is_reported(
+    store: FileTokenStore, http: httpx.AsyncClient
+) -> None:
     with AuthServer(device_interval_s=0, device_expires_in_s=1) as server:
         server.add_user(USER, PASSWORD)
         flows, spec, device = await _device_start(server, store, http)
         with pytest.raises(AuthorizationFlowError, match="expired before it was approved"):
             await flows.poll_device("ops", spec, device, sleep=lambda _: _real_sleep(0.3))
-    assert store.get("ops") is None
+    assert await store.get("ops") is None
 
 
 async def test_device_denial_is_reported(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     flows, spec, device = await _device_start(authserver, store, http)
     authserver.approve_device(device.user_code, USER, PASSWORD, allow=False)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import psycopg
 import pytest
 from pydantic import SecretStr
 
@@ -17,6 +19,7 @@ from notifier.config import AccountSettings, OAuth2Settings
 from notifier.oauth2 import (
     AccountTokenProvider,
     AuthorizationFlows,
+    FileTokenStore,
     NeedsAuthorization,
     TokenStore,
     TokenUnavailable,
@@ -24,8 +27,10 @@ from notifier.oauth2 import (
     resolve_mode,
 )
 from notifier.oauth2.modes import ModeSpec
+from notifier.oauth2.pgstore import PostgresTokenStore
 from tests.authserver import AuthServer
 from tests.oauth2.conftest import PASSWORD, REDIRECT, USER, KeyPair
+from tests.pg import PgServer
 
 
 def _spec(server: AuthServer, **values: object) -> ModeSpec:
@@ -76,7 +81,7 @@ def _provider(
 
 async def test_tokens_are_refreshed_ahead_of_expiry_and_never_returned_expired(
     authserver: AuthServer,
-    store: TokenStore,
+    store: FileTokenStore,
     http: httpx.AsyncClient,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -97,13 +102,13 @@ async def test_tokens_are_refreshed_ahead_of_expiry_and_never_returned_expired(
     out = capsys.readouterr()
     for token in seen:
         assert token not in out.out + out.err
-    stored = store.get("ops")
+    stored = await store.get("ops")
     assert stored is not None and stored.refresh_token
     assert stored.refresh_token not in out.out + out.err
 
 
 async def test_twenty_concurrent_callers_cause_one_token_request(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     spec = await _authorize(authserver, store, http)
     # A margin longer than the token's hour: the stored token is due for refresh at once.
@@ -115,20 +120,20 @@ async def test_twenty_concurrent_callers_cause_one_token_request(
 
 
 async def test_rotated_refresh_token_is_the_one_stored(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     spec = await _authorize(authserver, store, http)
-    before = store.get("ops")
+    before = await store.get("ops")
     assert before is not None
     provider = _provider(spec, store, http, refresh_margin_s=7200)
     await provider.token()
-    after = TokenStore.open(store.path.parent).get("ops")
+    after = await FileTokenStore.open(store.path.parent).get("ops")
     assert after is not None and after.refresh_token != before.refresh_token
     assert authserver.live_refresh_tokens("app") == [after.refresh_token]
 
 
 async def test_revoked_refresh_token_needs_authorization_until_a_person_signs_in_again(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     spec = await _authorize(authserver, store, http)
     provider = _provider(spec, store, http, refresh_margin_s=7200)
@@ -152,7 +157,7 @@ async def test_revoked_refresh_token_needs_authorization_until_a_person_signs_in
 
 
 async def test_never_authorized_account_says_so(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     provider = _provider(_spec(authserver), store, http)
     assert provider.status()["state"] == "needs authorization"
@@ -163,7 +168,7 @@ async def test_never_authorized_account_says_so(
 
 @pytest.mark.parametrize("kind", ["503", "refuse"])
 async def test_token_endpoint_outage_is_retried_until_it_recovers(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient, kind: str
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient, kind: str
 ) -> None:
     spec = await _authorize(authserver, store, http)
     provider = _provider(spec, store, http, refresh_margin_s=7200, retry_budget_s=10)
@@ -176,7 +181,7 @@ async def test_token_endpoint_outage_is_retried_until_it_recovers(
 
 
 async def test_outage_longer_than_the_budget_is_a_temporary_error(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     authserver.add_client("daemon", secret="s3cret")
     spec = _spec(authserver, grant="client_credentials", client_id="daemon")
@@ -193,7 +198,7 @@ async def test_outage_longer_than_the_budget_is_a_temporary_error(
 
 
 async def test_invalidated_token_is_replaced(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     authserver.add_client("daemon", secret="s3cret")
     spec = _spec(authserver, grant="client_credentials", client_id="daemon")
@@ -206,7 +211,7 @@ async def test_invalidated_token_is_replaced(
 
 
 async def test_password_grant_gets_a_new_grant_when_its_refresh_token_is_revoked(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     authserver.add_client("app", secret="s3cret")
     spec = _spec(
@@ -224,7 +229,7 @@ async def test_password_grant_gets_a_new_grant_when_its_refresh_token_is_revoked
 
 async def test_google_service_account_mode_against_the_server(
     authserver: AuthServer,
-    store: TokenStore,
+    store: FileTokenStore,
     http: httpx.AsyncClient,
     rsa_keys: KeyPair,
     tmp_path: Path,
@@ -248,7 +253,7 @@ async def test_google_service_account_mode_against_the_server(
 
 
 async def test_provider_for_an_account_from_config(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     authserver.add_client("daemon", secret="s3cret")
     account = AccountSettings(
@@ -269,10 +274,10 @@ async def test_provider_for_an_account_from_config(
 
 
 async def test_store_under_another_key_asks_for_authorization_in_plain_words(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     spec = await _authorize(authserver, store, http)
-    other = TokenStore.open(store.path.parent, secret="not the key the store was written with")
+    other = FileTokenStore.open(store.path.parent, secret="not the key the store was written with")
     provider = _provider(spec, other, http)
     with pytest.raises(NeedsAuthorization, match="cannot be decrypted with this key"):
         await provider.token()
@@ -280,9 +285,62 @@ async def test_store_under_another_key_asks_for_authorization_in_plain_words(
 
 
 async def test_the_provider_is_what_the_smtp_sender_calls(
-    authserver: AuthServer, store: TokenStore, http: httpx.AsyncClient
+    authserver: AuthServer, store: FileTokenStore, http: httpx.AsyncClient
 ) -> None:
     from notifier.mail.tokens import TokenProvider
 
     provider = _provider(_spec(authserver), store, http)
     assert isinstance(provider, TokenProvider)
+
+
+async def test_instances_on_one_database_refresh_a_rotating_token_once(
+    authserver: AuthServer, http: httpx.AsyncClient, pg_dsn: str
+) -> None:
+    """#9: three instances (each its own store connection and provider) find the token due
+    at once. One refreshes under the cluster-wide lock; the others wait, then use the token it
+    stored. Refreshing twice would use the rotated-away refresh token: invalid_grant."""
+    stores = [await PostgresTokenStore.open(pg_dsn, "cluster secret") for _ in range(3)]
+    try:
+        spec = await _authorize(authserver, stores[0], http)
+        signed_in = await stores[0].get("ops")
+        assert signed_in is not None
+        # The token from the sign-in is a minute from expiry: due for refresh.
+        await stores[0].put("ops", replace(signed_in, expires_at=time.time() + 60))
+        providers = [_provider(spec, s, http, refresh_margin_s=120) for s in stores]
+        before = authserver.token_requests["refresh_token"]
+
+        tokens = await asyncio.gather(*(p.token() for p in providers))
+
+        assert authserver.token_requests["refresh_token"] - before == 1
+        assert authserver.token_refusals == {}
+        assert len(set(tokens)) == 1 and authserver.verify(tokens[0])["sub"] == USER
+        stored = await stores[2].get("ops")
+        assert stored is not None
+        assert authserver.live_refresh_tokens("app") == [stored.refresh_token]
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_database_gone_away_makes_mails_wait_rather_than_ask_for_a_sign_in(
+    authserver: AuthServer, http: httpx.AsyncClient, pg_server: PgServer, pg_dsn: str
+) -> None:
+    """The shared store unreachable is temporary (TokenUnavailable: the mails retry), not a
+    grant to renew: the account must not show "needs authorization" for a database outage."""
+    store = await PostgresTokenStore.open(pg_dsn, "cluster secret", connect_timeout_s=2)
+    try:
+        spec = await _authorize(authserver, store, http)
+        provider = _provider(spec, store, http, refresh_margin_s=4000)  # due for refresh
+        with psycopg.connect(pg_server.dsn(), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{pg_dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+        with pytest.raises(
+            TokenUnavailable, match=r"token store oauth2_tokens in PostgreSQL at 127\.0\.0\.1"
+        ):
+            await provider.token()
+
+        status = provider.status()
+        assert status["state"] == "error" and "PostgreSQL" in status["last_error"]
+        assert pg_server.password not in status["last_error"]
+    finally:
+        await store.close()

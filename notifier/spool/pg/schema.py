@@ -103,6 +103,47 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        3,
+        """
+        -- Several instances: who is alive, who dispatches each consumer (see spool/pg/cluster.py).
+        CREATE TABLE cluster_instances (
+            name text PRIMARY KEY,             -- Settings.instance()
+            process text NOT NULL,             -- random per process: two under one name show
+            version text NOT NULL,
+            started_at double precision NOT NULL,
+            heartbeat_at double precision NOT NULL
+        );
+        CREATE TABLE cluster_owners (
+            consumer text PRIMARY KEY,         -- route:NAME, forward:NAME, relay
+            instance text NOT NULL,
+            acquired_at double precision NOT NULL,
+            heartbeat_at double precision NOT NULL,
+            expires_at double precision NOT NULL  -- another instance may take it over after
+        );
+        -- Identical records put through several instances are stored once (spool/pg/dedupe.py).
+        CREATE TABLE spool_dedupe (
+            key bytea PRIMARY KEY,             -- sha256 of what makes records identical
+            timed boolean NOT NULL,            -- the device sent its own time
+            received_at double precision NOT NULL
+        );
+        CREATE INDEX spool_dedupe_age ON spool_dedupe (received_at);
+        """,
+    ),
+    (
+        4,
+        """
+        -- The OAuth2 token store every instance shares (notifier/oauth2/pgstore.py): one row per
+        -- account, its StoredTokens as JSON sealed with the [oauth2] store_secret key, as the
+        -- file store seals its file. Refreshes serialize on an advisory lock, not on the row:
+        -- an account's first token has no row to lock yet.
+        CREATE TABLE oauth2_tokens (
+            account text PRIMARY KEY,
+            sealed bytea NOT NULL,
+            updated_at double precision NOT NULL  -- unix seconds, database clock
+        );
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

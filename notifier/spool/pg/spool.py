@@ -44,7 +44,7 @@ from notifier.records import Kind, Record
 from notifier.spool import schema as sqlite_schema
 from notifier.spool.base import DropNotice, Lease, Overflow, SpoolError, SpoolFull, SpoolStats
 from notifier.spool.drops import DropLedger
-from notifier.spool.pg import schema
+from notifier.spool.pg import dedupe, schema
 from notifier.spool.pg.conninfo import describe, scrub
 from notifier.spool.pg.pool import connect, open_pool, transaction
 from notifier.spool.policy import SpoolPolicy, as_policy, drop_order
@@ -111,6 +111,7 @@ class PostgresSpool:
         pool_size: int = 4,
         connect_timeout_s: float = 10.0,
         poll_interval_s: float = 2.0,
+        dedupe_window_s: float = 0.0,
     ) -> None:
         self._dsn = dsn
         self.target = describe(dsn)
@@ -127,6 +128,7 @@ class PostgresSpool:
         self._pool_size = max(2, pool_size)
         self._connect_timeout = connect_timeout_s
         self._poll_interval = poll_interval_s
+        self._dedupe_window = dedupe_window_s
         self._drops = DropLedger(self._consumers, "postgresql", metrics)
         self._pool: AsyncConnectionPool | None = None
         self._puts: list[_Put] = []
@@ -299,11 +301,13 @@ class PostgresSpool:
             if row is None:
                 raise SpoolError(_NO_TOTALS)
             held, size, stored = int(row[0]), int(row[1]), set(row[2])
+            copies = await self._claim(conn, batches, stored)
             staged = _Staged()
             for batch in batches:
-                fresh = _fresh(batch, stored)
+                fresh, identical = copies.split(_fresh(batch, stored))
                 if not fresh:
-                    outcomes.append(None)  # all stored already: a retried put
+                    copies.took([], identical)
+                    outcomes.append(None)  # all stored already: a retried put, or copies
                     continue
                 encoded = [sqlite_schema.encode(r) for r in fresh]
                 sizes = [len(data) + len(raw) for data, raw in encoded]
@@ -335,13 +339,18 @@ class PostgresSpool:
                     sizes = [sizes[i] for i in keep]
                 staged.add(fresh, encoded, sizes)
                 stored.update(r.id for r in fresh)
+                copies.took(fresh, identical)
                 if self._consumers:
                     held += len(fresh)
                 size += sum(sizes) + len(fresh) * ROW_OVERHEAD
                 outcomes.append(None)
             kept += await self._insert(conn, staged)
             inserted = len(kept)
+            await dedupe.release(conn, copies.unused())
         self._committed(durable=True, inserted=inserted)
+        if self._metrics is not None:
+            for kind, n in copies.skipped.items():
+                self._metrics.spool_deduplicated.labels(kind.value).inc(n)
         for cause, kinds, owed in after:
             self._drops.dropped(cause, kinds, owed)
         if dropped_seqs:
@@ -351,6 +360,15 @@ class PostgresSpool:
         if inserted:
             self._waker.notify()
         return outcomes
+
+    async def _claim(
+        self, conn: psycopg.AsyncConnection[Any], batches: list[list[Record]], stored: set[str]
+    ) -> _Copies:
+        """Claim the identical-record keys of what this commit may store (see dedupe.py)."""
+        if self._dedupe_window <= 0:
+            return _Copies(None)
+        candidates = [r for batch in batches for r in _fresh(batch, stored)]
+        return _Copies(await dedupe.claim(conn, candidates, self._dedupe_window))
 
     def _over(self, held: int, size: int, fresh: list[Record], sizes: list[int]) -> tuple[int, int]:
         """By how many entries and bytes `fresh` would exceed the limits (<= 0: it fits)."""
@@ -519,6 +537,23 @@ class PostgresSpool:
 
     async def wait(self, timeout: float, consumer: str | None = None) -> None:
         await self._waker.wait(timeout, consumer)
+
+    async def release_leases(self, consumer: str) -> int:
+        """End every lease on `consumer` now, whichever instance holds it: the records are ready
+        at once, first in line. For an instance that just took over `consumer`: its owner died
+        holding leases that would otherwise hide those records for minutes. Returns how many."""
+        self._check_consumer(consumer)
+        async with self._transaction("release") as conn:
+            cur = await conn.execute(
+                "UPDATE spool_deliveries SET leased = false, lease_owner = '', ready_at = 0"
+                f" WHERE consumer = %s AND state = {QUEUED} AND leased",
+                (consumer,),
+            )
+            released = cur.rowcount
+        self._committed(durable=True)
+        if released:
+            self._waker.due_in(consumer, 0.0)
+        return released
 
     async def extend(self, consumer: str, record_ids: Sequence[str], visibility_s: float) -> None:
         """Keep this consumer's leased records hidden for `visibility_s` more."""
@@ -725,6 +760,9 @@ class PostgresSpool:
                 return
             try:
                 await self._refresh()
+                if self._dedupe_window > 0:
+                    async with self._transaction("dedupe prune") as conn:
+                        await dedupe.prune(conn, self._dedupe_window, time.time())
             except SpoolError as e:
                 self._warn("stats", "spool housekeeping failed", error=str(e))
 
@@ -788,6 +826,41 @@ class PostgresSpool:
         allowed, suppressed = self._log_limit.allow(key)
         if allowed:
             log.warning(event, suppressed=suppressed, **fields)
+
+
+@dataclass(slots=True)
+class _Copies:
+    """Which records of one commit are identical to a stored one and are not stored again."""
+
+    claimed: set[bytes] | None  # keys no stored record holds (None: de-duplication is off)
+    taken: set[bytes] = field(default_factory=set)  # claimed keys of records stored now
+    skipped: Counter[Kind] = field(default_factory=Counter)
+
+    def split(self, records: list[Record]) -> tuple[list[Record], list[Record]]:
+        """(the records to store, the identical ones not to)."""
+        if self.claimed is None:
+            return records, []
+        keep: list[Record] = []
+        identical: list[Record] = []
+        keys: set[bytes] = set()
+        for r in records:
+            key = dedupe.dedupe_key(r)
+            if key not in self.claimed or key in self.taken or key in keys:
+                identical.append(r)
+            else:
+                keys.add(key)
+                keep.append(r)
+        return keep, identical
+
+    def took(self, stored: list[Record], identical: list[Record]) -> None:
+        """A put was accepted: its keys are taken now (a refused put leaves them free)."""
+        if self.claimed is not None:
+            self.taken.update(dedupe.dedupe_key(r) for r in stored)
+            self.skipped.update(r.kind for r in identical)
+
+    def unused(self) -> set[bytes]:
+        """Keys claimed for records that were refused: nothing stored holds them."""
+        return set() if self.claimed is None else self.claimed - self.taken
 
 
 @dataclass(slots=True)
