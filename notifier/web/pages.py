@@ -34,30 +34,32 @@ def _in(then: float, now: float) -> str:
     return f"in {int(max(then - now, 0))}s"
 
 
+def _state_words(
+    failing_since: float | None, last_success: float | None, next_retry: float | None, now: float
+) -> dict[str, str]:
+    """A delivery state in words, as every "mail" / "delivery" cell shows it: the last success,
+    and while failing since when and (where known) the next retry."""
+    out = {"last_success": _ago(last_success, now) if last_success else "none yet"}
+    if failing_since:
+        out["failing_since"] = _ago(failing_since, now)
+        if next_retry:
+            out["next_retry"] = _in(next_retry, now)
+    return out
+
+
 def _delivery(route: dict[str, Any], now: float) -> dict[str, str]:
     """A route's mail state in words: failing since when, the next retry, the last success."""
     if "last_success" not in route:
         return {}  # a row that does not track it (the SMTP relay)
     since, last, retry = (route.get(k) for k in ("failing_since", "last_success", "next_retry_at"))
-    out = {"last_success": _ago(last, now) if last else "none yet"}
-    if since:
-        out["failing_since"] = _ago(since, now)
-        if retry:
-            out["next_retry"] = _in(retry, now)
-    return out
+    return _state_words(since, last, retry, now)
 
 
 def _health(h: TransportHealth, now: float) -> dict[str, str]:
-    """An account transport's health in words: state, failing since, last success, and the
-    time the server asked to be left alone until (Retry-After)."""
-    return {
-        "kind": h.kind,
-        "state": h.state,
-        "failing_since": _ago(h.failing_since, now),
-        "last_success": _ago(h.last_success, now),
-        "next_retry": _in(h.next_retry, now) if h.failing_since and h.next_retry else "-",
-        "last_error": h.last_error,
-    }
+    """An account transport's state in words; its next retry is the time the server asked to
+    be left alone until (Retry-After)."""
+    words = _state_words(h.failing_since, h.last_success, h.next_retry, now)
+    return {**words, "kind": h.kind, "state": h.state, "last_error": h.last_error}
 
 
 def status_context(service: ServiceView) -> dict[str, Any]:
@@ -95,8 +97,7 @@ def status_context(service: ServiceView) -> dict[str, Any]:
     forwards = service.forwards.status() if service.forwards else []
     for f in forwards:
         f["depth"] = depth.get(f["consumer"], {})
-        f["last_success"] = _ago(f["last_success"], now)
-        f["failing_since"] = _ago(f["failing_since"], now)
+        f["delivery"] = _state_words(f["failing_since"], f["last_success"], None, now)
     records = service.spool.history(25) if service.spool else []
     return {
         "version": __version__,

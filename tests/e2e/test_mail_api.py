@@ -246,7 +246,7 @@ def test_status_page_and_metrics_show_each_transport_and_forward(
             assert "Retry-After" in backup_row or "throttling" in backup_row, backup_row
             assert re.search(r"in (59\d|600)s", backup_row), backup_row
             siem_row = row_text(page, "forward-siem")
-            assert re.search(r"http post \S+/log ok 1 0 ", siem_row), siem_row
+            assert re.search(r"http post \S+/log ok last sent: \d+s ago 1 0 ", siem_row), siem_row
             archive_row = row_text(page, "forward-archive")
             assert "failing" in archive_row and "connection refused" in archive_row, archive_row
 
