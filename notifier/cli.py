@@ -142,12 +142,20 @@ def cmd_spool(args: argparse.Namespace) -> int:
 
 
 def _spool_migrate(settings: Settings) -> int:
+    from notifier.oauth2.errors import OAuth2StoreError
+    from notifier.oauth2.runtime import copy_file_store_to_database
     from notifier.spool.base import SpoolError
     from notifier.spool.migrate import migrate_to_postgresql
 
+    async def move_tokens() -> str:
+        accounts = await copy_file_store_to_database(settings)
+        return f"OAuth2 tokens: {len(accounts)} account(s) moved" + (
+            f" ({', '.join(accounts)})" if accounts else ""
+        )
+
     try:
-        moved = migrate_to_postgresql(settings)
-    except SpoolError as e:
+        moved = migrate_to_postgresql(settings, move_tokens)
+    except (SpoolError, OAuth2StoreError) as e:
         raise CliError(f"spool migrate: {e}") from None
     for line in moved.lines():
         print(line)

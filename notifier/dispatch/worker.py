@@ -149,6 +149,9 @@ def retry_in_s(error: DeliveryError, attempts: int, backoff: Backoff) -> float:
     first retry is attempt 0 of the backoff.
     """
     delay = backoff.delay(attempts)
+    if error.retry_after_s:
+        # The API said when to come back (429, 503): sooner would only be refused again.
+        delay = max(delay, error.retry_after_s)
     if error.account_error:
         # The account is broken (credentials, token, certificate), not the mail: keep it
         # spooled and look again often, so a fix (a new sign-in) takes effect within a minute.

@@ -12,7 +12,8 @@ in place otherwise, as a backup.
   them too).
 - Alarm states of the configured routes, silences and acknowledgements go through the
   `StateStore` of each backend.
-- OAuth2 tokens: not moved yet (see `_tokens`).
+- OAuth2 tokens: moved by the `move_tokens` the caller passes (the spool knows nothing of
+  OAuth2), before the spool is marked as moved, so a failure there can be run again.
 
 A run that failed half way can be run again: records are stored once by their id, alarm
 states and acknowledgements are replaced, silences already there are skipped.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from notifier.config import Settings
@@ -58,7 +60,10 @@ class Moved:
         ]
 
 
-def migrate_to_postgresql(settings: Settings) -> Moved:
+MoveTokens = Callable[[], Awaitable[str]]  # moves the OAuth2 tokens, says what it moved
+
+
+def migrate_to_postgresql(settings: Settings, move_tokens: MoveTokens | None = None) -> Moved:
     """Move data_dir's spool and state into the configured database; see the module docstring.
 
     Raises `SpoolError` with a line a person can act on (wrong backend, notifier still
@@ -72,13 +77,13 @@ def migrate_to_postgresql(settings: Settings) -> Moved:
     path = spool_path(settings.data_dir)
     lock = _lock(path) if path.exists() else None
     try:
-        return asyncio.run(_migrate(settings))
+        return asyncio.run(_migrate(settings, move_tokens))
     finally:
         if lock is not None:
             os.close(lock)
 
 
-async def _migrate(settings: Settings) -> Moved:
+async def _migrate(settings: Settings, move_tokens: MoveTokens | None) -> Moved:
     from notifier.spool.pg import PostgresSpool
     from notifier.spool.pg.state import PostgresStateStore
 
@@ -132,7 +137,8 @@ async def _migrate(settings: Settings) -> Moved:
             'run `notifier spool retry --dead` with backend = "sqlite" and let them be '
             "mailed, or migrate again from a copy)"
         )
-    moved.notes.append(_tokens())
+    if move_tokens is not None:
+        moved.notes.append(await move_tokens())
     if has_spool:
         admin.mark_migrated(settings.data_dir, time.time())
     return moved
@@ -155,13 +161,3 @@ async def _move_state(
     for ack in (await source.acks()).values():
         await target.ack(ack)
         moved.acks += 1
-
-
-def _tokens() -> str:
-    # TODO(#9, OAuth2 token store on PostgreSQL): once the token store has a PostgreSQL backend,
-    # move data_dir's oauth2-tokens.json into it here (decrypting with the local key and
-    # encrypting with [oauth2] store_secret) and count them in `Moved`.
-    return (
-        "OAuth2 tokens: not moved by this version; they stay in data_dir "
-        "(sign in again with `notifier oauth2 authorize ACCOUNT` where a route needs them)"
-    )

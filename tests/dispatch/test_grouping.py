@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from notifier.backoff import Backoff, Jitter
 from notifier.config import RouteSettings
-from notifier.dispatch.worker import TokenBucket, flush_due
+from notifier.dispatch.worker import TokenBucket, flush_due, retry_in_s
+from notifier.mail.transport import DeliveryError, Outcome
 
 ROUTE = RouteSettings(group_wait_s=10, group_interval_s=300)
 NEVER = -1e18
@@ -42,3 +44,14 @@ def test_rate_limit_allows_a_burst_then_spaces_mails() -> None:
     assert bucket.wait_s() == 30.0
     now[0] = 30.0
     assert bucket.wait_s() == 0
+
+
+def test_a_retry_waits_at_least_as_long_as_the_server_asked() -> None:
+    backoff = Backoff(base_s=5, cap_s=900, jitter=Jitter.NONE)
+    busy = DeliveryError("429 too many requests", outcome=Outcome.TEMPORARY, step="send")
+    assert retry_in_s(busy, 0, backoff) == 5
+    told = DeliveryError(
+        "429 too many requests", outcome=Outcome.TEMPORARY, step="send", retry_after_s=120
+    )
+    assert retry_in_s(told, 0, backoff) == 120
+    assert retry_in_s(told, 10, backoff) == 900  # the backoff is longer by then

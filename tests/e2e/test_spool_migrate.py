@@ -11,6 +11,9 @@ from pathlib import Path
 
 import psycopg
 
+from notifier.oauth2.filestore import FileTokenStore
+from notifier.oauth2.pgstore import PostgresTokenStore
+from notifier.oauth2.store import StoredTokens
 from notifier.spool.sqlite_state import SqliteStateStore
 from notifier.spool.state import Ack, Silence
 from tests.e2e.test_alarm_mail import account, post_alarm, route
@@ -33,6 +36,25 @@ def migrate(notifier: NotifierProcess) -> subprocess.CompletedProcess[str]:
         check=False,
         env={**env, **notifier.env},
     )
+
+
+SECRET = "the store secret every instance shares"
+
+
+async def add_tokens(data_dir: Path) -> None:
+    """A signed-in account in the file store, sealed with the key file (no store_secret yet)."""
+    store = FileTokenStore.open(data_dir)
+    tokens = StoredTokens("app", "https://login.test/token", refresh_token="rt-1", updated_at=3.0)
+    await store.put("ops", tokens)
+    await store.close()
+
+
+async def stored_in_database(dsn: str) -> StoredTokens | None:
+    store = await PostgresTokenStore.open(dsn, SECRET)
+    try:
+        return await store.get("ops")
+    finally:
+        await store.close()
 
 
 async def add_operator_state(data_dir: Path) -> None:
@@ -62,11 +84,13 @@ def test_a_sqlite_install_moves_into_postgresql_and_goes_on_there(
         )
     smtp.data_replies.clear()
     asyncio.run(add_operator_state(notifier.data_dir))
+    asyncio.run(add_tokens(notifier.data_dir))
     dsn_file = tmp_path / "dsn"
     dsn_file.write_text(pg_dsn + "\n")
     notifier.env = {
         "NOTIFIER_SPOOL__BACKEND": "postgresql",
         "NOTIFIER_SPOOL__DSN_FILE": str(dsn_file),
+        "NOTIFIER_OAUTH2__STORE_SECRET": SECRET,
     }
 
     done = migrate(notifier)
@@ -75,7 +99,9 @@ def test_a_sqlite_install_moves_into_postgresql_and_goes_on_there(
     assert "records: 1 queued records moved (1 deliveries)" in done.stdout
     assert "alarm states: 1" in done.stdout  # the set mailed; the refused one decides again
     assert "silences: 1" in done.stdout and "acknowledgements: 1" in done.stdout
-    assert "OAuth2 tokens: not moved" in done.stdout
+    assert "OAuth2 tokens: 1 account(s) moved (ops)" in done.stdout
+    moved = asyncio.run(stored_in_database(pg_dsn))
+    assert moved is not None and moved.refresh_token == "rt-1" and moved.client_id == "app"
     assert pg_dsn.split("@")[0].split(":")[-1] not in done.stdout + done.stderr  # the password
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("SELECT id, created_by FROM state_silences").fetchall() == [
