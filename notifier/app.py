@@ -123,7 +123,7 @@ class Service:
         self.dispatcher.start()
         # Dispatchers stop before the spool closes.
         self._closers[:0] = [self.dispatcher.stop_workers, self.dispatcher.close_transports]
-        self.forwards = start_forwards(s, self.spool, self.metrics, self.cluster)
+        self.forwards = start_forwards(s, self.spool, self.metrics, self.cluster, self.state)
         self._closers.insert(0, self.forwards.stop)
         self.metrics.watch(self.readings)
         await self._start_receivers()

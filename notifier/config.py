@@ -469,6 +469,8 @@ class ForwardSettings(Section):
     name: str = ""
     kind: Literal["http", "syslog"] = "syslog"
     match: MatchSettings = Field(default_factory=MatchSettings)
+    # Silences and maintenance windows mute forwards only when this is true (a SIEM wants all).
+    respect_silences: bool = False
     # kind = "http"
     url: str = ""
     method: Literal["post", "get", "standard"] = "post"

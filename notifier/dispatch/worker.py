@@ -27,18 +27,15 @@ from notifier.dispatch.alarms import (
     to_forget,
 )
 from notifier.dispatch.control import (
-    ActiveSilence,
-    ControlError,
     Window,
     ack_of,
     acknowledged_text,
     alarm_record,
     apply_ack,
     apply_mute,
-    compile_silence,
-    is_muted,
     silence_ended,
 )
+from notifier.dispatch.mutes import Mutes
 from notifier.dispatch.rules import FirstMatch, Matcher
 from notifier.log import RateLimiter, get_logger
 from notifier.mail.compose import Envelope, MailItem, compose
@@ -48,7 +45,7 @@ from notifier.mail.transport import DeliveryError, MailTransport, Outcome
 from notifier.metrics import Metrics
 from notifier.records import Kind, Record
 from notifier.spool.base import DropNotice, Lease, Spool
-from notifier.spool.state import Ack, AlarmState, Key, StateStore
+from notifier.spool.state import AlarmState, Key, StateStore
 
 log = get_logger("notifier.dispatch")
 
@@ -73,10 +70,6 @@ ACCOUNT_RETRY_MAX_S = 60.0
 
 # How long cleared alarms are remembered (to recognise a repeated or late clear).
 FORGET_CLEARED_AFTER_S = 7 * 24 * 3600.0
-
-# How often a route reads the silences and acknowledgements again (seconds): a new silence or
-# acknowledgement takes effect within this, and an alarm whose silence ended is mailed within it.
-CONTROL_REFRESH_S = 5.0
 
 # How often a route forgets expired alarm states even when no record comes (wall-clock seconds);
 # also how often state held in memory while the disk was full is written again.
@@ -240,11 +233,7 @@ class RouteWorker:
         self._next_retry_at: float | None = None
         self._retrying: dict[str, Record] = {}  # records of the failed mail, by id
         # Silences, maintenance windows and acknowledgements, read from the store now and then.
-        self._windows = list(windows)
-        self._silences: list[ActiveSilence] = []
-        self._acks: dict[Key, Ack] = {}
-        self._control_at = -1e18
-        self._control_log = RateLimiter(burst=1, period_s=300.0)
+        self._mutes = Mutes(store, windows, clock)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -278,7 +267,7 @@ class RouteWorker:
             self._metrics.alarm_states.labels(self.route.name).set(len(self._states))
         if self._clock() - self._swept_at >= SWEEP_INTERVAL_S:
             await self._save_states({})
-        if self._clock() - self._control_at >= CONTROL_REFRESH_S:
+        if self._mutes.due():
             await self._refresh_control()
         leases = await self._spool.lease(self.consumer, self._batch, self._visibility)
         if leases:
@@ -383,7 +372,7 @@ class RouteWorker:
     def _decide(self, record: Record, now: float) -> tuple[Decision, str]:
         """The decision on `record` with silences, maintenance windows and acknowledgements
         applied, and for the clear of an acknowledged alarm who acknowledged it."""
-        mute = is_muted(record, self.route.name, self._silences, self._windows, now)
+        mute = self._mutes.of(record, self.route.name, now)
         if record.kind not in (Kind.ALARM, Kind.CLEAR):
             decision = decide(None, record, now, self.route.repeat_interval_s)
             return apply_mute(decision, None, mute, now), ""
@@ -391,7 +380,7 @@ class RouteWorker:
         prev = self._overlay.get(key, self._states.get(key))
         decision = decide(prev, record, now, self.route.repeat_interval_s)
         decision = apply_mute(decision, prev, mute, now)
-        ack = ack_of(self._acks, prev)
+        ack = ack_of(self._mutes.acks, prev)
         decision = apply_ack(decision, prev, ack)
         if decision.state is not None:
             self._overlay[key] = decision.state
@@ -402,27 +391,17 @@ class RouteWorker:
     async def _refresh_control(self) -> None:
         """Read the silences and acknowledgements again, and mail the alarms whose silence
         (or maintenance window) ended while they are still active."""
+        await self._mutes.refresh()
         now = self._clock()
-        self._control_at = now
-        silences = []
-        for silence in await self._store.silences(ended_after=now):
-            try:
-                silences.append(compile_silence(silence))
-            except ControlError as e:  # stored by another version, or by hand
-                allowed, _ = self._control_log.allow(silence.id)
-                if allowed:
-                    log.error("silence ignored", route=self.route.name, error=str(e))
-        self._silences = silences
-        self._acks = await self._store.acks()
-        # Only alarms whose own mute is over: the silence that muted one may select on text or
-        # receiver, which the state does not keep, so it is asked by name, not by matching.
-        on = {s.silence.id for s in silences if s.end(now) is not None}
-        on |= {w.name for w in self._windows if w.end(now) is not None}
         if self._next_retry_at is not None and now < self._next_retry_at:
             return  # the mail is failing: the next refresh after the backoff mails them
+        # Only alarms whose own mute is over: the silence that muted one may select on text or
+        # receiver, which the state does not keep, so it is asked by name, not by matching.
+        on = self._mutes.on(now)
         states = self._states | self._overlay
         over = [s for s in states.values() if s.silenced and s.silenced not in on]
-        for decision in silence_ended(over, self.route.name, silences, self._windows, now):
+        mutes = self._mutes
+        for decision in silence_ended(over, self.route.name, mutes.silences, mutes.windows, now):
             assert decision.state is not None
             state = decision.state
             record = alarm_record(state)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from notifier.backoff import Backoff
 from notifier.config import ForwardSettings, Settings
+from notifier.dispatch.control import ControlError, compile_windows
+from notifier.dispatch.mutes import Mutes
 from notifier.dispatch.rules import Matcher, RuleError, compile_match
 from notifier.forward.encode import passed_through
 from notifier.forward.errors import ForwardError
@@ -24,6 +26,7 @@ from notifier.metrics import Metrics, Reading, health_readings
 from notifier.records import Kind, Record
 from notifier.spool.base import Lease, Spool
 from notifier.spool.cluster import Cluster, owned
+from notifier.spool.state import StateStore
 
 log = get_logger("notifier.forward")
 
@@ -67,11 +70,18 @@ class Skip:
 
     unmatched: list[str] = field(default_factory=list)
     looped: list[str] = field(default_factory=list)
+    muted: list[str] = field(default_factory=list)  # silenced (with respect_silences)
 
 
-def select(leases: Sequence[Lease], matcher: Matcher, instance: str) -> tuple[list[Lease], Skip]:
+def select(
+    leases: Sequence[Lease],
+    matcher: Matcher,
+    instance: str,
+    muted: Callable[[Record], bool] = lambda record: False,
+) -> tuple[list[Lease], Skip]:
     """(the leases to send, the ones to skip); pure. What passed through `instance` before is
-    not forwarded again: the hop marker breaks forwarding loops."""
+    not forwarded again: the hop marker breaks forwarding loops. `muted`: what a silence or
+    maintenance window mutes (only for a forward with `respect_silences`)."""
     send: list[Lease] = []
     skip = Skip()
     for lease in leases:
@@ -79,6 +89,8 @@ def select(leases: Sequence[Lease], matcher: Matcher, instance: str) -> tuple[li
             skip.unmatched.append(lease.record.id)
         elif passed_through(lease.record, instance):
             skip.looped.append(lease.record.id)
+        elif muted(lease.record):
+            skip.muted.append(lease.record.id)
         else:
             send.append(lease)
     return send, skip
@@ -99,6 +111,7 @@ class ForwardWorker:
         retry_base_s: float = 5.0,
         retry_max_s: float = 900.0,
         batch: int = 0,
+        mutes: Mutes | None = None,
     ) -> None:
         self.forward = forward
         self.consumer = consumer_name(forward)
@@ -113,6 +126,7 @@ class ForwardWorker:
         # Leases must outlive the slowest batch that still succeeds: a timeout per request.
         self._visibility = 60.0 + 2 * forward.timeout_s * (self._batch if http else 1)
         self._stopping = asyncio.Event()
+        self._mutes = mutes if forward.respect_silences else None
         self.last_error = ""
         # For the status page and /metrics: records sent, failed attempts, when.
         self.sent = 0
@@ -139,7 +153,22 @@ class ForwardWorker:
         if not leases:
             await self._spool.wait(1.0, self.consumer)
             return
-        send, skip = select(leases, self._matcher, self._instance)
+        mutes = self._mutes
+        if mutes is not None and mutes.due():
+            await mutes.refresh()
+        now = time.time()
+        send, skip = select(
+            leases,
+            self._matcher,
+            self._instance,
+            lambda r: mutes is not None and mutes.of(r, self.consumer, now) is not None,
+        )
+        if skip.muted:
+            log.info(
+                "not forwarded: silenced",
+                forward=self.forward.name,
+                records=len(skip.muted),
+            )
         if skip.looped:
             log.info(
                 "not forwarded again: passed through this instance before",
@@ -147,8 +176,8 @@ class ForwardWorker:
                 records=len(skip.looped),
                 instance=self._instance,
             )
-        if skip.unmatched or skip.looped:
-            await self._spool.ack(self.consumer, skip.unmatched + skip.looped)
+        if skip.unmatched or skip.looped or skip.muted:
+            await self._spool.ack(self.consumer, skip.unmatched + skip.looped + skip.muted)
         if send:
             await self._deliver(send)
 
@@ -312,11 +341,19 @@ def forward_problems(settings: Settings) -> list[str]:
 
 
 def start_forwards(
-    settings: Settings, spool: Spool, metrics: Metrics, cluster: Cluster | None = None
+    settings: Settings,
+    spool: Spool,
+    metrics: Metrics,
+    cluster: Cluster | None = None,
+    state: StateStore | None = None,
 ) -> Forwards:
     """One running worker per configured forward; raises ValueError for a bad rule or TLS file."""
     instance = instance_name(settings)
     workers = []
+    try:
+        windows = compile_windows(settings)
+    except ControlError as e:
+        raise ValueError(str(e)) from None
     for i, forward in enumerate(settings.effective_forwards()):
         try:
             matcher = compile_match(forward.match, f"forwards.{i}.match")
@@ -332,6 +369,7 @@ def start_forwards(
                 instance=instance,
                 retry_base_s=settings.spool.retry_base_s,
                 retry_max_s=settings.spool.retry_max_s,
+                mutes=None if state is None else Mutes(state, windows),
             )
         )
     forwards = Forwards(workers, cluster=cluster)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.certs import TestPKI
@@ -234,3 +236,35 @@ def test_alarm_only_a_forward_wants_survives_a_crash_while_the_target_is_down(
         a.stop()
         rsyslog.stop()
     assert '<alarm type="alarm" severity="major" severity_raw="Major"' in got.raw
+
+
+def test_silences_mute_only_the_forwards_that_respect_them(
+    tmp_path: Path, smtp: SmtpTestServer, rsyslog: ForwardRsyslog
+) -> None:
+    def to_rsyslog(name: str, facility_class: int, **extra: Any) -> dict[str, Any]:
+        target = f"127.0.0.1:{rsyslog.tcp_port}"
+        return {"name": name, "kind": "syslog", "target": target, "protocol": "tcp",
+                "framing": "lf", "class": facility_class, **extra}  # fmt: skip
+
+    forwards = [to_rsyslog("siem", 3), to_rsyslog("pager-bridge", 4, respect_silences=True)]
+    a = NotifierProcess(
+        tmp_path, {"accounts": [account(smtp)], "routes": [route()], "forwards": forwards}
+    )
+    with a:
+        silence = {
+            "matchers": {"devices": ["gw31"]},
+            "duration": "1h",
+            "comment": "maintenance",
+        }
+        assert httpx.post(f"{a.url}/api/v1/silences", json=silence, timeout=5).status_code == 201
+        time.sleep(6)  # read by every consumer within 5 s
+        assert post_alarm(a, host="gw31").status_code == 200
+        assert post_alarm(a, host="gw32").status_code == 200
+        got = rsyslog.wait_received(3)
+        wait_for(lambda: metric(a, "notifier_forward_sent_total", forward="pager-bridge") == 1)
+        assert metric(a, "notifier_forward_sent_total", forward="siem") == 2
+        silenced = [e for e in a.log_events() if e.get("event") == "not forwarded: silenced"]
+        assert [e["forward"] for e in silenced] == ["pager-bridge"]
+    by_facility = sorted((g.facility, "gw31" in g.raw) for g in got)
+    # local3 (the SIEM) took both alarms; local4 only the one no silence mutes.
+    assert by_facility == [(19, False), (19, True), (20, False)]
