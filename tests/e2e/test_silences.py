@@ -177,3 +177,17 @@ def test_an_always_on_maintenance_window_mutes_its_devices_only(
         assert listed["silenced"] == "forever"
     finally:
         proc.stop()
+
+
+def test_a_silence_survives_a_restart(tmp_path: Path, smtp: SmtpTestServer) -> None:
+    proc = start(tmp_path, smtp)
+    try:
+        silence_id = silence(proc, devices=["gw11"])
+        proc.stop()
+        proc.start()
+        listed = httpx.get(f"{proc.url}/api/v1/silences", timeout=5).json()["silences"]
+        assert [(s["id"], s["state"]) for s in listed] == [(silence_id, "active")]
+        assert post_alarm(proc, host="gw11", code="0x000b0001").status_code == 200
+        wait_decision(proc, "0x000b0001", "silenced")
+    finally:
+        proc.stop()
