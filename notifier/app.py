@@ -34,6 +34,7 @@ from notifier.spool.cluster import Cluster, publish_cluster
 from notifier.spool.state import StateStore
 
 if TYPE_CHECKING:
+    from notifier.dispatch.mutes import Mutes
     from notifier.dispatch.service import Dispatcher
     from notifier.forward.consumer import Forwards
     from notifier.mail.testmail import TestMail
@@ -51,6 +52,7 @@ class Service:
     metrics: Metrics = field(default_factory=Metrics)
     spool: Spool | None = None
     state: StateStore | None = None
+    mutes: Mutes | None = None  # silences, maintenance windows, acks in force here
     dispatcher: Dispatcher | None = None
     forwards: Forwards | None = None
     oauth2: OAuth2Runtime | None = None
@@ -117,13 +119,18 @@ class Service:
         if self.oauth2 is not None:
             self._closers.insert(0, self.oauth2.close)
         providers = self.oauth2.providers if self.oauth2 else {}
+        from notifier.dispatch.control import compile_windows
+        from notifier.dispatch.mutes import Mutes
+
+        # One view of the silences, windows and acks for every route and forward here.
+        self.mutes = Mutes(self.state, compile_windows(s))
         self.dispatcher = build_dispatcher(
-            s, self.spool, self.state, self.metrics, providers, self.cluster
+            s, self.spool, self.state, self.metrics, providers, self.cluster, self.mutes
         )
         self.dispatcher.start()
         # Dispatchers stop before the spool closes.
         self._closers[:0] = [self.dispatcher.stop_workers, self.dispatcher.close_transports]
-        self.forwards = start_forwards(s, self.spool, self.metrics, self.cluster, self.state)
+        self.forwards = start_forwards(s, self.spool, self.metrics, self.cluster, self.mutes)
         self._closers.insert(0, self.forwards.stop)
         self.metrics.watch(self.readings)
         await self._start_receivers()

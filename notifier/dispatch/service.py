@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from notifier.config import AccountSettings, Settings
-from notifier.dispatch.control import ControlError, compile_windows
+from notifier.dispatch.mutes import Mutes
 from notifier.dispatch.relay import RelayWorker
 from notifier.dispatch.rules import RuleError, compile_routes
 from notifier.dispatch.worker import RouteTarget, RouteWorker
@@ -107,6 +107,7 @@ def build_dispatcher(
     metrics: Metrics,
     token_providers: Mapping[str, TokenProvider] | None = None,
     cluster: Cluster | None = None,
+    mutes: Mutes | None = None,
 ) -> Dispatcher:
     """One worker per route, one transport per account; raises ValueError for a bad rule or
     template. `store` is started, and closed by the caller after `close_transports`.
@@ -123,10 +124,6 @@ def build_dispatcher(
     except TemplateConfigError as e:
         raise ValueError(str(e)) from None
     instance = settings.instance()
-    try:
-        windows = compile_windows(settings)
-    except ControlError as e:
-        raise ValueError(str(e)) from None
     transports: dict[str, MailTransport] = {}
     locks: dict[str, asyncio.Lock] = {}
     workers: list[Worker] = []
@@ -160,7 +157,7 @@ def build_dispatcher(
                 retry_base_s=settings.spool.retry_base_s,
                 retry_max_s=settings.spool.retry_max_s,
                 instance=instance,
-                windows=windows,
+                mutes=mutes,
             )
         )
     if settings.smtp_relay.listen:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,6 @@ from notifier.dispatch.alarms import (
     to_forget,
 )
 from notifier.dispatch.control import (
-    Window,
     ack_of,
     acknowledged_text,
     alarm_record,
@@ -35,7 +34,7 @@ from notifier.dispatch.control import (
     apply_mute,
     silence_ended,
 )
-from notifier.dispatch.mutes import Mutes
+from notifier.dispatch.mutes import REFRESH_S, Mutes
 from notifier.dispatch.rules import FirstMatch, Matcher
 from notifier.log import RateLimiter, get_logger
 from notifier.mail.compose import Envelope, MailItem, compose
@@ -159,6 +158,7 @@ class _Group:
     items: list[MailItem] = field(default_factory=list)
     silent: list[str] = field(default_factory=list)  # decided, no mail: ack with the group
     attempts: int = 0
+    retry: bool = False  # a mail of these records failed before: no group wait again
     first_at: float = 0.0  # monotonic time the first mail item joined
     last_at: float = 0.0  # monotonic time the latest mail item joined
 
@@ -199,7 +199,7 @@ class RouteWorker:
         instance: str = "notifier",
         lease_batch: int = 1000,
         clock: Callable[[], float] = time.time,
-        windows: Sequence[Window] = (),
+        mutes: Mutes | None = None,
     ) -> None:
         self.route = route
         self.consumer = f"route:{route.name}"
@@ -233,7 +233,8 @@ class RouteWorker:
         self._next_retry_at: float | None = None
         self._retrying: dict[str, Record] = {}  # records of the failed mail, by id
         # Silences, maintenance windows and acknowledgements, read from the store now and then.
-        self._mutes = Mutes(store, windows, clock)
+        self._mutes = mutes or Mutes(store, clock=clock)
+        self._control_at = -1e18  # when this route last looked for alarms whose silence ended
 
     def stop(self) -> None:
         self._stopping.set()
@@ -267,7 +268,8 @@ class RouteWorker:
             self._metrics.alarm_states.labels(self.route.name).set(len(self._states))
         if self._clock() - self._swept_at >= SWEEP_INTERVAL_S:
             await self._save_states({})
-        if self._mutes.due():
+        looked = self._control_at
+        if self._mutes.due() or self._mutes.read_at > looked or self._clock() - looked >= REFRESH_S:
             await self._refresh_control()
         leases = await self._spool.lease(self.consumer, self._batch, self._visibility)
         if leases:
@@ -293,7 +295,7 @@ class RouteWorker:
     def _flush_due_in(self, now: float) -> float:
         """Seconds until the waiting group may go out; see `flush_due`."""
         g = self._group
-        due = flush_due(self.route, g.first_at, g.last_at, self._last_mail_at, retry=g.attempts > 0)
+        due = flush_due(self.route, g.first_at, g.last_at, self._last_mail_at, retry=g.retry)
         return max(due - now, self._bucket.wait_s())
 
     def _keep_leases(self, now: float) -> None:
@@ -324,8 +326,12 @@ class RouteWorker:
                 unmatched.append(record.id)
                 continue
             decision, acknowledged = self._decide(record, now)
-            self._decided(record, decision, lease.attempts)
+            # A mail that failed is tried again; a record leased again after a crash (or an
+            # ownership change) was never mailed by this process: it is decided and grouped anew.
+            failed_before = bool(lease.last_error)
+            self._decided(record, decision, lease.attempts if failed_before else 0)
             self._group.attempts = max(self._group.attempts, lease.attempts)
+            self._group.retry = self._group.retry or failed_before
             if decision.notify:
                 self._enqueue(record, decision, acknowledged)
             else:
@@ -391,8 +397,10 @@ class RouteWorker:
     async def _refresh_control(self) -> None:
         """Read the silences and acknowledgements again, and mail the alarms whose silence
         (or maintenance window) ended while they are still active."""
-        await self._mutes.refresh()
+        if self._mutes.due():
+            await self._mutes.refresh()  # else another consumer of this process just did
         now = self._clock()
+        self._control_at = now
         if self._next_retry_at is not None and now < self._next_retry_at:
             return  # the mail is failing: the next refresh after the backoff mails them
         # Only alarms whose own mute is over: the silence that muted one may select on text or
@@ -421,7 +429,7 @@ class RouteWorker:
         )
         self._bucket.take()
         self._last_mail_at = time.monotonic()
-        if group.attempts:
+        if group.retry:
             self._metrics.mail_retries.labels(self.route.name).inc()
         step = "compose"
         try:

@@ -16,7 +16,6 @@ from typing import Any, Protocol
 
 from notifier.backoff import Backoff
 from notifier.config import ForwardSettings, Settings
-from notifier.dispatch.control import ControlError, compile_windows
 from notifier.dispatch.mutes import Mutes
 from notifier.dispatch.rules import Matcher, RuleError, compile_match
 from notifier.forward.encode import passed_through
@@ -26,7 +25,6 @@ from notifier.metrics import Metrics, Reading, health_readings
 from notifier.records import Kind, Record
 from notifier.spool.base import Lease, Spool
 from notifier.spool.cluster import Cluster, owned
-from notifier.spool.state import StateStore
 
 log = get_logger("notifier.forward")
 
@@ -345,15 +343,11 @@ def start_forwards(
     spool: Spool,
     metrics: Metrics,
     cluster: Cluster | None = None,
-    state: StateStore | None = None,
+    mutes: Mutes | None = None,
 ) -> Forwards:
     """One running worker per configured forward; raises ValueError for a bad rule or TLS file."""
     instance = instance_name(settings)
     workers = []
-    try:
-        windows = compile_windows(settings)
-    except ControlError as e:
-        raise ValueError(str(e)) from None
     for i, forward in enumerate(settings.effective_forwards()):
         try:
             matcher = compile_match(forward.match, f"forwards.{i}.match")
@@ -369,7 +363,7 @@ def start_forwards(
                 instance=instance,
                 retry_base_s=settings.spool.retry_base_s,
                 retry_max_s=settings.spool.retry_max_s,
-                mutes=None if state is None else Mutes(state, windows),
+                mutes=mutes,
             )
         )
     forwards = Forwards(workers, cluster=cluster)

@@ -312,6 +312,12 @@ def operator_routes(service: ServiceView, guard: AdminGuard, forms: FormToken) -
             raise RuntimeError("the service has no state store")
         return service.state
 
+    def changed() -> None:
+        """This instance's routes apply the change at their next step; the other instances on
+        the database read it within `mutes.REFRESH_S`."""
+        if service.mutes is not None:
+            service.mutes.stale()
+
     async def rows(query: Mapping[str, str]) -> tuple[list[AlarmRow], AlarmFilter]:
         wanted = AlarmFilter.of(query)
         return [r for r in await active_alarms(store(), route_names()) if wanted.keeps(r)], wanted
@@ -333,6 +339,7 @@ def operator_routes(service: ServiceView, guard: AdminGuard, forms: FormToken) -
             return None
         given = Ack(key, by[:100], comment[:500], time.time())
         await store().ack(given)
+        changed()
         log.info("alarm acknowledged", device=key[0], code=key[1], source=key[2], by=given.by)
         return given
 
@@ -358,6 +365,7 @@ def operator_routes(service: ServiceView, guard: AdminGuard, forms: FormToken) -
     async def add_silence(body: Mapping[str, Any], creator: str) -> Silence:
         silence = silence_of(body, route_names(), time.time(), creator)
         await store().add_silence(silence)
+        changed()
         log.info(
             "silence added",
             silence=silence.id,
@@ -381,6 +389,7 @@ def operator_routes(service: ServiceView, guard: AdminGuard, forms: FormToken) -
     async def expire(silence_id: str) -> bool:
         done = await store().expire_silence(silence_id, time.time())
         if done:
+            changed()
             log.info("silence expired", silence=silence_id)
         return done
 

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from notifier.config import Settings
+from notifier.dispatch.mutes import Mutes
 from notifier.mail.transport import MailTransport, SendReport
 from notifier.oauth2.runtime import OAuth2Runtime
 from notifier.spool.base import Spool
@@ -66,6 +67,11 @@ class ServiceView(Protocol):
 
     @property
     def cluster(self) -> Cluster | None: ...
+
+    @property
+    def mutes(self) -> Mutes | None:
+        """The silences and acks this instance's routes and forwards apply."""
+        ...
 
     @property
     def state(self) -> StateStore | None:
