@@ -58,6 +58,7 @@ def test_every_secret_is_created_by_the_recipe_and_mounted_where_the_settings_re
         files = {
             "notifier-dsn": "postgresql://notifier:pw@postgres:5432/notifier",
             "notifier-admin": "correct horse",
+            "notifier-store-secret": "k" * 64,
         }
         environ = dict(env)
         for key, path in env.items():
@@ -69,6 +70,8 @@ def test_every_secret_is_created_by_the_recipe_and_mounted_where_the_settings_re
         assert settings.spool.backend == "postgresql"
         assert settings.spool.dsn.get_secret_value() == files["notifier-dsn"]
         assert settings.web.admin_password.get_secret_value() == files["notifier-admin"]
+        # One key for the shared token store: every instance decrypts every token.
+        assert settings.oauth2.store_secret.get_secret_value() == files["notifier-store-secret"]
         names.add(settings.instance())
     assert len(names) == 2  # instance names are unique on one database
 

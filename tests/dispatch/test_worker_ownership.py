@@ -14,6 +14,7 @@ from notifier.metrics import Metrics
 from notifier.records import Kind
 from notifier.spool import MemorySpool
 from notifier.spool.cluster import Member, while_owned
+from notifier.spool.state import Silence, silence_matchers
 from tests.dispatch.test_worker import T0, FakeClock, alarm, opened, until
 
 
@@ -78,6 +79,42 @@ async def test_a_worker_that_gains_its_route_again_decides_from_the_state_stored
 
         # A set of a cleared alarm is news (a that remembered it active would stay silent).
         await until(lambda: mails(outbox_a) == 2, timeout=30)
+    finally:
+        a.stop()
+        stopping.set()
+        await task
+        await store.close()
+
+
+async def test_a_worker_that_gains_its_route_again_reads_the_silences_at_once(
+    tmp_path: Path,
+) -> None:
+    store = await opened(tmp_path)
+    a, spool, outbox = worker(tmp_path, "a", store)
+    switch, stopping = Switch(), asyncio.Event()
+    task = asyncio.create_task(while_owned(switch, "route:ops", a.run, stopping))
+    try:
+        switch.set(True)
+        await spool.put([alarm(Kind.ALARM, T0, code="0x00010001")])
+        await until(lambda: mails(outbox) == 1)
+        switch.set(False)
+        # Meanwhile, on the instance that owns the route now, an operator silences the device.
+        await store.add_silence(
+            Silence(
+                "s1",
+                silence_matchers({"devices": ["gw01"]}),
+                T0 - 60,
+                T0 + 3600,
+                "firmware update",
+                "alice",
+                T0 - 60,
+            )
+        )
+        switch.set(True)
+        await spool.put([alarm(Kind.ALARM, T0, code="0x00010002")])
+
+        await until(lambda: spool.entries == 0, timeout=30)
+        assert mails(outbox) == 1  # silenced: the worker did not decide with what it read before
     finally:
         a.stop()
         stopping.set()
