@@ -255,7 +255,7 @@ class RouteWorker:
         may have changed it while this one did not own the route); what this one held in
         memory is not its own anymore (its leases went to the owner that came between)."""
         self._loaded = False
-        self._control_at = -1e18  # silences and acks: read again at once, too
+        self._mutes.stale()  # silences and acks: read again at once, too
         self._overlay.clear()
         self._group = _Group()
         self._retrying.clear()
