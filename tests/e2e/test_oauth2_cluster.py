@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.authserver import AuthServer
@@ -20,6 +21,7 @@ from tests.oauth2.harness import (
     PASSWORD,
     USER,
     codes_received,
+    form_token,
     notifier_cli,
     oauth2_config,
     oauth2_page,
@@ -103,17 +105,29 @@ def test_two_instances_with_rotating_refresh_tokens_refresh_once_per_expiry_and_
     twice (two instances refreshing at once) is refused with invalid_grant. "One refresh per
     expiry": every refresh arrives when the newest access token has at most the margin left
     (plus up to one second by which the server rounds `exp` up); a second refresh after another
-    instance already got a fresh token would arrive with about 4 s left."""
+    instance already got a fresh token would arrive with about 4 s left.
+
+    One instance at a time dispatches the route (its owner), so each instance also sends its
+    /oauth2/ page's test mail at the same moments: both need tokens, whichever owns the route."""
     a, b, server, smtp = two_instances
     sent: set[str] = set()
     start = time.monotonic()
     i = 0
-    # An alarm into each instance at the same moment: both send at once, so both find the
-    # token due at once, which is when a refresh that is not single-flight would show.
-    with ThreadPoolExecutor(2) as senders:
+    tokens = {p.url: form_token(oauth2_page(p)) for p in (a, b)}
+
+    def test_mail(proc: NotifierProcess) -> str:
+        data = {"account": "ops", "csrf": tokens[proc.url]}
+        return httpx.post(f"{proc.url}/oauth2/test-mail", data=data, timeout=30).text
+
+    # Alarms into both instances and a test mail on each at the same moment: both instances
+    # find the token due at once, which is when a refresh that is not single-flight would show.
+    with ThreadPoolExecutor(4) as senders:
         while time.monotonic() - start < 60:
             codes = [f"0x0002{i:04x}", f"0x0002{i + 1:04x}"]
+            tested = senders.map(test_mail, (a, b))
             list(senders.map(lambda proc, code: post_alarm(proc, code=code), (a, b), codes))
+            for answer in tested:
+                assert "Test mail accepted" in answer, answer[-2000:]
             sent.update(codes)
             i += 2
             time.sleep(0.5)
@@ -126,9 +140,11 @@ def test_two_instances_with_rotating_refresh_tokens_refresh_once_per_expiry_and_
     assert 10 <= refreshes <= 20, refreshes
     assert len(server.refresh_headroom_s) == refreshes
     assert max(server.refresh_headroom_s) <= MARGIN_S + 1.0, server.refresh_headroom_s
-    # Both instances mailed, so both needed tokens; each mail's token was good.
+    # Both instances mailed (the owner its alarms, the other its test mails), so both needed
+    # tokens; each mail's token was good.
     for proc in (a, b):
-        assert any(e.get("event") == "mail sent" for e in proc.log_events()), proc.workdir.name
+        assert any(e.get("event") == "test mail from the oauth2 page" for e in proc.log_events())
+    for proc in (a, b):
         assert "needs authorization" not in proc.logs()
     assert "smtp_token_refused" not in a.logs() + b.logs()
 
