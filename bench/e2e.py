@@ -39,10 +39,10 @@ import shlex
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from bench.common import (
     LOOPBACK,
+    HttpConnection,
     NotifierProcess,
     fmt_ratio,
     free_port,
@@ -297,50 +297,6 @@ class MailingNotifier(NotifierProcess):
             smtp_port=self.smtp_port,
             route=route_toml(self.route),
         )
-
-
-class HttpConnection:
-    """One keep-alive HTTP/1.1 connection doing JSON POSTs: little client-side CPU, so the
-    times measured are the server's (httpx costs ~10x more per request)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._host, self._port = host, port
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    async def post_json(self, path: str, payload: Any) -> tuple[int, dict[str, str], bytes]:
-        if self._writer is None:
-            self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
-        assert self._reader is not None
-        body = json.dumps(payload).encode()
-        self._writer.write(
-            (
-                f"POST {path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-            ).encode()
-            + body
-        )
-        head = await self._reader.readuntil(b"\r\n\r\n")
-        status_line, *lines = head.decode("latin-1").split("\r\n")
-        status = int(status_line.split()[1])
-        headers = {}
-        for line in lines:
-            name, sep, value = line.partition(":")
-            if sep:
-                headers[name.strip().lower()] = value.strip()
-        if "content-length" not in headers:
-            raise RuntimeError(f"answer without Content-Length: {status_line}")
-        content = await self._reader.readexactly(int(headers["content-length"]))
-        if headers.get("connection", "").lower() == "close":
-            await self.close()
-        return status, headers, content
-
-    async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            with contextlib.suppress(OSError):
-                await self._writer.wait_closed()
-        self._reader = self._writer = None
 
 
 def alarm(code: int, host: str = "gw01", text: str = "Registration down") -> dict[str, str]:
