@@ -1,10 +1,13 @@
 """End-to-end mail benchmarks: alarm-to-mail latency, a storm of alarms, SMTP connection reuse.
 
-    .venv/bin/python bench/e2e.py [--quick] [--only latency,storm,reuse] [--runs 3]
+    .venv/bin/python bench/e2e.py [--quick] [--only latency,cluster,storm,reuse] [--runs 3]
 
 - latency: one alarm at a time over HTTP (`POST /api/v1/records`), group_wait_s = 0; the time
   from sending the request to the SMTP server accepting the mail's DATA (timestamped in the
   server's DATA handler), and the HTTP answer time alone (ingest incl. fsync). p50/p90/p99/max.
+- cluster: the same with two instances on one PostgreSQL that the bench starts on loopback
+  (tests/pg.py, fsync on), alarm i sent to instance i mod 2: half reach the route's owner
+  through the other instance and the database (LISTEN/NOTIFY).
 - storm: 10,000 alarms spread evenly over 10 s by several paced senders, once with a storm
   config a user would pick and once with the defaults: mails sent, alarms the subjects account
   for ("[N ALARMS] ..."), and the drain (last alarm answered -> last mail accepted).
@@ -49,11 +52,15 @@ from bench.common import (
     machine,
     markdown_table,
     median,
+    new_database,
+    on_postgresql,
+    postgresql,
     scratch_dir,
     uvloop_loaded,
 )
+from tests.pg import PgServer
 
-SECTIONS = ("latency", "storm", "reuse")
+SECTIONS = ("latency", "cluster", "storm", "reuse")
 RECORDS_PATH = "/api/v1/records"
 TARGET_P50_MS = 20.0
 TARGET_P99_MS = 100.0
@@ -331,14 +338,40 @@ class LatencyRun:
     http_ms: list[float]
 
 
-async def latency_run(sink: Sink, samples: int, warmup: int) -> tuple[LatencyRun, bool | None]:
+async def start_instances(
+    workdir: Path, sink: Sink, route: Mapping[str, float | int], server: PgServer | None
+) -> list[MailingNotifier]:
+    """One notifier on SQLite, or (`server` given) two instances on a new database there."""
+    if server is None:
+        return [await start_notifier(workdir, sink, route)]
+    dsn = new_database(server)
+    procs = [
+        MailingNotifier(
+            workdir / name,
+            env={**on_postgresql(dsn), "NOTIFIER_INSTANCE_NAME": name},
+            smtp_port=sink.port,
+            route=route,
+        )
+        for name in ("a", "b")
+    ]
+    for proc in procs:
+        await asyncio.to_thread(proc.start)
+    return procs
+
+
+async def latency_run(
+    sink: Sink, samples: int, warmup: int, server: PgServer | None = None
+) -> tuple[LatencyRun, bool | None]:
+    """`server`: two instances on PostgreSQL there, alarm i sent to instance i % 2 (so half of
+    them reach the route's owner through the other instance and the database)."""
     with scratch_dir("bench-e2e-latency-") as workdir:
-        proc = await start_notifier(workdir, sink, LATENCY_ROUTE)
-        conn = HttpConnection(LOOPBACK, proc.http_port)
+        procs = await start_instances(workdir, sink, LATENCY_ROUTE, server)
+        conns = [HttpConnection(LOOPBACK, proc.http_port) for proc in procs]
         run = LatencyRun([], [])
         try:
-            uvloop = uvloop_loaded(proc.pid)
+            uvloop = uvloop_loaded(procs[0].pid)
             for i in range(warmup + samples):
+                conn = conns[i % len(conns)]
                 sent = time.monotonic()
                 status, _, content = await conn.post_json(RECORDS_PATH, alarm(i))
                 answered = time.monotonic()
@@ -350,8 +383,10 @@ async def latency_run(sink: Sink, samples: int, warmup: int) -> tuple[LatencyRun
                     run.mail_ms.append((mail.at - sent) * 1000)
                     run.http_ms.append((answered - sent) * 1000)
         finally:
-            await conn.close()
-            await stop_notifier(proc)
+            for conn in conns:
+                await conn.close()
+            for proc in procs:
+                await stop_notifier(proc)
     return run, uvloop
 
 
@@ -664,22 +699,34 @@ async def bench(opts: Options) -> tuple[list[str], dict[str, str]]:
     sink = Sink()
     await sink.start()
     try:
-        if "latency" in opts.only:
-            runs: list[LatencyRun] = []
-            for n in range(opts.runs):
-                _progress(f"latency run {n + 1}/{opts.runs}: {opts.latency_samples} alarms")
-                run, uvloop = await latency_run(sink, opts.latency_samples, opts.latency_warmup)
-                _progress(
-                    f"  mail p50 {percentile(run.mail_ms, 50):.1f} ms, "
-                    f"p99 {percentile(run.mail_ms, 99):.1f} ms; "
-                    f"HTTP p50 {percentile(run.http_ms, 50):.1f} ms"
-                )
-                runs.append(run)
+        for section in ("latency", "cluster"):
+            if section not in opts.only:
+                continue
+            with contextlib.ExitStack() as stack:
+                server = stack.enter_context(postgresql()) if section == "cluster" else None
+                runs: list[LatencyRun] = []
+                for n in range(opts.runs):
+                    _progress(f"{section} run {n + 1}/{opts.runs}: {opts.latency_samples} alarms")
+                    run, uvloop = await latency_run(
+                        sink, opts.latency_samples, opts.latency_warmup, server
+                    )
+                    _progress(
+                        f"  mail p50 {percentile(run.mail_ms, 50):.1f} ms, "
+                        f"p99 {percentile(run.mail_ms, 99):.1f} ms; "
+                        f"HTTP p50 {percentile(run.http_ms, 50):.1f} ms"
+                    )
+                    runs.append(run)
             facts["uvloop in notifier"] = {True: "yes", False: "no", None: "unknown"}[uvloop]
+            where = (
+                "two instances on PostgreSQL (fsync on, loopback), alarm i sent to instance "
+                "i mod 2; the route's owner mails"
+                if section == "cluster"
+                else "one instance on SQLite"
+            )
             sections.append(
-                f"### Alarm to mail, one at a time ({opts.latency_samples:,} alarms per run after "
-                f"{opts.latency_warmup} warm-up, {opts.runs} runs, medians of the per-run "
-                f"percentiles; route {route_text(LATENCY_ROUTE)})\n\n" + latency_table(runs)
+                f"### Alarm to mail, one at a time, {where} ({opts.latency_samples:,} alarms "
+                f"per run after {opts.latency_warmup} warm-up, {opts.runs} runs, medians of the "
+                f"per-run percentiles; route {route_text(LATENCY_ROUTE)})\n\n" + latency_table(runs)
             )
         if "storm" in opts.only:
             storm_rows: list[tuple[StormCase, list[StormRun], int]] = []
@@ -731,7 +778,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options | int:
     p.add_argument(
         "--only",
         default=",".join(SECTIONS),
-        help="comma-separated sections to run: latency,storm,reuse (default: all)",
+        help="comma-separated sections to run: latency,cluster,storm,reuse (default: all)",
     )
     p.add_argument("--runs", type=int, default=None, help="runs of each measurement (default 3)")
     p.add_argument(
@@ -756,7 +803,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options | int:
     only = tuple(s.strip() for s in a.only.split(",") if s.strip())
     unknown = set(only) - set(SECTIONS)
     if unknown:
-        p.error(f"--only: unknown section(s) {', '.join(sorted(unknown))}; use latency,storm,reuse")
+        p.error(
+            f"--only: unknown section(s) {', '.join(sorted(unknown))}; use {','.join(SECTIONS)}"
+        )
     runs = a.runs or (1 if a.quick else 3)
     if runs < 1:
         p.error("--runs must be at least 1")
@@ -799,8 +848,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "handler timestamps each mail (CLOCK_MONOTONIC, shared by all processes)"
     )
     facts["notifier"] = (
-        "`notifier run` from this checkout, data_dir on disk (alarms durable: SQLite, fsync), "
-        "log level info (JSON to a file), one account (SMTP, tls none) and one route"
+        "`notifier run` from this checkout, data_dir on disk (alarms durable: SQLite, fsync; "
+        "cluster: PostgreSQL 15 started by the bench, fsync on), log level info (JSON to a "
+        "file), one account (SMTP, tls none) and one route"
     )
     facts["HTTP client"] = (
         "this process (asyncio" + (", uvloop" if "uvloop" in sys.modules else "") + "), raw "

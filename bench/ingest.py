@@ -885,8 +885,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = " ".join([".venv/bin/python bench/ingest.py", *map(shlex.quote, sys.argv[1:])])
     facts: dict[str, str] = {}
     rows: list[Row] = []
-    have_rsyslog = opts.rsyslog and rsyslogd_path() is not None
-    if not opts.rsyslog:
+    # rsyslog takes part in UDP and TCP only.
+    compared = bool(set(opts.only) & {"udp", "tcp"})
+    have_rsyslog = compared and opts.rsyslog and rsyslogd_path() is not None
+    if not compared:
+        pass
+    elif not opts.rsyslog:
         facts["rsyslog"] = "not measured (--no-rsyslog)"
     elif not have_rsyslog:
         facts["rsyslog"] = "rsyslog not installed: skipped"
