@@ -47,6 +47,8 @@ from bench.common import (
     LOOPBACK,
     HttpConnection,
     NotifierProcess,
+    baseline_rev,
+    code_at,
     fmt_ratio,
     free_port,
     machine,
@@ -318,9 +320,10 @@ def alarm(code: int, host: str = "gw01", text: str = "Registration down") -> dic
 
 
 async def start_notifier(
-    workdir: Path, sink: Sink, route: Mapping[str, float | int]
+    workdir: Path, sink: Sink, route: Mapping[str, float | int], env: Mapping[str, str] = {}
 ) -> MailingNotifier:
-    proc = MailingNotifier(workdir, smtp_port=sink.port, route=route)
+    """`env`: e.g. `code_at(rev)`'s, to run notifier as it was at an earlier commit."""
+    proc = MailingNotifier(workdir, env=env, smtp_port=sink.port, route=route)
     await asyncio.to_thread(proc.start)
     return proc
 
@@ -339,11 +342,15 @@ class LatencyRun:
 
 
 async def start_instances(
-    workdir: Path, sink: Sink, route: Mapping[str, float | int], server: PgServer | None
+    workdir: Path,
+    sink: Sink,
+    route: Mapping[str, float | int],
+    server: PgServer | None,
+    env: Mapping[str, str],
 ) -> list[MailingNotifier]:
     """One notifier on SQLite, or (`server` given) two instances on a new database there."""
     if server is None:
-        return [await start_notifier(workdir, sink, route)]
+        return [await start_notifier(workdir, sink, route, env)]
     dsn = new_database(server)
     procs = [
         MailingNotifier(
@@ -360,12 +367,17 @@ async def start_instances(
 
 
 async def latency_run(
-    sink: Sink, samples: int, warmup: int, server: PgServer | None = None
+    sink: Sink,
+    samples: int,
+    warmup: int,
+    server: PgServer | None = None,
+    env: Mapping[str, str] = {},
 ) -> tuple[LatencyRun, bool | None]:
     """`server`: two instances on PostgreSQL there, alarm i sent to instance i % 2 (so half of
-    them reach the route's owner through the other instance and the database)."""
+    them reach the route's owner through the other instance and the database). `env`: for the
+    notifier on SQLite, e.g. the baseline's."""
     with scratch_dir("bench-e2e-latency-") as workdir:
-        procs = await start_instances(workdir, sink, LATENCY_ROUTE, server)
+        procs = await start_instances(workdir, sink, LATENCY_ROUTE, server, env)
         conns = [HttpConnection(LOOPBACK, proc.http_port) for proc in procs]
         run = LatencyRun([], [])
         try:
@@ -570,6 +582,7 @@ class Options:
     default_runs: int
     reuse_mails: int
     quick: bool
+    baseline: str  # latency: "" the commit before the PostgreSQL work; "none": no baseline
 
 
 def _ms(value: float) -> str:
@@ -613,6 +626,26 @@ def latency_table(runs: list[LatencyRun]) -> str:
         )
     return markdown_table(
         ["Latency", "p50", "p90", "p99", "max", "runs (p50, p99 ms)", "target"], rows
+    )
+
+
+def baseline_section(rev: str, runs: list[LatencyRun], base_runs: list[LatencyRun]) -> str:
+    """The same latency with notifier as it was at `rev`, and this tree ÷ baseline."""
+    pairs = list(zip(runs, base_runs, strict=True))
+
+    def ratio(p: float, mail: bool) -> float:
+        def of(r: LatencyRun) -> float:
+            return percentile(r.mail_ms if mail else r.http_ms, p)
+
+        return median([of(ours) / of(base) for ours, base in pairs])
+
+    return (
+        f"#### The same, one instance on SQLite, notifier as it was at {rev} (the baseline, "
+        "measured in the same command, runs interleaved)\n\n"
+        + latency_table(base_runs)
+        + "\n\nThis tree ÷ baseline (median of the per-run ratios; above 1 is slower): "
+        f"mail p50 {ratio(50, True):.2f}×, mail p99 {ratio(99, True):.2f}×, "
+        f"HTTP p50 {ratio(50, False):.2f}×."
     )
 
 
@@ -704,18 +737,28 @@ async def bench(opts: Options) -> tuple[list[str], dict[str, str]]:
                 continue
             with contextlib.ExitStack() as stack:
                 server = stack.enter_context(postgresql()) if section == "cluster" else None
+                baseline = section == "latency" and opts.baseline != "none"
+                rev = (opts.baseline or baseline_rev()) if baseline else ""
+                base_env = stack.enter_context(code_at(rev)) if baseline else {}
                 runs: list[LatencyRun] = []
+                base_runs: list[LatencyRun] = []
+                order: list[tuple[list[LatencyRun], dict[str, str]]] = [(runs, {})]
+                if baseline:
+                    order.append((base_runs, base_env))
                 for n in range(opts.runs):
-                    _progress(f"{section} run {n + 1}/{opts.runs}: {opts.latency_samples} alarms")
-                    run, uvloop = await latency_run(
-                        sink, opts.latency_samples, opts.latency_warmup, server
-                    )
-                    _progress(
-                        f"  mail p50 {percentile(run.mail_ms, 50):.1f} ms, "
-                        f"p99 {percentile(run.mail_ms, 99):.1f} ms; "
-                        f"HTTP p50 {percentile(run.http_ms, 50):.1f} ms"
-                    )
-                    runs.append(run)
+                    # Interleaved, each first in turn: a busy spell of the machine hits both.
+                    for into, env in order if n % 2 == 0 else order[::-1]:
+                        what = f"{section} (baseline {rev})" if env else section
+                        _progress(f"{what} run {n + 1}/{opts.runs}: {opts.latency_samples} alarms")
+                        run, uvloop = await latency_run(
+                            sink, opts.latency_samples, opts.latency_warmup, server, env
+                        )
+                        _progress(
+                            f"  mail p50 {percentile(run.mail_ms, 50):.1f} ms, "
+                            f"p99 {percentile(run.mail_ms, 99):.1f} ms; "
+                            f"HTTP p50 {percentile(run.http_ms, 50):.1f} ms"
+                        )
+                        into.append(run)
             facts["uvloop in notifier"] = {True: "yes", False: "no", None: "unknown"}[uvloop]
             where = (
                 "two instances on PostgreSQL (fsync on, loopback), alarm i sent to instance "
@@ -728,6 +771,8 @@ async def bench(opts: Options) -> tuple[list[str], dict[str, str]]:
                 f"per run after {opts.latency_warmup} warm-up, {opts.runs} runs, medians of the "
                 f"per-run percentiles; route {route_text(LATENCY_ROUTE)})\n\n" + latency_table(runs)
             )
+            if base_runs:
+                sections.append(baseline_section(rev, runs, base_runs))
         if "storm" in opts.only:
             storm_rows: list[tuple[StormCase, list[StormRun], int]] = []
             cases = [StormCase(opts.storm_route, opts.storm_seconds, opts.runs)]
@@ -795,6 +840,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Options | int:
         default=8,
         help="concurrent HTTP connections sending the storm (default 8)",
     )
+    p.add_argument(
+        "--baseline",
+        default="",
+        metavar="REV",
+        help="latency: also run notifier as it was at git revision REV, interleaved, and give "
+        "the ratios (default: the parent of the first commit touching notifier/spool/pg; "
+        "none: skip)",
+    )
     p.add_argument("--smtp-sink", type=int, default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.smtp_sink is not None:
@@ -824,6 +877,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options | int:
         default_runs=a.default_runs if a.default_runs is not None else (0 if quick else 1),
         reuse_mails=100 if quick else 500,
         quick=quick,
+        baseline=a.baseline,
     )
 
 
