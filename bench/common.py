@@ -11,7 +11,10 @@ The bench may import notifier; the notifier package never imports the bench.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
+import json
 import os
 import platform
 import shutil
@@ -25,11 +28,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
+import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
 from notifier.ingest.udp import udp_rcvbuf_errors
+from tests.pg import PgServer, start_server
 from tests.service import NotifierProcess as TestNotifierProcess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -209,6 +215,111 @@ class NotifierProcess(TestNotifierProcess):
             return super().stop(timeout)
         finally:
             self._http.close()
+
+
+class HttpConnection:
+    """One keep-alive HTTP/1.1 connection doing JSON POSTs: little client-side CPU, so the
+    times measured are the server's (httpx costs ~10x more per request)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._host, self._port = host, port
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def post_json(self, path: str, payload: Any) -> tuple[int, dict[str, str], bytes]:
+        if self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
+        assert self._reader is not None
+        body = json.dumps(payload).encode()
+        self._writer.write(
+            (
+                f"POST {path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body
+        )
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        status = int(status_line.split()[1])
+        headers = {}
+        for line in lines:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        if "content-length" not in headers:
+            raise RuntimeError(f"answer without Content-Length: {status_line}")
+        content = await self._reader.readexactly(int(headers["content-length"]))
+        if headers.get("connection", "").lower() == "close":
+            await self.close()
+        return status, headers, content
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()
+        self._reader = self._writer = None
+
+
+# --- PostgreSQL, and notifier as it was at an earlier commit -----------------------------------
+
+
+@contextlib.contextmanager
+def postgresql() -> Iterator[PgServer]:
+    """A throwaway PostgreSQL on loopback (tests/pg.py: initdb + pg_ctl in a scratch directory),
+    fsync on as a production server runs it; stopped and removed afterwards."""
+    run = start_server(durable=True)
+    server = next(run)
+    try:
+        yield server
+    finally:
+        run.close()
+
+
+_databases = itertools.count(1)
+
+
+def new_database(server: PgServer) -> str:
+    """The DSN of a new, empty database on `server`: each trial starts from an empty spool."""
+    name = f"bench_{os.getpid()}_{next(_databases)}"
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return server.dsn(name)
+
+
+def on_postgresql(dsn: str) -> dict[str, str]:
+    """The environment that puts a notifier's spool on the database `dsn`."""
+    return {"NOTIFIER_SPOOL__BACKEND": "postgresql", "NOTIFIER_SPOOL__DSN": dsn}
+
+
+def baseline_rev() -> str:
+    """The last commit before the PostgreSQL work: the parent of the first commit that touched
+    notifier/spool/pg (abbreviated)."""
+    firsts = git("log", "--format=%H", "--", "notifier/spool/pg").split()
+    if not firsts:
+        raise RuntimeError("no commit touches notifier/spool/pg: give --baseline REV")
+    return git("rev-parse", "--short", f"{firsts[-1]}^").strip()
+
+
+def git(*args: str) -> str:
+    done = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+@contextlib.contextmanager
+def code_at(rev: str) -> Iterator[dict[str, str]]:
+    """The environment in which `python -m notifier` runs the `notifier` package as it was at
+    git revision `rev`: exported with `git archive` (no worktree, nothing in .git changes) into
+    a scratch directory that goes first on PYTHONPATH, ahead of this checkout's editable
+    install. Its dependencies are this venv's."""
+    with scratch_dir("bench-baseline-") as path:
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", rev, "notifier"], capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(path)], input=archive, check=True)
+        yield {"PYTHONPATH": str(path)}
 
 
 def uvloop_loaded(pid: int) -> bool | None:

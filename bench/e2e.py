@@ -1,10 +1,13 @@
 """End-to-end mail benchmarks: alarm-to-mail latency, a storm of alarms, SMTP connection reuse.
 
-    .venv/bin/python bench/e2e.py [--quick] [--only latency,storm,reuse] [--runs 3]
+    .venv/bin/python bench/e2e.py [--quick] [--only latency,cluster,storm,reuse] [--runs 3]
 
 - latency: one alarm at a time over HTTP (`POST /api/v1/records`), group_wait_s = 0; the time
   from sending the request to the SMTP server accepting the mail's DATA (timestamped in the
   server's DATA handler), and the HTTP answer time alone (ingest incl. fsync). p50/p90/p99/max.
+- cluster: the same with two instances on one PostgreSQL that the bench starts on loopback
+  (tests/pg.py, fsync on), alarm i sent to instance i mod 2: half reach the route's owner
+  through the other instance and the database (LISTEN/NOTIFY).
 - storm: 10,000 alarms spread evenly over 10 s by several paced senders, once with a storm
   config a user would pick and once with the defaults: mails sent, alarms the subjects account
   for ("[N ALARMS] ..."), and the drain (last alarm answered -> last mail accepted).
@@ -39,21 +42,27 @@ import shlex
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from bench.common import (
     LOOPBACK,
+    HttpConnection,
     NotifierProcess,
+    baseline_rev,
+    code_at,
     fmt_ratio,
     free_port,
     machine,
     markdown_table,
     median,
+    new_database,
+    on_postgresql,
+    postgresql,
     scratch_dir,
     uvloop_loaded,
 )
+from tests.pg import PgServer
 
-SECTIONS = ("latency", "storm", "reuse")
+SECTIONS = ("latency", "cluster", "storm", "reuse")
 RECORDS_PATH = "/api/v1/records"
 TARGET_P50_MS = 20.0
 TARGET_P99_MS = 100.0
@@ -299,50 +308,6 @@ class MailingNotifier(NotifierProcess):
         )
 
 
-class HttpConnection:
-    """One keep-alive HTTP/1.1 connection doing JSON POSTs: little client-side CPU, so the
-    times measured are the server's (httpx costs ~10x more per request)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._host, self._port = host, port
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    async def post_json(self, path: str, payload: Any) -> tuple[int, dict[str, str], bytes]:
-        if self._writer is None:
-            self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
-        assert self._reader is not None
-        body = json.dumps(payload).encode()
-        self._writer.write(
-            (
-                f"POST {path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-            ).encode()
-            + body
-        )
-        head = await self._reader.readuntil(b"\r\n\r\n")
-        status_line, *lines = head.decode("latin-1").split("\r\n")
-        status = int(status_line.split()[1])
-        headers = {}
-        for line in lines:
-            name, sep, value = line.partition(":")
-            if sep:
-                headers[name.strip().lower()] = value.strip()
-        if "content-length" not in headers:
-            raise RuntimeError(f"answer without Content-Length: {status_line}")
-        content = await self._reader.readexactly(int(headers["content-length"]))
-        if headers.get("connection", "").lower() == "close":
-            await self.close()
-        return status, headers, content
-
-    async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            with contextlib.suppress(OSError):
-                await self._writer.wait_closed()
-        self._reader = self._writer = None
-
-
 def alarm(code: int, host: str = "gw01", text: str = "Registration down") -> dict[str, str]:
     return {
         "type": "alarm",
@@ -355,9 +320,10 @@ def alarm(code: int, host: str = "gw01", text: str = "Registration down") -> dic
 
 
 async def start_notifier(
-    workdir: Path, sink: Sink, route: Mapping[str, float | int]
+    workdir: Path, sink: Sink, route: Mapping[str, float | int], env: Mapping[str, str] = {}
 ) -> MailingNotifier:
-    proc = MailingNotifier(workdir, smtp_port=sink.port, route=route)
+    """`env`: e.g. `code_at(rev)`'s, to run notifier as it was at an earlier commit."""
+    proc = MailingNotifier(workdir, env=env, smtp_port=sink.port, route=route)
     await asyncio.to_thread(proc.start)
     return proc
 
@@ -375,14 +341,49 @@ class LatencyRun:
     http_ms: list[float]
 
 
-async def latency_run(sink: Sink, samples: int, warmup: int) -> tuple[LatencyRun, bool | None]:
+async def start_instances(
+    workdir: Path,
+    sink: Sink,
+    route: Mapping[str, float | int],
+    server: PgServer | None,
+    env: Mapping[str, str],
+) -> list[MailingNotifier]:
+    """One notifier on SQLite, or (`server` given) two instances on a new database there."""
+    if server is None:
+        return [await start_notifier(workdir, sink, route, env)]
+    dsn = new_database(server)
+    procs = [
+        MailingNotifier(
+            workdir / name,
+            env={**on_postgresql(dsn), "NOTIFIER_INSTANCE_NAME": name},
+            smtp_port=sink.port,
+            route=route,
+        )
+        for name in ("a", "b")
+    ]
+    for proc in procs:
+        await asyncio.to_thread(proc.start)
+    return procs
+
+
+async def latency_run(
+    sink: Sink,
+    samples: int,
+    warmup: int,
+    server: PgServer | None = None,
+    env: Mapping[str, str] = {},
+) -> tuple[LatencyRun, bool | None]:
+    """`server`: two instances on PostgreSQL there, alarm i sent to instance i % 2 (so half of
+    them reach the route's owner through the other instance and the database). `env`: for the
+    notifier on SQLite, e.g. the baseline's."""
     with scratch_dir("bench-e2e-latency-") as workdir:
-        proc = await start_notifier(workdir, sink, LATENCY_ROUTE)
-        conn = HttpConnection(LOOPBACK, proc.http_port)
+        procs = await start_instances(workdir, sink, LATENCY_ROUTE, server, env)
+        conns = [HttpConnection(LOOPBACK, proc.http_port) for proc in procs]
         run = LatencyRun([], [])
         try:
-            uvloop = uvloop_loaded(proc.pid)
+            uvloop = uvloop_loaded(procs[0].pid)
             for i in range(warmup + samples):
+                conn = conns[i % len(conns)]
                 sent = time.monotonic()
                 status, _, content = await conn.post_json(RECORDS_PATH, alarm(i))
                 answered = time.monotonic()
@@ -394,8 +395,10 @@ async def latency_run(sink: Sink, samples: int, warmup: int) -> tuple[LatencyRun
                     run.mail_ms.append((mail.at - sent) * 1000)
                     run.http_ms.append((answered - sent) * 1000)
         finally:
-            await conn.close()
-            await stop_notifier(proc)
+            for conn in conns:
+                await conn.close()
+            for proc in procs:
+                await stop_notifier(proc)
     return run, uvloop
 
 
@@ -579,6 +582,7 @@ class Options:
     default_runs: int
     reuse_mails: int
     quick: bool
+    baseline: str  # latency: "" the commit before the PostgreSQL work; "none": no baseline
 
 
 def _ms(value: float) -> str:
@@ -622,6 +626,26 @@ def latency_table(runs: list[LatencyRun]) -> str:
         )
     return markdown_table(
         ["Latency", "p50", "p90", "p99", "max", "runs (p50, p99 ms)", "target"], rows
+    )
+
+
+def baseline_section(rev: str, runs: list[LatencyRun], base_runs: list[LatencyRun]) -> str:
+    """The same latency with notifier as it was at `rev`, and this tree ÷ baseline."""
+    pairs = list(zip(runs, base_runs, strict=True))
+
+    def ratio(p: float, mail: bool) -> float:
+        def of(r: LatencyRun) -> float:
+            return percentile(r.mail_ms if mail else r.http_ms, p)
+
+        return median([of(ours) / of(base) for ours, base in pairs])
+
+    return (
+        f"#### The same, one instance on SQLite, notifier as it was at {rev} (the baseline, "
+        "measured in the same command, runs interleaved)\n\n"
+        + latency_table(base_runs)
+        + "\n\nThis tree ÷ baseline (median of the per-run ratios; above 1 is slower): "
+        f"mail p50 {ratio(50, True):.2f}×, mail p99 {ratio(99, True):.2f}×, "
+        f"HTTP p50 {ratio(50, False):.2f}×."
     )
 
 
@@ -708,23 +732,47 @@ async def bench(opts: Options) -> tuple[list[str], dict[str, str]]:
     sink = Sink()
     await sink.start()
     try:
-        if "latency" in opts.only:
-            runs: list[LatencyRun] = []
-            for n in range(opts.runs):
-                _progress(f"latency run {n + 1}/{opts.runs}: {opts.latency_samples} alarms")
-                run, uvloop = await latency_run(sink, opts.latency_samples, opts.latency_warmup)
-                _progress(
-                    f"  mail p50 {percentile(run.mail_ms, 50):.1f} ms, "
-                    f"p99 {percentile(run.mail_ms, 99):.1f} ms; "
-                    f"HTTP p50 {percentile(run.http_ms, 50):.1f} ms"
-                )
-                runs.append(run)
+        for section in ("latency", "cluster"):
+            if section not in opts.only:
+                continue
+            with contextlib.ExitStack() as stack:
+                server = stack.enter_context(postgresql()) if section == "cluster" else None
+                baseline = section == "latency" and opts.baseline != "none"
+                rev = (opts.baseline or baseline_rev()) if baseline else ""
+                base_env = stack.enter_context(code_at(rev)) if baseline else {}
+                runs: list[LatencyRun] = []
+                base_runs: list[LatencyRun] = []
+                order: list[tuple[list[LatencyRun], dict[str, str]]] = [(runs, {})]
+                if baseline:
+                    order.append((base_runs, base_env))
+                for n in range(opts.runs):
+                    # Interleaved, each first in turn: a busy spell of the machine hits both.
+                    for into, env in order if n % 2 == 0 else order[::-1]:
+                        what = f"{section} (baseline {rev})" if env else section
+                        _progress(f"{what} run {n + 1}/{opts.runs}: {opts.latency_samples} alarms")
+                        run, uvloop = await latency_run(
+                            sink, opts.latency_samples, opts.latency_warmup, server, env
+                        )
+                        _progress(
+                            f"  mail p50 {percentile(run.mail_ms, 50):.1f} ms, "
+                            f"p99 {percentile(run.mail_ms, 99):.1f} ms; "
+                            f"HTTP p50 {percentile(run.http_ms, 50):.1f} ms"
+                        )
+                        into.append(run)
             facts["uvloop in notifier"] = {True: "yes", False: "no", None: "unknown"}[uvloop]
-            sections.append(
-                f"### Alarm to mail, one at a time ({opts.latency_samples:,} alarms per run after "
-                f"{opts.latency_warmup} warm-up, {opts.runs} runs, medians of the per-run "
-                f"percentiles; route {route_text(LATENCY_ROUTE)})\n\n" + latency_table(runs)
+            where = (
+                "two instances on PostgreSQL (fsync on, loopback), alarm i sent to instance "
+                "i mod 2; the route's owner mails"
+                if section == "cluster"
+                else "one instance on SQLite"
             )
+            sections.append(
+                f"### Alarm to mail, one at a time, {where} ({opts.latency_samples:,} alarms "
+                f"per run after {opts.latency_warmup} warm-up, {opts.runs} runs, medians of the "
+                f"per-run percentiles; route {route_text(LATENCY_ROUTE)})\n\n" + latency_table(runs)
+            )
+            if base_runs:
+                sections.append(baseline_section(rev, runs, base_runs))
         if "storm" in opts.only:
             storm_rows: list[tuple[StormCase, list[StormRun], int]] = []
             cases = [StormCase(opts.storm_route, opts.storm_seconds, opts.runs)]
@@ -775,7 +823,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options | int:
     p.add_argument(
         "--only",
         default=",".join(SECTIONS),
-        help="comma-separated sections to run: latency,storm,reuse (default: all)",
+        help="comma-separated sections to run: latency,cluster,storm,reuse (default: all)",
     )
     p.add_argument("--runs", type=int, default=None, help="runs of each measurement (default 3)")
     p.add_argument(
@@ -792,6 +840,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Options | int:
         default=8,
         help="concurrent HTTP connections sending the storm (default 8)",
     )
+    p.add_argument(
+        "--baseline",
+        default="",
+        metavar="REV",
+        help="latency: also run notifier as it was at git revision REV, interleaved, and give "
+        "the ratios (default: the parent of the first commit touching notifier/spool/pg; "
+        "none: skip)",
+    )
     p.add_argument("--smtp-sink", type=int, default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.smtp_sink is not None:
@@ -800,7 +856,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options | int:
     only = tuple(s.strip() for s in a.only.split(",") if s.strip())
     unknown = set(only) - set(SECTIONS)
     if unknown:
-        p.error(f"--only: unknown section(s) {', '.join(sorted(unknown))}; use latency,storm,reuse")
+        p.error(
+            f"--only: unknown section(s) {', '.join(sorted(unknown))}; use {','.join(SECTIONS)}"
+        )
     runs = a.runs or (1 if a.quick else 3)
     if runs < 1:
         p.error("--runs must be at least 1")
@@ -819,6 +877,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options | int:
         default_runs=a.default_runs if a.default_runs is not None else (0 if quick else 1),
         reuse_mails=100 if quick else 500,
         quick=quick,
+        baseline=a.baseline,
     )
 
 
@@ -843,8 +902,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "handler timestamps each mail (CLOCK_MONOTONIC, shared by all processes)"
     )
     facts["notifier"] = (
-        "`notifier run` from this checkout, data_dir on disk (alarms durable: SQLite, fsync), "
-        "log level info (JSON to a file), one account (SMTP, tls none) and one route"
+        "`notifier run` from this checkout, data_dir on disk (alarms durable: SQLite, fsync; "
+        "cluster: PostgreSQL 15 started by the bench, fsync on), log level info (JSON to a "
+        "file), one account (SMTP, tls none) and one route"
     )
     facts["HTTP client"] = (
         "this process (asyncio" + (", uvloop" if "uvloop" in sys.modules else "") + "), raw "

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import multiprocessing
@@ -44,22 +45,32 @@ import httpx
 
 from bench.common import (
     LOOPBACK,
+    HttpConnection,
     NotifierProcess,
     Rsyslog,
+    baseline_rev,
+    code_at,
     fmt_rate,
     fmt_ratio,
     kernel_udp_drops,
     machine,
     markdown_table,
     median,
+    new_database,
+    on_postgresql,
+    postgresql,
     rsyslogd_path,
     scratch_dir,
     uvloop_loaded,
     wait_stable,
 )
+from tests.pg import PgServer
+from tests.service import NotifierProcess as DefaultNotifier
 
 LINE_BYTES = 200
-SECTIONS = ("udp", "tcp", "http")
+SECTIONS = ("udp", "tcp", "http", "durable")
+# Single-box SQLite figures may be at most this much slower than the baseline (issue #9).
+BASELINE_TOLERANCE = 0.10
 
 
 # --- what is sent ---------------------------------------------------------------------------
@@ -439,6 +450,171 @@ def http_httpx(url: str, case: HttpCase, connections: int, seconds: float) -> Ht
     return asyncio.run(main())
 
 
+# --- durable single-alarm HTTP ingest: SQLite, PostgreSQL, two instances, a baseline -------
+
+
+def distinct_alarm(i: int) -> dict[str, object]:
+    """Alarm `i`, unlike every other: on PostgreSQL, identical alarms sent within
+    dedupe_window_s are stored once, which would measure the de-duplication, not the store."""
+    return {**alarm(i), "code": f"0x{i:08x}", "text": f"Layer 1 down {i}"}
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One way of running notifier for the durable ingest trials."""
+
+    name: str
+    instances: int = 1
+    postgresql: bool = False
+    env: dict[str, str] = field(default_factory=dict)  # e.g. PYTHONPATH of the baseline code
+
+
+# Nothing but the ports and a route that mails nothing: the default config, whose single-box
+# figures must hold against the baseline (an unrouted alarm would go to the outbox).
+QUIET_ROUTE: dict[str, object] = {
+    "accounts": [{"name": "bench"}],
+    "routes": [
+        {
+            "name": "bench-nothing",
+            "account": "bench",
+            "to": ["nobody@example.invalid"],
+            "match": {"devices": ["no-such-device-bench"]},
+        }
+    ],
+}
+
+
+async def post_alarms(ports: Sequence[int], connections: int, seconds: float) -> tuple[int, int]:
+    """`connections` keep-alive connections, spread round-robin over `ports`, each POSTing one
+    distinct JSON alarm at a time for `seconds`; (answered 200, refused or failed)."""
+    ok = refused = 0
+    counter = iter(range(1 << 40))
+    deadline = time.perf_counter() + seconds
+
+    async def sender(port: int) -> None:
+        nonlocal ok, refused
+        conn = HttpConnection(LOOPBACK, port)
+        try:
+            while time.perf_counter() < deadline:
+                try:
+                    status, _, _ = await conn.post_json(
+                        "/api/v1/records", distinct_alarm(next(counter))
+                    )
+                except (OSError, asyncio.IncompleteReadError):
+                    status = 0
+                    await conn.close()
+                ok, refused = (ok + 1, refused) if status == 200 else (ok, refused + 1)
+        finally:
+            await conn.close()
+
+    await asyncio.gather(*(sender(ports[k % len(ports)]) for k in range(connections)))
+    return ok, refused
+
+
+def durable_trial(
+    setup: Setup, workdir: Path, server: PgServer | None, opts: Options
+) -> tuple[float, int]:
+    """Start `setup` from empty (a new data_dir, a new database), send for http_seconds, stop;
+    (alarms answered 200 per second, refusals)."""
+    env = dict(setup.env)
+    if setup.postgresql:
+        assert server is not None
+        env |= on_postgresql(new_database(server))
+    procs = [
+        DefaultNotifier(workdir / f"n{k}", QUIET_ROUTE, env=env) for k in range(setup.instances)
+    ]
+    try:
+        for proc in procs:
+            proc.start()
+        started = time.perf_counter()
+        ok, refused = asyncio.run(
+            post_alarms([p.http_port for p in procs], opts.http_connections, opts.http_seconds)
+        )
+        return ok / (time.perf_counter() - started), refused
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+def measure_durable(opts: Options) -> str:
+    """The durable ingest table: each set-up `opts.runs` times, interleaved run by run."""
+    setups = [Setup("SQLite, 1 instance (this tree)")]
+    rev = opts.baseline
+    with contextlib.ExitStack() as stack:
+        if rev != "none":
+            rev = rev or baseline_rev()
+            setups.append(
+                Setup(f"SQLite, 1 instance (baseline {rev})", env=stack.enter_context(code_at(rev)))
+            )
+        server = stack.enter_context(postgresql())
+        setups += [
+            Setup("PostgreSQL, 1 instance", postgresql=True),
+            Setup("PostgreSQL, 2 instances (senders split over both)", 2, postgresql=True),
+        ]
+        rates: dict[str, list[float]] = {s.name: [] for s in setups}
+        refusals: dict[str, int] = {s.name: 0 for s in setups}
+        loads: list[float] = []
+        for run in range(opts.runs):
+            loads.append(os.getloadavg()[0])
+            # Each set-up goes first in turn: a busy spell of the shared machine hits all.
+            for setup in setups[run % len(setups) :] + setups[: run % len(setups)]:
+                with scratch_dir("bench-durable-") as workdir:
+                    rate, refused = durable_trial(setup, workdir, server, opts)
+                rates[setup.name].append(rate)
+                refusals[setup.name] += refused
+                _progress(
+                    f"durable run {run + 1}/{opts.runs}: {setup.name}: "
+                    f"{fmt_rate(rate, ' alarms/s')}, {refused} refused (load {loads[-1]:.2f})"
+                )
+    return durable_report(setups, rates, refusals, loads, opts, rev)
+
+
+def durable_report(
+    setups: Sequence[Setup],
+    rates: dict[str, list[float]],
+    refusals: dict[str, int],
+    loads: Sequence[float],
+    opts: Options,
+    rev: str,
+) -> str:
+    ours = rates[setups[0].name]
+    rows = []
+    for setup in setups:
+        runs = rates[setup.name]
+        # The median of the per-run ratios: each run's set-ups met the same machine moment.
+        ratio = median([r / o for r, o in zip(runs, ours, strict=True) if o])
+        rows.append(
+            [
+                setup.name,
+                fmt_rate(median(runs), " alarms/s"),
+                f"{ratio:.2f}×",
+                _runs_text(runs),
+                str(refusals[setup.name]),
+            ]
+        )
+    text = (
+        f"### Durable single-alarm HTTP ingest ({opts.http_connections} keep-alive connections, "
+        f"one distinct JSON alarm per POST, answered after the commit; {opts.http_seconds:g} s "
+        f"per run, {opts.runs} runs interleaved, a fresh data_dir and database per run)\n\n"
+        + markdown_table(
+            ["Set-up", "median", "÷ this tree's SQLite (median of run ratios)", "runs", "refused"],
+            rows,
+        )
+    )
+    if rev != "none":
+        base = rates[setups[1].name]
+        slower = 1 - median([o / b for o, b in zip(ours, base, strict=True) if b])
+        verdict = "within" if slower <= BASELINE_TOLERANCE else "NOT within"
+        text += (
+            f"\n\nSQLite single box, this tree against {rev} (the last commit before the "
+            f"PostgreSQL work): {slower:+.1%} slower (median of the run ratios), {verdict} "
+            f"{BASELINE_TOLERANCE:.0%}."
+        )
+    at_start = ", ".join(f"{x:.2f}" for x in loads)
+    text += f"\n\nLoad average (1 min) at the start of each run: {at_start}."
+    return text
+
+
 # --- the run ----------------------------------------------------------------------------------
 
 
@@ -455,6 +631,7 @@ class Options:
     http_connections: int
     rcvbuf_bytes: int
     rsyslog: bool
+    baseline: str  # "": the commit before the PostgreSQL work; "none": no baseline
 
 
 @dataclass
@@ -604,8 +781,10 @@ def measure_http(opts: Options, notifier: NotifierProcess, workdir: Path, rows: 
     return f"{client}, {opts.http_connections} connections, {opts.http_seconds:g} s per run"
 
 
-def report(opts: Options, rows: list[Row], facts: dict[str, str], command: str) -> str:
-    table = markdown_table(
+def report(
+    opts: Options, rows: list[Row], sections: list[str], facts: dict[str, str], command: str
+) -> str:
+    table = rows and markdown_table(
         [
             "Test",
             "notifier (median)",
@@ -634,7 +813,8 @@ def report(opts: Options, rows: list[Row], facts: dict[str, str], command: str) 
             [
                 f"## Ingest throughput ({dt.date.today().isoformat()})",
                 f"Command: `{command}`",
-                table,
+                *([table] if table else []),
+                *sections,
                 markdown_table(["Machine and set-up", ""], machine_rows),
             ]
         )
@@ -648,7 +828,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument(
         "--only",
         default=",".join(SECTIONS),
-        help="comma-separated sections to run: udp,tcp,http (default: all)",
+        help="comma-separated sections to run: udp,tcp,http,durable (default: all)",
     )
     p.add_argument("--runs", type=int, default=None, help="runs of each measurement (default 3)")
     p.add_argument(
@@ -667,6 +847,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         "--connections", type=int, default=16, help="concurrent HTTP connections (default 16)"
     )
     p.add_argument("--no-rsyslog", action="store_true", help="do not measure rsyslog")
+    p.add_argument(
+        "--baseline",
+        default="",
+        metavar="REV",
+        help="durable: also run notifier as it was at git revision REV on SQLite and compare "
+        "(default: the parent of the first commit touching notifier/spool/pg; none: skip)",
+    )
     a = p.parse_args(argv)
     only = tuple(s.strip() for s in a.only.split(",") if s.strip())
     unknown = set(only) - set(SECTIONS)
@@ -689,6 +876,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         http_connections=a.connections,
         rcvbuf_bytes=a.rcvbuf,
         rsyslog=not a.no_rsyslog,
+        baseline=a.baseline,
     )
 
 
@@ -697,8 +885,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = " ".join([".venv/bin/python bench/ingest.py", *map(shlex.quote, sys.argv[1:])])
     facts: dict[str, str] = {}
     rows: list[Row] = []
-    have_rsyslog = opts.rsyslog and rsyslogd_path() is not None
-    if not opts.rsyslog:
+    # rsyslog takes part in UDP and TCP only.
+    compared = bool(set(opts.only) & {"udp", "tcp"})
+    have_rsyslog = compared and opts.rsyslog and rsyslogd_path() is not None
+    if not compared:
+        pass
+    elif not opts.rsyslog:
         facts["rsyslog"] = "not measured (--no-rsyslog)"
     elif not have_rsyslog:
         facts["rsyslog"] = "rsyslog not installed: skipped"
@@ -714,6 +906,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"warning: load average {load_at_start:.2f} before the bench: other processes use "
             "the CPU and the numbers will be low; run it on a quiet machine"
         )
+    sections: list[str] = []
+    if "durable" in opts.only:
+        sections.append(measure_durable(opts))
+    if set(opts.only) - {"durable"}:
+        measure_receivers(opts, facts, rows, have_rsyslog)
+    facts["Load average (1 min) before the bench"] = f"{load_at_start:.2f}"
+    print(report(opts, rows, sections, facts, command))
+    return 0
+
+
+def measure_receivers(
+    opts: Options, facts: dict[str, str], rows: list[Row], have_rsyslog: bool
+) -> None:
+    """UDP, TCP and HTTP against one notifier (and rsyslog), into `rows` and `facts`."""
     sender = Sender()
     try:
         with (
@@ -752,9 +958,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     rsyslog.stop()
     finally:
         sender.close()
-    facts["Load average (1 min) before the bench"] = f"{load_at_start:.2f}"
-    print(report(opts, rows, facts, command))
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,13 +1,20 @@
 """Where a running notifier spends its time per ingested line: a py-spy profile under load.
 
     .venv/bin/pip install py-spy
-    .venv/bin/python bench/profile.py [--only tcp,udp] [--seconds 8] [--rate 40000]
+    .venv/bin/python bench/profile.py [--only tcp,udp,mail] [--seconds 8] [--rate 40000]
+        [--baseline REV]
 
 Starts `notifier run` from this checkout with the bench config (`bench/common.py`), loads it
 with the same sender as `bench/ingest.py` (TCP: 4 connections, 300 lines a write, as fast as
 they go; UDP: paced at `--rate`), and samples it with `py-spy record --format raw` meanwhile.
 Prints, per load, the functions with the largest share of self time (the innermost frame of
 each sample) and the lines/s accepted while sampling, as Markdown.
+
+`mail` profiles the path of `bench/e2e.py`'s latency instead: one JSON alarm at a time over
+HTTP, each waited for until the SMTP sink accepted its mail (group_wait_s 0), with notifier
+from this checkout and, interleaved, as it was at `--baseline REV` (default: the commit before
+the PostgreSQL work); the table gives CPU ms per alarm by function for both, biggest
+difference first: where a slower single box spends the extra time.
 """
 
 from __future__ import annotations
@@ -18,13 +25,28 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
+import asyncio
+import contextlib
+import json
 import shutil
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Mapping
 
-from bench.common import LOOPBACK, NotifierProcess, markdown_table, scratch_dir
+from bench.common import (
+    LOOPBACK,
+    HttpConnection,
+    NotifierProcess,
+    baseline_rev,
+    code_at,
+    markdown_table,
+    scratch_dir,
+)
+from bench.e2e import LATENCY_ROUTE, RECORDS_PATH, Sink, alarm, start_notifier, stop_notifier
 from bench.ingest import Sender
+
+SAMPLE_HZ = 200
 
 
 def self_time(raw: str) -> Counter[str]:
@@ -43,19 +65,84 @@ def self_time(raw: str) -> Counter[str]:
     return found
 
 
+def py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy recording `pid` for `seconds` into `out` (raw collapsed stacks)."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    args = ["record", "--format", "raw", "-r", str(SAMPLE_HZ), "-d", str(int(seconds))]
+    return subprocess.Popen(
+        [exe, *args, "--nonblocking", "-o", str(out), "--pid", str(pid)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def mail_samples(seconds: float, env: Mapping[str, str]) -> tuple[Counter[str], int]:
+    """Self-time samples of a notifier mailing one alarm at a time for `seconds`, and how many
+    alarms it mailed meanwhile."""
+    sink = Sink()
+    await sink.start()
+    try:
+        with scratch_dir("notifier-profile-mail-") as workdir:
+            proc = await start_notifier(workdir, sink, LATENCY_ROUTE, env)
+            conn = HttpConnection(LOOPBACK, proc.http_port)
+            try:
+                for i in range(20):  # warm-up: the first mail opens the SMTP connection
+                    await mail_one(conn, sink, i)
+                out = workdir / "profile.txt"
+                spy = py_spy(proc.pid, seconds, out)
+                await asyncio.sleep(0.5)  # py-spy attached
+                mailed = 0
+                while spy.poll() is None:
+                    await mail_one(conn, sink, 1000 + mailed)
+                    mailed += 1
+                await asyncio.to_thread(spy.wait, 60)
+                samples = self_time(out.read_text()) if out.exists() else Counter()
+            finally:
+                await conn.close()
+                await stop_notifier(proc)
+    finally:
+        await sink.stop()
+    return samples, mailed
+
+
+async def mail_one(conn: HttpConnection, sink: Sink, code: int) -> None:
+    status, _, content = await conn.post_json(RECORDS_PATH, alarm(code))
+    if status != 200:
+        raise RuntimeError(f"alarm {code}: HTTP {status}: {content[:300]!r}")
+    (record_id,) = json.loads(content)["ids"]
+    await sink.mail_for(record_id, timeout_s=30)
+
+
+def profile_mail(seconds: float, top: int, baseline: str) -> str:
+    """CPU ms per mailed alarm by function, this tree against `baseline`."""
+    rev = baseline or baseline_rev()
+    with contextlib.ExitStack() as stack:
+        base_env = stack.enter_context(code_at(rev))
+        ours, ours_n = asyncio.run(mail_samples(seconds, {}))
+        theirs, theirs_n = asyncio.run(mail_samples(seconds, base_env))
+
+    def ms(samples: Counter[str], n: int, name: str | None = None) -> float:
+        count = samples[name] if name else sum(samples.values())
+        return 1000 * count / SAMPLE_HZ / max(n, 1)
+
+    names = set(ours) | set(theirs)
+    worst = sorted(names, key=lambda f: ms(theirs, theirs_n, f) - ms(ours, ours_n, f))[:top]
+    rows = [[f, f"{ms(ours, ours_n, f):.2f}", f"{ms(theirs, theirs_n, f):.2f}"] for f in worst]
+    rows.append(["(all)", f"{ms(ours, ours_n):.2f}", f"{ms(theirs, theirs_n):.2f}"])
+    return (
+        f"MAIL: one alarm at a time to its mail; {ours_n} alarms mailed by this tree, "
+        f"{theirs_n} by {rev} in {seconds:g} s each\n\n"
+        + markdown_table(["function (self time)", "CPU ms per alarm: this tree", rev], rows)
+    )
+
+
 def profile(kind: str, seconds: float, rate: float, top: int) -> str:
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     sender = Sender()
-    spy_args = ["record", "--format", "raw", "-r", "200", "-d", str(int(seconds)), "--nonblocking"]
     with scratch_dir("notifier-profile-") as workdir, NotifierProcess(workdir) as n:
         receiver = "syslog-tcp" if kind == "tcp" else "syslog-udp"
         before = n.accepted(receiver)
         out = workdir / "profile.txt"
-        spy = subprocess.Popen(
-            [py_spy, *spy_args, "-o", str(out), "--pid", str(n.pid)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        spy = py_spy(n.pid, seconds, out)
         time.sleep(0.5)  # py-spy attached
         start = time.perf_counter()
         if kind == "tcp":
@@ -82,9 +169,18 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--rate", type=float, default=40_000, help="UDP datagrams/s sent")
     p.add_argument("--top", type=int, default=12)
+    p.add_argument(
+        "--baseline",
+        default="",
+        metavar="REV",
+        help="mail: the revision to compare with (default: the commit before the PostgreSQL work)",
+    )
     opts = p.parse_args()
     for kind in opts.only.split(","):
-        print(profile(kind, opts.seconds, opts.rate, opts.top) + "\n")
+        if kind == "mail":
+            print(profile_mail(opts.seconds, opts.top, opts.baseline) + "\n")
+        else:
+            print(profile(kind, opts.seconds, opts.rate, opts.top) + "\n")
     return 0
 
 

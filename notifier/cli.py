@@ -57,15 +57,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _settings(args, compile_all=True)
+    database = None
+    if settings.spool.backend == "postgresql":
+        from notifier.spool.pg.probe import probe_now
+
+        # Config problems (exit 2) come first; an unreachable or too new database is exit 1.
+        database = probe_now(settings.spool.dsn.get_secret_value())
+        if database.problem:
+            print(f"notifier: database: {database.problem}", file=sys.stderr)
+    status = EXIT_FAIL if database and database.problem else EXIT_OK
     if args.quiet:
-        return EXIT_OK
+        return status
     print(f"# notifier {__version__}: configuration is valid; effective values, secrets masked")
+    if database and not database.problem:
+        print(f"# database: {database.line()}")
     effective = masked(settings)
     effective["routes"] = [
         r.model_dump(mode="json", by_alias=True) for r in settings.effective_routes()
     ]
     print(to_toml(effective), end="")
-    return EXIT_OK
+    return status
 
 
 def cmd_send_alarm(args: argparse.Namespace) -> int:
@@ -337,7 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add(
         "check-config",
         "compile the config as `run` does (rules, addresses, TLS files, OAuth2 settings, mail "
-        "templates) and print the effective values, secrets masked",
+        "templates) and print the effective values, secrets masked; with backend = "
+        '"postgresql" also connect to the database and report its schema version. Exit status '
+        "2: a config problem; 1: the database cannot be reached or has a schema newer than this "
+        "notifier",
     )
     p.add_argument(
         "--quiet",

@@ -70,9 +70,9 @@ def test_an_unreachable_database_stops_the_start_with_one_line_without_the_passw
     assert "s3cret-pw" not in notifier.logs()
 
 
-def test_check_config_masks_the_dsn(tmp_path: Path, pg_server: PgServer) -> None:
+def test_check_config_masks_the_dsn(tmp_path: Path, pg_server: PgServer, pg_dsn: str) -> None:
     config = tmp_path / "notifier.toml"
-    config.write_text(f'[spool]\nbackend = "postgresql"\ndsn = "{pg_server.dsn("alarms")}"\n')
+    config.write_text(f'[spool]\nbackend = "postgresql"\ndsn = "{pg_dsn}"\n')
 
     done = subprocess.run(
         [sys.executable, "-m", "notifier", "check-config", "--config", str(config)],

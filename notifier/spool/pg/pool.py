@@ -69,9 +69,14 @@ async def transaction(
             # A cancelled query can end in a driver error (the rollback after it fails):
             # the caller was cancelled, and must see that, not a storage failure.
             raise asyncio.CancelledError from e
-        # OperationalError: the connection or the server (down, full, out of connections).
-        error = Unavailable if isinstance(e, psycopg.OperationalError) else SpoolError
-        raise error(
-            f"{what} failed on PostgreSQL at {describe(dsn)} "
-            f"({scrub(str(e), dsn)}): check the database server"
-        ) from None
+        raise database_error(e, dsn, what) from None
+
+
+def database_error(e: psycopg.Error, dsn: str, what: str) -> SpoolError:
+    """The one line for a failed statement, naming host:port/dbname, never the password."""
+    # OperationalError: the connection or the server (down, full, out of connections).
+    error = Unavailable if isinstance(e, psycopg.OperationalError) else SpoolError
+    return error(
+        f"{what} failed on PostgreSQL at {describe(dsn)} "
+        f"({scrub(str(e), dsn)}): check the database server"
+    )

@@ -9,6 +9,8 @@ migrations here; a database newer than this code is refused rather than misread.
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 
 from notifier.spool.schema import SchemaError
@@ -149,7 +151,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
 LATEST = MIGRATIONS[-1][0]
 
 
-async def migrate(conn: psycopg.AsyncConnection[object]) -> int:
+async def migrate(conn: psycopg.AsyncConnection[Any]) -> int:
     """Bring the database to `LATEST`; returns the version found before. `conn` is autocommit.
 
     Raises `SchemaError` when the database was migrated by a newer notifier.
@@ -161,16 +163,35 @@ async def migrate(conn: psycopg.AsyncConnection[object]) -> int:
             " version integer PRIMARY KEY,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        cur = await conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
-        row = await cur.fetchone()
-        found = int(row[0]) if row else 0  # type: ignore[index]
-        if found > LATEST:
-            raise SchemaError(
-                f"database schema version {found} is newer than this notifier's ({LATEST}): "
-                "upgrade this notifier, or point it at another database"
-            )
+        found = await read_version(conn) or 0
+        problem = version_problem(found)
+        if problem:
+            raise SchemaError(problem)
         for version, sql in MIGRATIONS:
             if version > found:
                 await conn.execute(sql.encode())
                 await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
     return found
+
+
+async def read_version(conn: psycopg.AsyncConnection[Any]) -> int | None:
+    """The schema version the database has; None when no notifier has created the schema yet
+    (no `schema_version` table). Reads only: `check-config` calls it too."""
+    cur = await conn.execute("SELECT to_regclass('schema_version') IS NOT NULL")
+    row = await cur.fetchone()
+    if not row or not row[0]:
+        return None
+    cur = await conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+def version_problem(found: int) -> str:
+    """Why this notifier cannot use a database at schema version `found`; '' when it can (an
+    older schema is migrated at start)."""
+    if found <= LATEST:
+        return ""
+    return (
+        f"database schema version {found} is newer than this notifier's ({LATEST}): "
+        "upgrade this notifier, or point it at another database"
+    )
