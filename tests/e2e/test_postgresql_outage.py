@@ -63,7 +63,7 @@ def test_postgresql_stopped_for_30_s_under_load_loses_nothing_and_both_instances
         wait_for(lambda: agreed_owner(procs), what="one owner of the route")
         pids = [p.pid for p in procs]
         targets = [urls[i % 2 :] + urls[: i % 2] for i in range(8)]
-        threads = start_senders(targets, stop, traffic, retry=True, both_every=4)
+        threads = start_senders(targets, stop, traffic, retry=True, both_every=4, code_each=True)
         wait_for(lambda: len(traffic.acked) > 50, what="the senders getting through")
 
         stop_server(own_pg)
