@@ -45,6 +45,9 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     # aiosmtpd (the SMTP relay) logs every command at info; the relay logs what matters itself.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
+    # psycopg's pool warns at each reconnect attempt while PostgreSQL is down (several a
+    # second); our spool and cluster say what happened and what to do, rate-limited.
+    logging.getLogger("psycopg.pool").filters[:] = [RateLimitFilter(RateLimiter(burst=3))]
 
 
 def get_logger(name: str) -> Any:
@@ -77,3 +80,17 @@ class RateLimiter:
             return True, held
         self._state[key] = (start, used, held + 1)
         return False, 0
+
+
+class RateLimitFilter(logging.Filter):
+    """Lets a stdlib logger's lines through `limiter`, one key per message template."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        super().__init__()
+        self._limiter = limiter
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        allowed, suppressed = self._limiter.allow(f"{record.name}:{record.msg}")
+        if allowed and suppressed:
+            record.msg = f"{record.msg} ({suppressed} like it suppressed)"
+        return allowed

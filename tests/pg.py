@@ -150,6 +150,22 @@ def start_server(*, durable: bool = False) -> Iterator[PgServer]:
         shutil.rmtree(datadir, ignore_errors=True)
 
 
+def _pg_ctl(server: PgServer, *args: str, what: str) -> None:
+    _run([str(pg_bindir() / "pg_ctl"), "-D", str(server.datadir / "data"), *args], what)
+
+
+def stop_server(server: PgServer) -> None:
+    """Stop the server as an operator would for maintenance (fast: clients are cut off)."""
+    _pg_ctl(server, "stop", "-m", "fast", "-w", what="pg_ctl stop")
+
+
+def start_server_again(server: PgServer) -> None:
+    """Start a server `stop_server` stopped, on its old port and options (`restart` reads
+    them from postmaster.opts; `start` would not)."""
+    log = server.datadir / "server.log"
+    _pg_ctl(server, "restart", "-w", "-t", "60", "-l", str(log), what=f"pg_ctl restart ({log})")
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     """One PostgreSQL server for the whole test run, started on first use."""

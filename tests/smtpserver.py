@@ -18,8 +18,9 @@ import collections
 import email.policy
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.parser import BytesParser
 from typing import Any, Literal
@@ -49,6 +50,9 @@ class ReceivedMail:
     tls: bool
     auth_mechanism: str | None
     auth_identity: str | None
+    # When the server took it (time.monotonic(), before its 250): a crash test tells a resend
+    # in the at-least-once window (a kill between the 250 and the ack) by it.
+    received_at: float = field(default_factory=time.monotonic)
 
     @property
     def message(self) -> EmailMessage:

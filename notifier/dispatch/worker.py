@@ -43,7 +43,7 @@ from notifier.mail.style import MailStyle
 from notifier.mail.transport import DeliveryError, MailTransport, Outcome
 from notifier.metrics import Metrics
 from notifier.records import Kind, Record
-from notifier.spool.base import DropNotice, Lease, Spool
+from notifier.spool.base import DropNotice, Lease, Spool, SpoolError
 from notifier.spool.state import AlarmState, Key, StateStore
 
 log = get_logger("notifier.dispatch")
@@ -123,14 +123,34 @@ async def keep_stepping(
     step: Callable[[], Awaitable[None]], stopping: asyncio.Event, **context: str
 ) -> None:
     """Run `step` until `stopping` is set. An exception is logged (with `context`) and the
-    step runs again a second later: a bug must not stop mail for good."""
+    step runs again a second later: a bug must not stop mail for good. Logged at most a few
+    times a minute: a step that fails each second (the spool's database is down) must not
+    flood the log."""
+    limiter = RateLimiter(burst=1, period_s=60.0)
     while not stopping.is_set():
         try:
             await step()
         except asyncio.CancelledError:
             raise
+        except SpoolError as e:
+            # The storage failed (PostgreSQL down, disk gone): its message names it; a
+            # traceback would add nothing.
+            allowed, suppressed = limiter.allow("spool")
+            if allowed:
+                log.warning(
+                    "dispatch paused: the spool failed",
+                    error=str(e),
+                    hint="dispatch resumes by itself once the spool answers again",
+                    suppressed=suppressed,
+                    **context,
+                )
+            await asyncio.sleep(1.0)
         except Exception as e:
-            log.exception("dispatch step failed", error=str(e), **context)
+            allowed, suppressed = limiter.allow("bug")
+            if allowed:
+                log.exception(
+                    "dispatch step failed", error=str(e), suppressed=suppressed, **context
+                )
             await asyncio.sleep(1.0)
 
 

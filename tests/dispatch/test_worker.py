@@ -10,15 +10,18 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
+from structlog.testing import capture_logs
+
 from notifier.config import MatchSettings, RouteSettings
 from notifier.dispatch.rules import compile_match
-from notifier.dispatch.worker import FORGET_CLEARED_AFTER_S, RouteTarget, RouteWorker
+from notifier.dispatch.worker import FORGET_CLEARED_AFTER_S, RouteTarget, RouteWorker, keep_stepping
 from notifier.mail.compose import Envelope
 from notifier.mail.outbox import Outbox
 from notifier.mail.transport import DeliveryError, Outgoing, SendResult
 from notifier.metrics import Metrics
 from notifier.records import Kind, Record, Severity
 from notifier.spool import MemorySpool
+from notifier.spool.base import SpoolError
 from notifier.spool.sqlite_state import SqliteStateStore
 from notifier.spool.state import AlarmState, Key
 
@@ -246,3 +249,24 @@ async def test_an_active_alarm_forgotten_over_the_bound_has_its_clear_mailed_as_
     assert sample(r.metrics, "notifier_dispatch_decisions_total", reason="clear_unknown") == 1
     mails = sorted((tmp_path / "outbox").glob("*.eml"), key=lambda p: p.stat().st_mtime)
     assert "alarm cleared (notifier had not seen it set)" in mails[-1].read_text()
+
+
+async def test_a_spool_that_fails_every_step_is_one_warning_without_a_traceback() -> None:
+    stopping = asyncio.Event()
+    calls = 0
+
+    async def step() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            stopping.set()
+        raise SpoolError("spool lease failed on PostgreSQL at db:5432/notifier: check the server")
+
+    with capture_logs() as logs:
+        await keep_stepping(step, stopping, route="ops")
+
+    assert calls == 3
+    (line,) = [e for e in logs if e["log_level"] in ("warning", "error")]
+    assert line["event"] == "dispatch paused: the spool failed"
+    assert "db:5432" in line["error"] and "resumes by itself" in line["hint"]
+    assert "exc_info" not in line

@@ -125,20 +125,38 @@ class PgCluster(Member):
         return self._conn
 
     async def _beat(self) -> None:
+        failing = False
         while True:
             sent = time.monotonic()
             try:
                 await asyncio.wait_for(self._tick(sent), timeout=self._interval * 2)
             except (psycopg.Error, SpoolError, OSError, TimeoutError) as e:
+                failing = True
                 self._warn(
                     "cluster heartbeat failed; dispatch stops where the ownership runs out",
                     database=self._target,
                     error=scrub(str(e), self._dsn) or type(e).__name__,
+                    hint=f"this instance reconnects by itself every {self._interval:g} s: "
+                    f"check that PostgreSQL at {self._target} is up and reachable",
                 )
                 await self._drop_connection()
             except Exception as e:  # a bug must not end the heartbeat (the routes would stop)
-                log.exception("cluster heartbeat failed", error=str(e), instance=self._instance)
+                failing = True
+                # Rate-limited like the rest: a bug that fails every beat is one traceback a
+                # minute, not one a second.
+                self._warn(
+                    "cluster heartbeat failed (a bug: please report it)",
+                    logging.ERROR,
+                    error=str(e),
+                    exc_info=e,
+                )
                 await self._drop_connection()
+            else:
+                if failing:
+                    failing = False
+                    log.info(
+                        "cluster heartbeat back", database=self._target, instance=self._instance
+                    )
             await asyncio.sleep(max(0.0, self._interval - (time.monotonic() - sent)))
 
     async def _drop_connection(self) -> None:

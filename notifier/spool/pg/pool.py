@@ -56,12 +56,13 @@ async def open_pool(dsn: str, name: str, size: int, timeout_s: float) -> AsyncCo
 
 @contextlib.asynccontextmanager
 async def transaction(
-    pool: AsyncConnectionPool, dsn: str, what: str
+    pool: AsyncConnectionPool, dsn: str, what: str, wait_s: float | None = None
 ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     """A pooled connection inside a transaction; database trouble becomes `SpoolError`
-    (naming host:port/dbname, never the password)."""
+    (naming host:port/dbname, never the password). `wait_s`: how long to wait for a
+    connection (None: the pool's timeout); `Unavailable` after it."""
     try:
-        async with pool.connection() as conn, conn.transaction():
+        async with pool.connection(timeout=wait_s) as conn, conn.transaction():
             yield conn
     except psycopg.Error as e:
         task = asyncio.current_task()

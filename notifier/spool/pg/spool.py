@@ -46,7 +46,7 @@ from notifier.spool.base import DropNotice, Lease, Overflow, SpoolError, SpoolFu
 from notifier.spool.drops import DropLedger
 from notifier.spool.pg import dedupe, schema
 from notifier.spool.pg.conninfo import describe, scrub
-from notifier.spool.pg.pool import connect, open_pool, transaction
+from notifier.spool.pg.pool import Unavailable, connect, open_pool, transaction
 from notifier.spool.policy import SpoolPolicy, as_policy, drop_order
 from notifier.spool.schema import ROW_OVERHEAD, SchemaError
 from notifier.spool.store import Snapshot, _fresh, _full_message
@@ -60,6 +60,9 @@ _NOW = "extract(epoch FROM statement_timestamp())::float8"
 _KIND_BY_RANK = {kind.rank: kind for kind in Kind}
 _MAX_PUTS_PER_COMMIT = 2000
 _MAX_ERROR_CHARS = 2000
+# How long a transaction waits for a connection while the database is down (the pool keeps
+# reconnecting meanwhile; the first one to get through ends the outage).
+_WAIT_WHILE_DOWN_S = 1.0
 _VICTIM_CHUNK = 1000
 _NO_TOTALS = "spool_totals has no row: the spool schema is damaged"
 
@@ -136,6 +139,7 @@ class PostgresSpool:
         self._tasks: list[asyncio.Task[None]] = []
         self._listener: psycopg.AsyncConnection[Any] | None = None
         self._open = False
+        self._down = False  # the last transaction found the database unreachable
         self._recent: list[tuple[int, Record]] = []  # (seq, record), newest first
         self._top = 0  # the newest seq at the last refresh
         self._snapshot = Snapshot()
@@ -238,8 +242,16 @@ class PostgresSpool:
         """A pooled connection inside a transaction; database trouble becomes `SpoolError`."""
         if not self._open or self._pool is None:
             raise SpoolError(f"spool on {self.target} is not open")
-        async with transaction(self._pool, self._dsn, f"spool {what}") as conn:
-            yield conn
+        # While the database is known to be down, each caller waits a moment for a connection,
+        # not the whole connect timeout: a sender hears 503 at once instead of timing out.
+        wait_s = _WAIT_WHILE_DOWN_S if self._down else None
+        try:
+            async with transaction(self._pool, self._dsn, f"spool {what}", wait_s) as conn:
+                yield conn
+        except Unavailable:
+            self._down = True
+            raise
+        self._down = False
 
     @property
     def pool(self) -> AsyncConnectionPool | None:

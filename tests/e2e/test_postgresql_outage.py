@@ -1,0 +1,103 @@
+"""PostgreSQL stopped under load and started again: two instances ride it out by themselves.
+
+While the database is down, senders hear 503 with Retry-After (and retry, as a device does);
+nothing they were told was stored is lost, both instances reconnect without a restart, and
+every acknowledged alarm is mailed once the database is back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.crash import Traffic, mailed_at, settle, start_senders, stop_senders
+from tests.e2e.test_two_instances import agreed_owner, instances, smtp
+from tests.pg import PgServer, start_server, start_server_again, stop_server
+from tests.service import NotifierProcess, wait_for
+from tests.smtpserver import SmtpTestServer
+
+__all__ = ["smtp"]  # the fixture, shared with the two-instance tests
+
+OUTAGE_S = 30.0
+
+
+@pytest.fixture
+def own_pg() -> Iterator[PgServer]:
+    """A server of this test's own: it is stopped mid-test, which others must not see."""
+    yield from start_server()
+
+
+def outage_lines(proc: NotifierProcess) -> Counter[str]:
+    """The warnings and errors `proc` logged, by event; "traceback" counts those with one."""
+    lines: Counter[str] = Counter()
+    for event in proc.log_events():
+        if event.get("level") in ("warning", "error", "critical"):
+            # The driver's own lines by logger: their text names a connection object.
+            lines[str(event.get("logger") or event.get("event"))] += 1
+        if "exception" in event or "exc_info" in event:
+            lines["traceback"] += 1
+    return lines
+
+
+# 30 s of outage, the instances' reconnect and the mails after it: a liveness guard.
+@pytest.mark.timeout(300)
+def test_postgresql_stopped_for_30_s_under_load_loses_nothing_and_both_instances_reconnect(
+    tmp_path: Path, own_pg: PgServer, smtp: SmtpTestServer
+) -> None:
+    with psycopg.connect(own_pg.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE outage")
+    procs = instances(tmp_path, own_pg.dsn("outage"), smtp)
+    urls = [p.url for p in procs]
+    traffic = Traffic()
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    try:
+        for proc in procs:
+            proc.start()
+        wait_for(lambda: agreed_owner(procs), what="one owner of the route")
+        pids = [p.pid for p in procs]
+        targets = [urls[i % 2 :] + urls[: i % 2] for i in range(8)]
+        threads = start_senders(targets, stop, traffic, retry=True, both_every=4, code_each=True)
+        wait_for(lambda: len(traffic.acked) > 50, what="the senders getting through")
+
+        stop_server(own_pg)
+        before = Counter(traffic.refused)
+        time.sleep(OUTAGE_S)
+        during = Counter(traffic.refused)
+        during.subtract(before)
+        start_server_again(own_pg)
+        traffic.mark()
+
+        # Both instances store again by themselves: each acknowledges new alarms.
+        wait_for(
+            lambda: all(traffic.acked_since_mark[url] > 20 for url in urls),
+            timeout=60.0,
+            what=f"both instances taking records again ({traffic.acked_since_mark})",
+        )
+        stop_senders(threads, stop)
+        settle(procs, smtp, traffic.acked)
+        assert [p.pid for p in procs] == pids, "an instance was restarted or died"
+        assert all(p.proc is not None and p.proc.poll() is None for p in procs)
+        logged = [outage_lines(p) for p in procs]
+    finally:
+        stop_senders(threads, stop)
+        for proc in procs:
+            proc.stop()
+
+    print(f"\nduring the outage the senders heard: {dict(+during)}; logged: {logged}")
+    # What a sender heard while the database was down: "retry later", promptly.
+    assert during["503"] > 0, during
+    assert set(+during) <= {"503"}, during
+    mailed = mailed_at(list(smtp.received))
+    assert [text for text in traffic.acked if text not in mailed] == []
+    for lines in logged:
+        # Each kind of trouble a few lines a minute, none with a traceback: an outage
+        # that lasts an hour must not bury the log.
+        assert lines["traceback"] == 0, lines
+        assert max(lines.values()) <= 6, lines
