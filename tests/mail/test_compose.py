@@ -111,6 +111,20 @@ def test_digest_shows_one_row_per_record_and_the_omitted_and_dropped_notices() -
     assert html(message).count("<tr style") == 1 + 3  # heading row and one per record
 
 
+def test_the_clear_of_an_acknowledged_alarm_says_who_acknowledged_it_alone_and_in_a_digest() -> (
+    None
+):
+    who = "bob at 2026-11-30 12:00 UTC: replacing the PSU"
+    cleared = MailItem(alarm(kind=Kind.CLEAR), Reason.CLEAR, acknowledged=who)
+    for body in (plain(one(cleared)), html(one(cleared))):
+        assert "Acknowledged" in body and "replacing the PSU" in body
+    digest = received(
+        compose([cleared, MailItem(alarm(code="0x2"), Reason.NEW)], ENVELOPE, now=NOW)
+    )
+    for body in (plain(digest), html(digest)):
+        assert f"acknowledged by {who}" in body
+
+
 def test_single_mail_body_shows_every_field() -> None:
     record = alarm(text="Registration down\nsecond line")
     message = one(MailItem(record, Reason.NEW))
