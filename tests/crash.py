@@ -219,6 +219,10 @@ class ClusterCrashResult:
     lost: list[str]  # acknowledged and never mailed
     resent: list[str]  # mailed twice or more, inside the at-least-once window
     unexplained: list[str]  # mailed twice or more, outside it
+    # For a failure's message: the instances' warnings and errors by event, and when the
+    # copies of the first few unexplained alarms arrived against the kills (trial seconds).
+    problems: Counter[str] = field(default_factory=Counter)
+    timeline: str = ""
 
     def summary(self) -> str:
         return (
@@ -269,6 +273,7 @@ def cluster_crash_trial(
     targets = [urls[i % 2 :] + urls[: i % 2] for i in range(senders)]
     threads = start_senders(targets, stop, traffic, retry=True, both_every=4, code_each=True)
     killed_at: list[float] = []
+    started = time.monotonic()
     try:
         for _ in range(kills):
             time.sleep(rng.uniform(*up_s))
@@ -283,6 +288,7 @@ def cluster_crash_trial(
     mails = list(smtp.received)
     mailed = mailed_at(mails)
     twice = sorted(text for text, times in mailed.items() if len(times) > 1)
+    unexplained = [t for t in twice if not in_at_least_once_window(mailed[t][0], killed_at)]
     return ClusterCrashResult(
         kills=len(killed_at),
         requests=len(traffic.sent),
@@ -290,5 +296,16 @@ def cluster_crash_trial(
         mails=len(mails),
         lost=[text for text in traffic.acked if text not in mailed],
         resent=[t for t in twice if in_at_least_once_window(mailed[t][0], killed_at)],
-        unexplained=[t for t in twice if not in_at_least_once_window(mailed[t][0], killed_at)],
+        unexplained=unexplained,
+        problems=sum((p.problems() for p in procs), Counter()),
+        timeline=_timeline(started, killed_at, {t: mailed[t] for t in unexplained[:3]}),
     )
+
+
+def _timeline(started: float, killed_at: Sequence[float], copies: dict[str, list[float]]) -> str:
+    kills = ", ".join(f"{k - started:.2f}" for k in killed_at)
+    mails = "; ".join(
+        f"{text} at " + ", ".join(f"{t - started:.2f}" for t in times)
+        for text, times in copies.items()
+    )
+    return f"kills at {kills}; mailed: {mails}"

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,6 +187,17 @@ class NotifierProcess:
             except ValueError:
                 continue
         return events
+
+    def problems(self) -> Counter[str]:
+        """The warnings and errors logged, by event (the driver's own lines by logger: their
+        text names a connection object); "traceback" counts those with one."""
+        lines: Counter[str] = Counter()
+        for event in self.log_events():
+            if event.get("level") in ("warning", "error", "critical"):
+                lines[str(event.get("logger") or event.get("event"))] += 1
+            if "exception" in event or "exc_info" in event:
+                lines["traceback"] += 1
+        return lines
 
     def wait_tcp(self, port: int, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout

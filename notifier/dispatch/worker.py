@@ -246,6 +246,10 @@ class RouteWorker:
         self._visibility = max(60.0, 2 * (route.group_wait_s + route.group_interval_s) + 60)
         self._extended_at = 0.0
         self._extend_task: asyncio.Future[None] | None = None
+        # Records of a mail that went out but whose ack failed (the spool's database hiccuped):
+        # acked before anything else, else the records come back when their lease ends and
+        # the same mail goes out again.
+        self._unacked: list[str] = []
         self.last_error = ""
         # What the status page tells during an outage (unix times; None: not so far).
         self._failing_since: float | None = None
@@ -265,6 +269,8 @@ class RouteWorker:
         stored state."""
         self._resume()
         await keep_stepping(self._step, self._stopping, route=self.route.name)
+        if self._unacked:
+            await self._commit_sent()
         if self._group.items:
             # Stopping: send what waits now rather than after the restart; if this fails or is
             # cut short, the records are still leased, not acked, and come back on the next start.
@@ -279,8 +285,12 @@ class RouteWorker:
         self._overlay.clear()
         self._group = _Group()
         self._retrying.clear()
+        # Leases of an earlier ownership went to the owner that came between.
+        self._unacked = []
 
     async def _step(self) -> None:
+        if self._unacked:
+            await self._commit_sent()
         if not self._loaded:
             # Before the first lease: a record decided without its alarm's stored state
             # would mail a known alarm as new. A failure is logged and tried again.
@@ -440,6 +450,10 @@ class RouteWorker:
             self._enqueue(record, decision)
 
     async def _flush(self) -> None:
+        if self._extend_task is not None and not self._extend_task.done():
+            # The extension updates the rows the ack deletes: one after the other, never
+            # two transactions locking them in different orders.
+            await asyncio.wait([self._extend_task])
         group, self._group = self._group, _Group()
         notice = self._spool.take_drop_notice(self.consumer)
         if notice is not None:
@@ -501,7 +515,14 @@ class RouteWorker:
         new = [i.record.alarm_key for i in items if i.reason in firsts]
         sent_as = result.message_id or str(message["Message-ID"])
         self._overlay |= threaded(self._overlay, new, sent_as)
-        await self._commit(group.ids)
+        self._unacked = group.ids
+        await self._commit_sent()
+
+    async def _commit_sent(self) -> None:
+        """Record the mail that went out (alarm state, then ack); on failure this is the first
+        thing the next step tries again."""
+        await self._commit(self._unacked)
+        self._unacked = []
 
     def _refused(self, refused: Mapping[str, tuple[int, str]]) -> None:
         """Some recipients were refused while others got the mail: say so loudly. The mail is

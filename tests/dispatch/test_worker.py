@@ -81,7 +81,12 @@ class Rig:
     worker: RouteWorker
 
 
-async def rig(tmp_path: Path, max_alarm_states: int = 10_000, spool_entries: int = 10_000) -> Rig:
+async def rig(
+    tmp_path: Path,
+    max_alarm_states: int = 10_000,
+    spool_entries: int = 10_000,
+    spool: MemorySpool | None = None,
+) -> Rig:
     route = RouteSettings(
         name="ops",
         group_wait_s=0,
@@ -95,7 +100,7 @@ async def rig(tmp_path: Path, max_alarm_states: int = 10_000, spool_entries: int
         Envelope("n@example.test", "n", ("ops@example.test",)),
         asyncio.Lock(),
     )
-    spool = MemorySpool(["route:ops"], max_entries=spool_entries)
+    spool = spool or MemorySpool(["route:ops"], max_entries=spool_entries)
     store = await opened(tmp_path)
     metrics = Metrics()
     clock = FakeClock(T0)
@@ -270,3 +275,35 @@ async def test_a_spool_that_fails_every_step_is_one_warning_without_a_traceback(
     assert line["event"] == "dispatch paused: the spool failed"
     assert "db:5432" in line["error"] and "resumes by itself" in line["hint"]
     assert "exc_info" not in line
+
+
+class AckFailsOnce(MemorySpool):
+    """A memory spool whose first ack fails, as a database hiccup would."""
+
+    def __init__(self, consumers: Sequence[str]) -> None:
+        super().__init__(consumers)
+        self.failed = False
+
+    async def ack(self, consumer: str, record_ids: Sequence[str]) -> None:
+        if not self.failed:
+            self.failed = True
+            raise SpoolError("spool ack failed on PostgreSQL at db:5432/notifier: deadlock")
+        await super().ack(consumer, record_ids)
+
+
+async def test_a_mail_whose_ack_failed_is_acked_on_the_next_step_not_mailed_again(
+    tmp_path: Path,
+) -> None:
+    """The mail went out, then its ack failed: the records are acked a second later. (Left
+    leased, they came back when the lease ended, or at once after another instance took
+    over the route, and the same mail went out twice.)"""
+    spool = AckFailsOnce(["route:ops"])
+    r = await rig(tmp_path, spool=spool)
+    await spool.put([alarm()])
+    try:
+        async with running(r.worker):
+            await until(lambda: spool.failed and delivered(spool), timeout=10)
+    finally:
+        await r.store.close()
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
+    assert (await stored_alarms(tmp_path))[("gw01", "0x00010002", "RELAY/RECH")].message_id

@@ -4,6 +4,7 @@ connection. The shared contract is in test_contract.py."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ from notifier.spool.pg import PostgresSpool
 from notifier.spool.pg.schema import LATEST
 from notifier.spool.pg.spool import Wake
 from tests.conftest import free_port
-from tests.pg import PgServer
+from tests.pg import PgServer, start_server, start_server_again, stop_server
 from tests.spool.helpers import closing_all, rec, texts
 
 Opener = Callable[..., Any]
@@ -239,3 +240,31 @@ async def test_puts_and_leases_work_at_once_after_the_servers_connections_were_c
     await a.put([rec(text="after")])  # not refused: a broken connection is replaced first
 
     assert texts(await a.lease("mail", 10, 30)) == ["after"]
+
+
+async def test_a_put_while_the_server_is_down_is_refused_in_seconds_and_works_once_it_is_back() -> (
+    None
+):
+    """The first put after the server went away finds the pool's connections dead and waits
+    for a new one: a few seconds, then "retry later" (the connect timeout, 10 s, is as long
+    as many senders wait for an answer). Once the server is back, puts work again."""
+    for server in start_server():
+        async with closing_all() as start:
+            spool = await start(PostgresSpool(server.dsn(), ["mail"], instance="a"))
+            await spool.put([rec(text="before")])
+            await spool.lease("mail", 1, 30)  # the pool's connections are open and idle
+            stop_server(server)
+            began = time.monotonic()
+            with pytest.raises(SpoolFull, match=r"127\.0\.0\.1"):
+                await spool.put([rec(text="during")])
+            refused_after = time.monotonic() - began
+            start_server_again(server)
+            async with asyncio.timeout(30):
+                while True:
+                    try:
+                        await spool.put([rec(text="after")])
+                        break
+                    except SpoolFull:
+                        await asyncio.sleep(0.2)
+            assert texts(await spool.lease("mail", 10, 30)) == ["after"]
+        assert refused_after < 8.0, f"the put waited {refused_after:.1f} s"

@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
+from psycopg_pool.base import AttemptWithBackoff
 
 from notifier.spool.base import SpoolError
 from notifier.spool.pg.conninfo import connect_error, describe, scrub
@@ -20,6 +21,29 @@ from notifier.spool.pg.conninfo import connect_error, describe, scrub
 
 class Unavailable(SpoolError):
     """The database cannot be reached or cannot take writes now; trying later may succeed."""
+
+
+# psycopg_pool doubles the wait between reconnect attempts without a bound (1, 2, 4 ... s):
+# after a 30 s outage its next attempt can come 30 s after the server is back, and every
+# sender hears 503 all that while. A few seconds between attempts is cheap for one server.
+MAX_RECONNECT_DELAY_S = 2.0
+
+
+class _CappedBackoff(AttemptWithBackoff):
+    def update_delay(self, now: float) -> None:
+        super().update_delay(now)
+        self.delay = min(self.delay, MAX_RECONNECT_DELAY_S)
+
+
+class _Pool(AsyncConnectionPool):
+    """A pool that retries a lost server every `MAX_RECONNECT_DELAY_S` at most."""
+
+    async def _add_connection(
+        self, attempt: AttemptWithBackoff | None, growing: bool = False
+    ) -> None:
+        if attempt is None:
+            attempt = _CappedBackoff(timeout=self.reconnect_timeout)
+        await super()._add_connection(attempt, growing)
 
 
 async def connect(dsn: str, timeout_s: float) -> psycopg.AsyncConnection[Any]:
@@ -34,7 +58,7 @@ async def connect(dsn: str, timeout_s: float) -> psycopg.AsyncConnection[Any]:
 
 async def open_pool(dsn: str, name: str, size: int, timeout_s: float) -> AsyncConnectionPool:
     """An open pool of autocommit connections; `SpoolError` when the database is unreachable."""
-    pool: AsyncConnectionPool = AsyncConnectionPool(
+    pool: AsyncConnectionPool = _Pool(
         dsn,
         min_size=1,
         max_size=size,

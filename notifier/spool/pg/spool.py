@@ -63,6 +63,11 @@ _MAX_ERROR_CHARS = 2000
 # How long a transaction waits for a connection while the database is down (the pool keeps
 # reconnecting meanwhile; the first one to get through ends the outage).
 _WAIT_WHILE_DOWN_S = 1.0
+# How long a put waits for a connection at most, the database not known to be down: a sender
+# hears 503 with Retry-After rather than nothing until its own timeout (often 10 s). The first
+# put after the server went away waits this long: the pool finds its idle connections dead and
+# queues the put for a new one, which it cannot make.
+_PUT_WAIT_S = 3.0
 _VICTIM_CHUNK = 1000
 _NO_TOTALS = "spool_totals has no row: the spool schema is damaged"
 
@@ -238,13 +243,17 @@ class PostgresSpool:
         return cur.rowcount
 
     @contextlib.asynccontextmanager
-    async def _transaction(self, what: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A pooled connection inside a transaction; database trouble becomes `SpoolError`."""
+    async def _transaction(
+        self, what: str, wait_s: float | None = None
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection inside a transaction; database trouble becomes `SpoolError`.
+        `wait_s`: how long to wait for a connection (None: the connect timeout)."""
         if not self._open or self._pool is None:
             raise SpoolError(f"spool on {self.target} is not open")
         # While the database is known to be down, each caller waits a moment for a connection,
         # not the whole connect timeout: a sender hears 503 at once instead of timing out.
-        wait_s = _WAIT_WHILE_DOWN_S if self._down else None
+        if self._down:
+            wait_s = _WAIT_WHILE_DOWN_S
         try:
             async with transaction(self._pool, self._dsn, f"spool {what}", wait_s) as conn:
                 yield conn
@@ -302,7 +311,7 @@ class PostgresSpool:
         dropped_seqs: list[int] = []
         after: list[tuple[str, Counter[Kind], dict[str, Counter[Kind]]]] = []
         inserted = 0
-        async with self._transaction("put") as conn:
+        async with self._transaction("put", min(_PUT_WAIT_S, self._connect_timeout)) as conn:
             # The limits row, locked, and which ids are stored already: one round trip.
             cur = await conn.execute(
                 "SELECT held, bytes, ARRAY(SELECT id FROM spool_records WHERE id = ANY(%s))"
