@@ -58,9 +58,9 @@ def two_instances(tmp: Path, args: argparse.Namespace) -> tuple[str, bool]:
     finally:
         server_run.close()
     failed = bool(result.lost or result.unexplained)
-    print(f"mailed again inside the at-least-once window: {result.resent[:40]}")
+    print(f"mailed again after a kill before the ack (at least once): {result.resent[:40]}")
     if failed:
-        print(f"LOST: {result.lost[:20]}  TWICE OUTSIDE THE WINDOW: {result.unexplained[:20]}")
+        print(f"LOST: {result.lost[:20]}  TWICE AFTER AN ACK: {result.unexplained[:20]}")
     return result.summary(), not failed
 
 

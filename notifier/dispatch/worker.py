@@ -499,24 +499,30 @@ class RouteWorker:
         for item in items:
             self._retrying.pop(item.record.id, None)
         self._metrics.mails_sent.labels(self._target.account).inc()
-        log.info(
-            "mail sent",
-            route=self.route.name,
-            account=self._target.account,
-            message_id=result.message_id,
-            records=len(items),
-            subject=str(message["Subject"]),
-            reply=result.reply,
-        )
-        if result.refused:
-            self._refused(result.refused)
         # The clears of the alarms this mail reported as new will reply to it.
         firsts = (MailReason.NEW, MailReason.SILENCE_ENDED)
         new = [i.record.alarm_key for i in items if i.reason in firsts]
         sent_as = result.message_id or str(message["Message-ID"])
         self._overlay |= threaded(self._overlay, new, sent_as)
+        if result.refused:
+            self._refused(result.refused)
         self._unacked = group.ids
-        await self._commit_sent()
+        sent = {
+            "route": self.route.name,
+            "account": self._target.account,
+            "message_id": sent_as,
+            "records": len(items),
+            "subject": str(message["Subject"]),
+            "reply": result.reply,
+        }
+        try:
+            await self._commit_sent()
+        except BaseException:
+            # Sent, not yet recorded: the next step records it (or, if this process ends
+            # first, the records are mailed again: at least once).
+            log.info("mail sent", **sent, recorded=False)
+            raise
+        log.info("mail sent", **sent, recorded=True)
 
     async def _commit_sent(self) -> None:
         """Record the mail that went out (alarm state, then ack); on failure this is the first

@@ -44,7 +44,7 @@ def test_sigkills_of_either_of_two_instances_lose_no_alarm_and_mail_twice_only_a
         for proc in procs:
             proc.stop()
     print(f"\ncrash test, two instances: {result.summary()}")
-    print(f"mailed again after a kill (at-least-once): {result.resent}")
+    print(f"mailed again after a kill before the ack (at least once): {result.resent}")
     assert result.kills == KILLS
     assert result.acknowledged > 100, "the senders got too little through to prove anything"
     assert result.lost == []
