@@ -28,8 +28,10 @@ run: $(RUNTIME)
 	$(BIN)/notifier run $(if $(CONFIG),--config $(CONFIG))
 
 ## Install everything the tests need (Python and Debian packages) and run them.
+# Most of the suite's time is waiting (group windows, token lifetimes, restarts), so it runs
+# in parallel even on two cores; each worker starts its own PostgreSQL and browser.
 test: $(TESTDEPS) sysdeps
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --maxprocesses 4 --dist worksteal
 
 sysdeps:
 	@sh scripts/install-test-deps.sh
