@@ -1,7 +1,7 @@
 """Where a running notifier spends its time per ingested line: a py-spy profile under load.
 
     .venv/bin/pip install py-spy
-    .venv/bin/python bench/profile.py [--only tcp,udp,mail] [--seconds 8] [--rate 40000]
+    .venv/bin/python bench/profile.py [--only tcp,udp,http,mail] [--seconds 8] [--rate 40000]
         [--baseline REV]
 
 Starts `notifier run` from this checkout with the bench config (`bench/common.py`), loads it
@@ -9,6 +9,9 @@ with the same sender as `bench/ingest.py` (TCP: 4 connections, 300 lines a write
 they go; UDP: paced at `--rate`), and samples it with `py-spy record --format raw` meanwhile.
 Prints, per load, the functions with the largest share of self time (the innermost frame of
 each sample) and the lines/s accepted while sampling, as Markdown.
+
+`http` profiles durable single-alarm HTTP ingest (`bench/ingest.py`'s durable trial: one
+JSON alarm per POST over 16 keep-alive connections, SQLite), by function and by package.
 
 `mail` profiles the path of `bench/e2e.py`'s latency instead: one JSON alarm at a time over
 HTTP, each waited for until the SMTP sink accepted its mail (group_wait_s 0), with notifier
@@ -44,7 +47,8 @@ from bench.common import (
     scratch_dir,
 )
 from bench.e2e import LATENCY_ROUTE, RECORDS_PATH, Sink, alarm, start_notifier, stop_notifier
-from bench.ingest import Sender
+from bench.ingest import QUIET_ROUTE, Sender, post_alarms
+from tests.service import NotifierProcess as DefaultNotifier
 
 SAMPLE_HZ = 200
 
@@ -136,6 +140,57 @@ def profile_mail(seconds: float, top: int, baseline: str) -> str:
     )
 
 
+def by_package(raw: str) -> Counter[str]:
+    """py-spy's raw stacks → samples by the package of the innermost frame (``starlette``,
+    ``uvicorn``, ``notifier.ingest``, ``asyncio``, ...): which layer the time goes to."""
+    found: Counter[str] = Counter()
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        path = stack.rsplit(";", 1)[-1].partition(" (")[2].split(":", 1)[0]
+        parts = Path(path).parts
+        if "notifier" in parts:
+            i = parts.index("notifier")
+            package = ".".join(parts[i : i + 2]).removesuffix(".py")
+        elif "site-packages" in parts:
+            package = parts[parts.index("site-packages") + 1].removesuffix(".py")
+        elif len(parts) >= 2:  # the standard library: its module or package
+            package = f"stdlib {parts[-2] if parts[-2] != 'python3.11' else parts[-1]}"
+        else:  # a frame without a file (py-spy's idle or native frames)
+            package = path or stack.rsplit(";", 1)[-1]
+        found[package] += int(count)
+    return found
+
+
+def profile_http(seconds: float, top: int) -> str:
+    """One durable JSON alarm per POST over 16 keep-alive connections (bench/ingest.py's
+    durable trial), SQLite spool: self time by function and by package."""
+    with scratch_dir("notifier-profile-http-") as workdir:
+        proc = DefaultNotifier(workdir / "n", QUIET_ROUTE)
+        proc.start()
+        try:
+            out = workdir / "profile.txt"
+            spy = py_spy(proc.pid, seconds, out)
+            time.sleep(0.5)  # py-spy attached
+            ok, refused = asyncio.run(post_alarms([proc.http_port], 16, seconds - 1))
+            spy.wait(60)
+            raw = out.read_text() if out.exists() else ""
+        finally:
+            proc.stop()
+    samples, packages = self_time(raw), by_package(raw)
+    total = sum(samples.values()) or 1
+    rows = [[name, f"{100 * count / total:.1f} %"] for name, count in samples.most_common(top)]
+    layers = [[name, f"{100 * count / total:.1f} %"] for name, count in packages.most_common()]
+    return (
+        f"HTTP: {ok / (seconds - 1):.0f} durable alarms/s answered 200 while sampled "
+        f"({refused} refused), {total} samples\n\n"
+        + markdown_table(["function (self time)", "share"], rows)
+        + "\n\n"
+        + markdown_table(["package (self time)", "share"], layers)
+    )
+
+
 def profile(kind: str, seconds: float, rate: float, top: int) -> str:
     sender = Sender()
     with scratch_dir("notifier-profile-") as workdir, NotifierProcess(workdir) as n:
@@ -179,6 +234,8 @@ def main() -> int:
     for kind in opts.only.split(","):
         if kind == "mail":
             print(profile_mail(opts.seconds, opts.top, opts.baseline) + "\n")
+        elif kind == "http":
+            print(profile_http(opts.seconds, opts.top) + "\n")
         else:
             print(profile(kind, opts.seconds, opts.rate, opts.top) + "\n")
     return 0

@@ -60,7 +60,10 @@ async def test_line_breaks_in_device_fields_add_no_header_and_no_part(
     mail = outgoing(compose([MailItem(record, Reason.NEW)], ENVELOPE, now=NOW), ENVELOPE)
     sender = SmtpSender(SmtpSettings(host=server.host, port=server.port, tls="none"))
 
-    (result,) = await sender.send([mail])
+    try:
+        (result,) = await sender.send([mail])
+    finally:
+        await sender.close()
 
     assert isinstance(result, SendResult), str(result)
     (received,) = server.received
