@@ -220,8 +220,9 @@ class ForwardWorker:
             )
             await self._spool.nack(self.consumer, ids, error=str(error), retry_in_s=None)
             return
-        # Leases count attempts from 1; the first retry is attempt 0 of the backoff.
-        delay = self._retry.delay(max(attempts - 1, 0))
+        # `attempts` counts the earlier leases (0 on the first try): the first retry is
+        # attempt 0 of the backoff, as for a route's mail (dispatch/worker.py, retry_in_s).
+        delay = self._retry.delay(attempts)
         log.warning(
             "forward not sent: will retry",
             forward=self.forward.name,

@@ -6,6 +6,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from structlog.testing import capture_logs
+
 from notifier.config import ForwardSettings, MatchSettings
 from notifier.dispatch.rules import compile_match
 from notifier.forward.consumer import ForwardWorker, build_sender, select
@@ -71,6 +73,25 @@ async def test_failure_midway_acks_what_went_and_retries_the_rest() -> None:
     assert depth(spool) == {"retry": 2}
     assert counted(metrics, "notifier_forward_sent_total") == 1
     assert counted(metrics, "notifier_forward_failures_total") == 1
+
+
+async def test_each_retry_of_a_failing_target_waits_longer_than_the_one_before() -> None:
+    """retry_base_s 60 with equal jitter: the first retry in 30-60 s, the second in 60-120 s
+    (both waited 30-60 s before: the attempt count was taken one too low)."""
+    spool, metrics = MemorySpool([CONSUMER]), Metrics()
+    await spool.put([alarm()])
+    with HttpReceiver(statuses=deque([503, 503])) as receiver, capture_logs() as logs:
+        w = worker(receiver.url(), spool, metrics)
+        try:
+            await w.step()
+            await spool.retry_now(CONSUMER)  # the operator's "retry now": no 60 s wait here
+            await w.step()
+        finally:
+            await w.close()
+    waits = [e["retry_in_s"] for e in logs if e["event"] == "forward not sent: will retry"]
+    assert counted(metrics, "notifier_forward_failures_total") == 2
+    first, second = waits
+    assert 30 <= first <= 60 and 60 <= second <= 120, waits
 
 
 async def test_a_refused_record_is_dead_lettered_not_retried_forever(tmp_path: Path) -> None:
