@@ -57,7 +57,7 @@ def two_instances(tmp: Path, args: argparse.Namespace) -> tuple[str, bool]:
                     proc.stop()
     finally:
         server_run.close()
-    failed = bool(result.lost or result.unexplained)
+    failed = bool(result.lost or result.unexplained or result.unrecorded > result.kills)
     print(f"mailed again after a kill before the ack (at least once): {result.resent[:40]}")
     if failed:
         print(f"LOST: {result.lost[:20]}  TWICE AFTER AN ACK: {result.unexplained[:20]}")

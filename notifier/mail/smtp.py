@@ -248,10 +248,7 @@ class SmtpSender:
                     results.extend(result for _ in messages[index + 1 :])
                     break
         except BaseException:
-            try:
-                await self._quit()
-            finally:
-                self._lock.release()
+            await self._quit_and_release()
             raise
         self._closing = asyncio.ensure_future(self._quit_and_release())
         self._closing.add_done_callback(_closed)

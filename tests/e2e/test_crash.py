@@ -49,3 +49,4 @@ def test_sigkills_of_either_of_two_instances_lose_no_alarm_and_mail_twice_only_a
     assert result.acknowledged > 100, "the senders got too little through to prove anything"
     assert result.lost == []
     assert result.unexplained == [], f"{result.timeline}; logged: {result.problems}"
+    assert result.unrecorded <= result.kills
