@@ -4,8 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?=
 # What is installed in the venv, one stamp per step: `make run` installs the runtime only,
-# `make test` adds the test extra. Either order installs each once; a changed pyproject.toml
-# installs both again.
+# `make test` adds the test extra. Either order installs each once; a changed pyproject.toml,
+# setup.py or C source installs both again (the install compiles the C source).
 RUNTIME := $(VENV)/.installed-runtime
 TESTDEPS := $(VENV)/.installed-test
 
@@ -15,7 +15,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(RUNTIME): pyproject.toml | $(BIN)/python
+$(RUNTIME): pyproject.toml setup.py notifier/ingest/parse/_fast3164.c | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	@touch $@
 

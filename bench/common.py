@@ -174,6 +174,7 @@ class NotifierProcess(TestNotifierProcess):
     rcvbuf_bytes: int = 4 << 20
     queue_entries: int = 1_000_000
     extra_toml: str = ""
+    omit_keys: tuple[str, ...] = ()  # config keys left out (a baseline that did not know them)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -184,7 +185,7 @@ class NotifierProcess(TestNotifierProcess):
         return f"http://{LOOPBACK}:{self.http_port}"
 
     def config_text(self) -> str:
-        return BENCH_CONFIG.format(
+        text = BENCH_CONFIG.format(
             data_dir=self.workdir / "var",
             http_port=self.http_port,
             syslog_port=self.syslog_port,
@@ -192,6 +193,11 @@ class NotifierProcess(TestNotifierProcess):
             rcvbuf=self.rcvbuf_bytes,
             queue=self.queue_entries,
             extra=self.extra_toml,
+        )
+        return "".join(
+            line
+            for line in text.splitlines(keepends=True)
+            if not line.startswith(tuple(f"{key} " for key in self.omit_keys))
         )
 
     def samples(self) -> list[Sample]:

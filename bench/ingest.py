@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import json
 import multiprocessing
 import os
@@ -45,6 +46,7 @@ import httpx
 
 from bench.common import (
     LOOPBACK,
+    REPO,
     HttpConnection,
     NotifierProcess,
     Rsyslog,
@@ -641,6 +643,7 @@ class Row:
     notifier: list[float]
     rsyslog: list[float] | None = None
     note: str = ""
+    baseline: list[float] | None = None  # the same test against notifier at --baseline REV
 
 
 def _progress(message: str) -> None:
@@ -651,9 +654,9 @@ def _runs_text(values: Sequence[float]) -> str:
     return " / ".join(fmt_rate(v, "") for v in values)
 
 
-def notifier_peer(n: NotifierProcess) -> Peer:
+def notifier_peer(n: NotifierProcess, name: str = "notifier") -> Peer:
     return Peer(
-        "notifier",
+        name,
         (LOOPBACK, n.syslog_port),
         (LOOPBACK, n.syslog_port),
         lambda: n.accepted("syslog-udp"),
@@ -669,6 +672,8 @@ def rsyslog_peer(r: Rsyslog) -> Peer:
 
 
 def measure_udp(opts: Options, sender: Sender, peers: list[Peer], rows: list[Row]) -> None:
+    """The zero-loss search for each of `peers` ("notifier", and "baseline", "rsyslog" when
+    measured), run by run."""
     results: dict[str, list[UdpSearch]] = {p.name: [] for p in peers}
     for run in range(opts.runs):
         for peer in peers:  # interleaved so a slow phase of the machine hits both
@@ -693,6 +698,7 @@ def measure_udp(opts: Options, sender: Sender, peers: list[Peer], rows: list[Row
             [s.best for s in results["notifier"]],
             [s.best for s in results["rsyslog"]] if "rsyslog" in results else None,
             "; ".join(notes),
+            [s.best for s in results["baseline"]] if "baseline" in results else None,
         )
     )
 
@@ -700,64 +706,88 @@ def measure_udp(opts: Options, sender: Sender, peers: list[Peer], rows: list[Row
 def measure_tcp(
     opts: Options,
     sender: Sender,
-    notifier: NotifierProcess,
+    notifiers: dict[str, NotifierProcess],
     rsyslog: Rsyslog | None,
     rows: list[Row],
 ) -> None:
+    """TCP syslog and raw TCP lines against each of `notifiers` ("notifier", maybe
+    "baseline") and rsyslog, run by run."""
     seconds, conns = opts.tcp_seconds, opts.tcp_connections
-    ours: list[float] = []
-    raw: list[float] = []
+    ours: dict[str, list[float]] = {name: [] for name in notifiers}
+    raw: dict[str, list[float]] = {name: [] for name in notifiers}
     theirs: list[float] = []
-    npeer = notifier_peer(notifier)
     for run in range(opts.runs):
         _progress(f"TCP run {run + 1}/{opts.runs}")
-        ours.append(tcp_run(sender, npeer, npeer.tcp, npeer.tcp_count, seconds, conns))
-        raw.append(
-            tcp_run(
-                sender,
-                npeer,
-                (LOOPBACK, notifier.tcp_port),
-                lambda: notifier.accepted("tcp"),
-                seconds,
-                conns,
+        for name, notifier in notifiers.items():
+            npeer = notifier_peer(notifier, name)
+            ours[name].append(tcp_run(sender, npeer, npeer.tcp, npeer.tcp_count, seconds, conns))
+            raw[name].append(
+                tcp_run(
+                    sender,
+                    npeer,
+                    (LOOPBACK, notifier.tcp_port),
+                    functools.partial(notifier.accepted, "tcp"),
+                    seconds,
+                    conns,
+                )
             )
-        )
+            _progress(
+                f"  {name} syslog-tcp {fmt_rate(ours[name][-1])}, tcp {fmt_rate(raw[name][-1])}"
+            )
         if rsyslog is not None:
             peer = rsyslog_peer(rsyslog)
             theirs.append(tcp_run(sender, peer, peer.tcp, peer.tcp_count, seconds, conns))
             peer.reset()
-        _progress(
-            f"  notifier syslog-tcp {fmt_rate(ours[-1])}, tcp {fmt_rate(raw[-1])}"
-            + (f", rsyslog imtcp {fmt_rate(theirs[-1])}" if theirs else "")
-        )
+            _progress(f"  rsyslog imtcp {fmt_rate(theirs[-1])}")
     what = f"{LINE_BYTES}-byte lines + LF for {seconds:g} s over {conns} connections"
+    base = "baseline" in notifiers
     rows.append(
-        Row(f"TCP syslog ({what})", "lines/s", ours, theirs if rsyslog is not None else None)
+        Row(
+            f"TCP syslog ({what})",
+            "lines/s",
+            ours["notifier"],
+            theirs if rsyslog is not None else None,
+            baseline=ours["baseline"] if base else None,
+        )
     )
-    rows.append(Row("TCP raw lines, innovaphone `tcp` receiver (same load)", "lines/s", raw))
+    rows.append(
+        Row(
+            "TCP raw lines, innovaphone `tcp` receiver (same load)",
+            "lines/s",
+            raw["notifier"],
+            baseline=raw["baseline"] if base else None,
+        )
+    )
 
 
-def measure_http(opts: Options, notifier: NotifierProcess, workdir: Path, rows: list[Row]) -> str:
+def measure_http(
+    opts: Options, notifiers: dict[str, NotifierProcess], workdir: Path, rows: list[Row]
+) -> str:
+    """Each HTTP case against each of `notifiers` ("notifier", maybe "baseline"), run by run."""
     use_wrk = shutil.which("wrk") is not None
     client = "wrk -t1" if use_wrk else "httpx AsyncClient"
+    notifier = notifiers["notifier"]
     for case in http_cases():
-        per_request: list[float] = []
+        per_request: dict[str, list[float]] = {name: [] for name in notifiers}
         failures = 0
         fsyncs_before = notifier.counter("notifier_spool_fsyncs_total")
         for run in range(opts.runs):
-            if use_wrk:
-                result = http_wrk(
-                    notifier.url, case, opts.http_connections, opts.http_seconds, workdir
+            for name, n in notifiers.items():
+                if use_wrk:
+                    result = http_wrk(
+                        n.url, case, opts.http_connections, opts.http_seconds, workdir
+                    )
+                else:
+                    result = http_httpx(n.url, case, opts.http_connections, opts.http_seconds)
+                per_request[name].append(result.requests_per_s)
+                failures += result.failures if name == "notifier" else 0
+                _progress(
+                    f"HTTP {case.name} run {run + 1}/{opts.runs}, {name}: "
+                    f"{fmt_rate(result.requests_per_s, ' req/s')}, {result.failures} failed"
                 )
-            else:
-                result = http_httpx(notifier.url, case, opts.http_connections, opts.http_seconds)
-            per_request.append(result.requests_per_s)
-            failures += result.failures
-            _progress(
-                f"HTTP {case.name} run {run + 1}/{opts.runs}: "
-                f"{fmt_rate(result.requests_per_s, ' req/s')}, {result.failures} failed"
-            )
         fsyncs = notifier.counter("notifier_spool_fsyncs_total") - fsyncs_before
+        per = case.records_per_request
+        base = [r * per for r in per_request["baseline"]] if "baseline" in notifiers else None
         notes = []
         if case.path.startswith("/api"):
             notes.append(
@@ -772,22 +802,34 @@ def measure_http(opts: Options, notifier: NotifierProcess, workdir: Path, rows: 
                 Row(
                     f"HTTP {case.name}",
                     "records/s",
-                    [r * case.records_per_request for r in per_request],
-                    note="; ".join([*notes, f"requests/s {_runs_text(per_request)}"]),
+                    [r * per for r in per_request["notifier"]],
+                    note="; ".join([*notes, f"requests/s {_runs_text(per_request['notifier'])}"]),
+                    baseline=base,
                 )
             )
         else:
-            rows.append(Row(f"HTTP {case.name}", "requests/s", per_request, note="; ".join(notes)))
+            rows.append(
+                Row(
+                    f"HTTP {case.name}",
+                    "requests/s",
+                    per_request["notifier"],
+                    note="; ".join(notes),
+                    baseline=base,
+                )
+            )
     return f"{client}, {opts.http_connections} connections, {opts.http_seconds:g} s per run"
 
 
 def report(
     opts: Options, rows: list[Row], sections: list[str], facts: dict[str, str], command: str
 ) -> str:
+    with_base = any(r.baseline for r in rows)
+    base_head = ["baseline (median)", "÷ baseline (median of run ratios)", "runs: baseline"]
     table = rows and markdown_table(
         [
             "Test",
             "notifier (median)",
+            *(base_head if with_base else []),
             "rsyslog (median)",
             "notifier / rsyslog",
             "runs: notifier",
@@ -798,6 +840,7 @@ def report(
             [
                 r.test,
                 fmt_rate(median(r.notifier), " " + r.unit),
+                *(_baseline_cells(r) if with_base else []),
                 fmt_rate(median(r.rsyslog), " " + r.unit) if r.rsyslog else "–",
                 fmt_ratio(median(r.notifier), median(r.rsyslog)) if r.rsyslog else "–",
                 _runs_text(r.notifier),
@@ -820,6 +863,18 @@ def report(
         )
         + "\n"
     )
+
+
+def _baseline_cells(r: Row) -> list[str]:
+    """Median, the median of the run-by-run ratios (runs were interleaved), and the runs."""
+    if not r.baseline:
+        return ["–", "–", "–"]
+    ratios = [o / b for o, b in zip(r.notifier, r.baseline, strict=True) if b]
+    return [
+        fmt_rate(median(r.baseline), " " + r.unit),
+        f"{median(ratios):.2f}×" if ratios else "–",
+        _runs_text(r.baseline),
+    ]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -851,8 +906,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         "--baseline",
         default="",
         metavar="REV",
-        help="durable: also run notifier as it was at git revision REV on SQLite and compare "
-        "(default: the parent of the first commit touching notifier/spool/pg; none: skip)",
+        help="also run notifier as it was at git revision REV and compare, run by run. "
+        "durable: on SQLite (default: the parent of the first commit touching "
+        "notifier/spool/pg; none: skip); udp, tcp, http: only when REV is given",
     )
     a = p.parse_args(argv)
     only = tuple(s.strip() for s in a.only.split(",") if s.strip())
@@ -919,45 +975,64 @@ def main(argv: Sequence[str] | None = None) -> int:
 def measure_receivers(
     opts: Options, facts: dict[str, str], rows: list[Row], have_rsyslog: bool
 ) -> None:
-    """UDP, TCP and HTTP against one notifier (and rsyslog), into `rows` and `facts`."""
+    """UDP, TCP and HTTP against one notifier, rsyslog, and notifier as it was at
+    `--baseline REV` when given, into `rows` and `facts`."""
+    rev = opts.baseline if opts.baseline not in ("", "none") else None
     sender = Sender()
     try:
-        with (
-            scratch_dir("bench-notifier-") as ndir,
-            scratch_dir("bench-rsyslog-", tmpfs=True) as rdir,
-        ):
-            notifier = NotifierProcess(ndir, rcvbuf_bytes=opts.rcvbuf_bytes)
+        with contextlib.ExitStack() as stack:
+            ndir = stack.enter_context(scratch_dir("bench-notifier-"))
+            rdir = stack.enter_context(scratch_dir("bench-rsyslog-", tmpfs=True))
+            notifiers = {"notifier": NotifierProcess(ndir, rcvbuf_bytes=opts.rcvbuf_bytes)}
+            if rev is not None:
+                notifiers["baseline"] = NotifierProcess(
+                    stack.enter_context(scratch_dir("bench-baseline-notifier-")),
+                    rcvbuf_bytes=opts.rcvbuf_bytes,
+                    env=stack.enter_context(code_at(rev)),
+                    omit_keys=keys_unknown_at(rev),
+                )
+                facts["Baseline"] = f"notifier at {rev} (`git archive`, this venv's packages)"
             rsyslog = Rsyslog(rdir, rcvbuf_bytes=opts.rcvbuf_bytes) if have_rsyslog else None
-            notifier.start()
-            try:
+            for n in notifiers.values():
+                n.start()
+                stack.callback(n.stop)
+            if rsyslog is not None:
+                rsyslog.start()
+                stack.callback(rsyslog.stop)
+            loaded = uvloop_loaded(notifiers["notifier"].pid)
+            facts["uvloop in notifier"] = {True: "yes", False: "no", None: "unknown"}[loaded]
+            facts["Receiver set-up"] = (
+                f"UDP receive buffer {opts.rcvbuf_bytes >> 20} MiB asked by both (root: "
+                "SO_RCVBUFFORCE); notifier: memory spool 1M entries, drop_oldest, one route "
+                "that mails nothing, data_dir on disk"
+            )
+            facts["Sender"] = (
+                "one Python process on the same 2-core box: it competes with the receiver "
+                "for CPU (rsyslog's threads and notifier's one loop thread alike)"
+            )
+            if "udp" in opts.only:
+                peers = [notifier_peer(n, name) for name, n in notifiers.items()]
                 if rsyslog is not None:
-                    rsyslog.start()
-                loaded = uvloop_loaded(notifier.pid)
-                facts["uvloop in notifier"] = {True: "yes", False: "no", None: "unknown"}[loaded]
-                facts["Receiver set-up"] = (
-                    f"UDP receive buffer {opts.rcvbuf_bytes >> 20} MiB asked by both (root: "
-                    "SO_RCVBUFFORCE); notifier: memory spool 1M entries, drop_oldest, one route "
-                    "that mails nothing, data_dir on disk"
-                )
-                facts["Sender"] = (
-                    "one Python process on the same 2-core box: it competes with the receiver "
-                    "for CPU (rsyslog's threads and notifier's one loop thread alike)"
-                )
-                if "udp" in opts.only:
-                    peers = [notifier_peer(notifier)]
-                    if rsyslog is not None:
-                        peers.append(rsyslog_peer(rsyslog))
-                    measure_udp(opts, sender, peers, rows)
-                if "tcp" in opts.only:
-                    measure_tcp(opts, sender, notifier, rsyslog, rows)
-                if "http" in opts.only:
-                    facts["HTTP client"] = measure_http(opts, notifier, ndir, rows)
-            finally:
-                notifier.stop()
-                if rsyslog is not None:
-                    rsyslog.stop()
+                    peers.append(rsyslog_peer(rsyslog))
+                measure_udp(opts, sender, peers, rows)
+            if "tcp" in opts.only:
+                measure_tcp(opts, sender, notifiers, rsyslog, rows)
+            if "http" in opts.only:
+                facts["HTTP client"] = measure_http(opts, notifiers, ndir, rows)
     finally:
         sender.close()
+
+
+def keys_unknown_at(rev: str) -> tuple[str, ...]:
+    """Keys of the bench config that notifier at `rev` did not know yet (it refuses unknown
+    keys): left out of the baseline's config."""
+    config = subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{rev}:notifier/config.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return tuple(key for key in ("max_connections_per_peer",) if key not in config)
 
 
 if __name__ == "__main__":

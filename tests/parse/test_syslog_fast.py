@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from notifier.ingest.parse import syslog
 from notifier.ingest.parse.line import parse_line
-from notifier.ingest.parse.syslog import decode_text, parse_fast_3164, parse_syslog
+from notifier.ingest.parse.syslog import (
+    decode_text,
+    parse_fast_3164,
+    parse_fast_3164_python,
+    parse_syslog,
+)
 from notifier.records import ParseError, Record
 from tests.parse import syslog_reference as reference
 
@@ -230,31 +239,95 @@ def test_raw_tcp_line_with_pri_takes_the_same_fast_path() -> None:
     assert fields(line) == outcome(reference.parse_syslog, data, NOW)
 
 
-def read_in_one_batch(messages: list[bytes], received_at: float = NOW) -> list[Record | None]:
+# Both batch readers: the compiled one (what `parse_fast_3164` runs) and the Python one (what
+# runs where nothing was compiled). Each is held to the reference parser on its own.
+BatchReader = Callable[..., list[Record | None]]
+READERS = [
+    pytest.param(parse_fast_3164, id="compiled"),
+    pytest.param(parse_fast_3164_python, id="python"),
+]
+
+
+def read_in_one_batch(
+    messages: list[bytes], received_at: float = NOW, read: BatchReader = parse_fast_3164
+) -> list[Record | None]:
     frames = [(data, "192.0.2.7:514") for data in messages]
     ids = [f"id{i}" for i in range(len(messages))]
-    return parse_fast_3164(frames, ids, received_at=received_at, receiver="t")
+    return read(frames, ids, received_at=received_at, receiver="t")
 
 
-def batch_reads_as_reference(messages: list[bytes], received_at: float) -> None:
+def batch_reads_as_reference(
+    messages: list[bytes], received_at: float, read: BatchReader = parse_fast_3164
+) -> None:
     """Each message the batch takes is read as the original parser read it, with its own id;
     the ones it leaves (None) are for `parse_syslog`, which the tests above hold to the same."""
-    records = read_in_one_batch(messages, received_at)
+    records = read_in_one_batch(messages, received_at, read)
     for i, (data, record) in enumerate(zip(messages, records, strict=True)):
         if record is not None:
             assert fields(record) == outcome(reference.parse_syslog, data, received_at), data
             assert record.id == f"id{i}"
 
 
+def test_the_compiled_reader_is_built_and_used() -> None:
+    """`pip install` compiles it where there is a C compiler, as on every machine the tests
+    run on: without this, the tests below would test the Python reader twice."""
+    assert syslog._native is not None
+    assert parse_fast_3164 is syslog.parse_fast_3164
+
+
+def test_pure_python_in_the_environment_chooses_the_python_reader() -> None:
+    code = "from notifier.ingest.parse import syslog; print(syslog._native is None)"
+    for env, python in (({}, "False"), ({"PURE_PYTHON": "1"}, "True")):
+        run = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert run.stdout.strip() == python, env
+
+
+_batches = st.lists(st.one_of(rfc3164_lines(), rfc5424_lines(), st.binary(max_size=80)))
+
+
+@pytest.mark.parametrize("read", READERS)
 @settings(max_examples=500, deadline=None)
-@given(
-    messages=st.lists(st.one_of(rfc3164_lines(), rfc5424_lines(), st.binary(max_size=80))),
-    received_at=_received,
-)
+@given(messages=_batches, received_at=_received)
 def test_a_read_of_many_generated_lines_in_one_batch_reads_as_before(
+    read: BatchReader, messages: list[bytes], received_at: float
+) -> None:
+    batch_reads_as_reference(messages, received_at, read)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(messages=_batches, received_at=_received)
+def test_the_compiled_reader_takes_every_line_the_python_reader_takes(
     messages: list[bytes], received_at: float
 ) -> None:
-    batch_reads_as_reference(messages, received_at)
+    """Not only the same Records: the same lines left to the full parser, so the compiled
+    path is never slower by sending a line the long way."""
+    compiled = read_in_one_batch(messages, received_at, parse_fast_3164)
+    python = read_in_one_batch(messages, received_at, parse_fast_3164_python)
+    assert [r is None for r in compiled] == [r is None for r in python], messages
+    assert compiled == python
+
+
+@pytest.mark.parametrize("read", READERS)
+def test_a_bench_read_is_taken_whole_with_shared_fields_and_own_texts(read: BatchReader) -> None:
+    """A read of many lines from one host: every line taken, each with its own text and id."""
+    lines = [
+        f"<134>Mar 10 11:59:{i % 60:02d} gw01 SIP[{i % 3}]: seq={i}".encode() for i in range(300)
+    ]
+    records = read_in_one_batch(lines, NOW, read)
+    assert all(r is not None for r in records)
+    assert [r.text for r in records if r] == [f"seq={i}" for i in range(300)]
+    assert [r.extras for r in records[:3] if r] == [
+        {"procid": "0"},
+        {"procid": "1"},
+        {"procid": "2"},
+    ]
+    batch_reads_as_reference(lines, NOW, read)
 
 
 @pytest.mark.parametrize(
@@ -269,14 +342,18 @@ def test_a_read_of_many_generated_lines_in_one_batch_reads_as_before(
         b"",
     ],
 )
-def test_edge_cases_in_a_batch_read_as_before(data: bytes) -> None:
-    batch_reads_as_reference([data], NOW)
+@pytest.mark.parametrize("read", READERS)
+def test_edge_cases_in_a_batch_read_as_before(read: BatchReader, data: bytes) -> None:
+    batch_reads_as_reference([data], NOW, read)
 
 
-def test_the_usual_line_is_read_by_the_batch_and_an_alarm_is_left_to_the_full_parser() -> None:
+@pytest.mark.parametrize("read", READERS)
+def test_the_usual_line_is_read_by_the_batch_and_an_alarm_is_left_to_the_full_parser(
+    read: BatchReader,
+) -> None:
     usual = b"<134>Mar 10 11:59:58 gw01 SIP[1000]: seq=1 REGISTER"
     alarm = b'<134>Mar 10 11:59:58 gw01 ALARM: <alarm type="alarm" code="0x1" severity="major"/>'
-    taken, left = read_in_one_batch([usual, alarm])
+    taken, left = read_in_one_batch([usual, alarm], NOW, read)
     assert taken is not None and taken.source == "SIP" and taken.extras == {"procid": "1000"}
     assert left is None
     full = parse_syslog(alarm, received_at=NOW, sender="192.0.2.7:514", receiver="t")

@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import os
 import re
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
+from typing import Any
 
 from notifier.ingest.parse.alarmxml import with_alarm
 from notifier.records import (
@@ -177,11 +179,24 @@ def parse_fast_3164(
     """(message, sender) pairs of one read, each as `parse_syslog` reads it when it has the
     usual ``<PRI>Mmm dd hh:mm:ss host tag[pid]: msg`` shape and no alarm record in it, else
     None: those are for `parse_syslog` (or `parse_line`) to read, one at a time. `ids[i]` is
-    the id of the record of `frames[i]`.
+    the id of the record of `frames[i]`. Never raises for any input.
+
+    The compiled reader (`_fast3164.c`, built by `pip install`) when there is one, else
+    `parse_fast_3164_python`; both read every line alike (tests/parse/test_syslog_fast.py).
+    """
+    if _native is None:
+        return parse_fast_3164_python(frames, ids, received_at=received_at, receiver=receiver)
+    return _native.parse(frames, ids, float(received_at), receiver)  # type: ignore[no-any-return]
+
+
+def parse_fast_3164_python(
+    frames: Sequence[tuple[bytes, str]], ids: Sequence[str], *, received_at: float, receiver: str
+) -> list[Record | None]:
+    """`parse_fast_3164` in Python.
 
     One loop over the whole read, with no call per line but the regex and the Record: the
     calls and keyword arguments of the line-by-line path, and its `str.isprintable` check, were
-    a fifth of the parse (BENCHMARKS.md, issue #12). Never raises for any input.
+    a fifth of the parse (BENCHMARKS.md, issue #12).
     """
     match = _FAST_3164.match
     out: list[Record | None] = []
@@ -261,6 +276,15 @@ def _procid_extras(procid: str) -> Mapping[str, str]:
 
 _PROCID_EXTRAS: dict[str, Mapping[str, str]] = {}
 _MAX_PROCIDS = 1024
+
+
+def _one_line(
+    data: bytes, sender: str, id: str, received_at: float, receiver: str
+) -> Record | None:
+    """The compiled reader's way back for a line with a byte above 0x7f: the Python loop."""
+    return parse_fast_3164_python(
+        [(data, sender)], (id,), received_at=received_at, receiver=receiver
+    )[0]
 
 
 # PRI as written → (facility, severity, severity as written)
@@ -528,3 +552,28 @@ def _structured_data(s: str, pos: int) -> tuple[dict[str, str], int, str | None]
         if not params:  # an element without params still says something ([timeQuality])
             flat.setdefault(prefix, "")
     return flat, pos, None
+
+
+def _load_native() -> Any:
+    """The compiled reader, configured; None when it was not built (no compiler at install
+    time) or PURE_PYTHON is set (to measure or rule out the compiled path)."""
+    if os.environ.get("PURE_PYTHON"):
+        return None
+    try:
+        from notifier.ingest.parse import _fast3164  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    _fast3164.configure(
+        Record,
+        Kind.LOG,
+        tuple(_BY_PRI[str(pri)] for pri in range(192)),
+        _DATES.of_stamp,
+        _procid_extras,
+        _NO_EXTRAS,
+        _NO_EXTRAS,  # no labels: the same empty mapping `new_record` gives
+        _one_line,
+    )
+    return _fast3164
+
+
+_native = _load_native()
