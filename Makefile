@@ -15,7 +15,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(RUNTIME): pyproject.toml setup.py notifier/ingest/parse/_fast3164.c | $(BIN)/python
+$(RUNTIME): pyproject.toml setup.py notifier/_speedups.c | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	@touch $@
 

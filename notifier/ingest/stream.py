@@ -9,6 +9,7 @@ receiver.
 from __future__ import annotations
 
 import asyncio
+import operator
 import socket
 import time
 import weakref
@@ -46,6 +47,7 @@ _PUT_RETRY = Backoff(base_s=0.05, cap_s=1.0)
 _DRAIN_S = 5.0
 _DETAIL_CHARS = 200
 _MAX_BATCH = 1000  # records per spool put
+_KIND = operator.attrgetter("kind")
 
 
 class _Extra:
@@ -191,15 +193,22 @@ class Intake(Refusals):
 
     def accepted(self, records: Sequence[Record]) -> None:
         """Count records the spool now holds."""
-        kinds = Tally(r.kind for r in records)
+        kinds = Tally(map(_KIND, records))
         for kind, n in kinds.items():
             self._metrics.accepted.labels(self.receiver, kind.value).inc(n)
+        # A clean extras mapping is looked at once: a read's log lines share one per process
+        # id. (While `records` lives, no two of its mappings can have the same id().)
+        clean: set[int] = set()
         for r in records:
-            # Most records have no extras; `isdisjoint` builds no set.
-            if r.extras and not DEGRADED.keys().isdisjoint(r.extras):
-                for key in r.extras.keys() & DEGRADED.keys():
-                    self._extra.degraded.labels(self.receiver, DEGRADED[key]).inc()
-                    self._warn(r.sender, DEGRADED[key], r.extras[key], "ingest_degraded")
+            extras = r.extras
+            if not extras or id(extras) in clean:
+                continue
+            if DEGRADED.keys().isdisjoint(extras):  # `isdisjoint` builds no set
+                clean.add(id(extras))
+                continue
+            for key in extras.keys() & DEGRADED.keys():
+                self._extra.degraded.labels(self.receiver, DEGRADED[key]).inc()
+                self._warn(r.sender, DEGRADED[key], extras[key], "ingest_degraded")
 
     def spool_wait(self, sender: str, detail: str) -> None:
         self._extra.spool_waits.labels(self.receiver).inc()

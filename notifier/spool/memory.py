@@ -80,16 +80,20 @@ class MemorySpool:
         """`put` without awaiting (nothing here blocks); raises `SpoolFull` like `put`."""
         if self._closed:
             raise SpoolFull("spool is closed", retry_after_s=10)
-        fresh = [r for r in dict((r.id, r) for r in records).values() if r.id not in self._pending]
-        if self._consumers:
-            over = len(self._pending) + len(fresh) - self._max
-            if over > 0:
-                fresh = self._make_room(over, fresh)
+        unique = {r.id: r for r in records}.values()  # a record put twice is held once
+        if not self._consumers:  # history only (log lines no route takes): the usual case
+            self._history.extend(unique)
+            if unique:
+                self._waker.notify()
+            return
+        fresh = [r for r in unique if r.id not in self._pending]
+        over = len(self._pending) + len(fresh) - self._max
+        if over > 0:
+            fresh = self._make_room(over, fresh)
+        self._history.extend(fresh)
+        owed = len(self._consumers)
         for record in fresh:
-            self._history.append(record)
-            if not self._consumers:
-                continue
-            self._pending[record.id] = (record, len(self._consumers))
+            self._pending[record.id] = (record, owed)
             for consumer in self._consumers.values():
                 consumer.deliveries[record.id] = _Delivery(record)
         if fresh:

@@ -69,11 +69,30 @@ class SpoolPolicy:
         )
 
     def is_durable(self, record: Record) -> bool:
-        override = self.receivers.get(record.receiver)
-        kinds = self.durable_kinds
+        return record.kind in self.durable_kinds_of(record.receiver)
+
+    def durable_kinds_of(self, receiver: str) -> frozenset[Kind]:
+        override = self.receivers.get(receiver)
         if override is not None and override.durable_kinds is not None:
-            kinds = override.durable_kinds
-        return record.kind in kinds
+            return override.durable_kinds
+        return self.durable_kinds
+
+    def split(self, records: Sequence[Record]) -> tuple[list[Record], list[Record]]:
+        """(the durable records, the volatile ones), each in the order given.
+
+        Per batch, not per record: a receiver's batch has one receiver and mostly one kind, and
+        this runs for every line received."""
+        receivers = {r.receiver for r in records}
+        if len(receivers) == 1:
+            kinds = self.durable_kinds_of(receivers.pop())
+            durable = [r for r in records if r.kind in kinds]
+            if not durable:
+                return durable, list(records)
+            return durable, [r for r in records if r.kind not in kinds]
+        mixed: tuple[list[Record], list[Record]] = ([], [])
+        for r in records:
+            mixed[0 if self.is_durable(r) else 1].append(r)
+        return mixed
 
     def overflow_for(self, records: Iterable[Record]) -> Overflow:
         """The policy for a batch: `reject` when any of its receivers says so.

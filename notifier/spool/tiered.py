@@ -61,11 +61,7 @@ class TieredSpool:
     async def put(self, records: Sequence[Record]) -> None:
         """Durable records are committed and fsynced when this returns; raises `SpoolFull`
         with nothing of the batch held when either tier refuses."""
-        durable: list[Record] = []
-        volatile: list[Record] = []
-        is_durable = self._policy.is_durable
-        for r in records:  # once per record: this runs for every datagram received
-            (durable if is_durable(r) else volatile).append(r)
+        durable, volatile = self._policy.split(records)
         # Memory first: it refuses synchronously, so a refusal there costs no disk write, and a
         # refusal of the disk tier is undone in memory before the sender hears of it.
         self.memory.put_nowait(volatile)

@@ -2,16 +2,20 @@
 
 `framing_reference` is the decoder before it split many lines at once. For generated streams
 (lines, CR LF, NUL, octet counts good and bad, oversized frames) fed in generated chunks, both
-give the same frames and errors in the same order, with and without octet counting.
+give the same frames and errors in the same order, with and without octet counting; with the
+bulk split compiled (notifier/_speedups.c, what runs) and in Python (where nothing is built).
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from notifier.ingest.parse import framing
 from notifier.ingest.parse.framing import FrameDecoder
 from notifier.records import ParseError
 from tests.parse import framing_reference as reference
@@ -33,6 +37,27 @@ def same_as_reference(chunks: list[bytes], max_frame_bytes: int, octet_counting:
     assert run(ours, chunks) == run(theirs, chunks), chunks
 
 
+SPLITTERS = [
+    pytest.param(framing._split_lines, id="compiled"),
+    pytest.param(framing.split_lines_python, id="python"),
+]
+
+
+@pytest.fixture(params=SPLITTERS)
+def splitter(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Runs the test with the decoder's bulk split set to each implementation."""
+    before = framing._split_lines
+    framing._split_lines = request.param
+    yield
+    framing._split_lines = before
+
+
+def test_the_compiled_split_is_built_and_used() -> None:
+    assert framing.native is not None, "the compiled hot loops were not built"
+    assert framing._split_lines is framing.native.lines
+
+
+@pytest.mark.usefixtures("splitter")
 def test_many_lines_in_one_read_with_blank_and_counted_frames_between() -> None:
     stream = (
         b"<13>one\n<13>two\r\n\r\n\x00<13>three\x00\r\r<13>four\r\n"
@@ -66,7 +91,10 @@ _pieces = st.sampled_from(
 _streams = st.lists(st.one_of(_pieces, st.binary(max_size=30)), max_size=40).map(b"".join)
 
 
-@settings(max_examples=600, deadline=None)
+@pytest.mark.usefixtures("splitter")
+@settings(
+    max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     data=_streams,
     cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=10),

@@ -8,10 +8,11 @@ import pickle
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from notifier.records import Kind, Record, Severity, new_record, new_record_id, new_record_ids
+from notifier.speedups import native
 
 FIELDS: dict[str, Any] = {
     "kind": Kind.ALARM,
@@ -113,3 +114,13 @@ def test_a_batch_of_ids_reads_like_single_ids_and_sorts_in_batch_order(now: floa
     assert {i[:-8] for i in batch} == {single[:-8]}  # one timestamp, this process
     assert batch == sorted(batch) and single < batch[0] and batch[-1] < after
     assert len(set(batch) | {single, after}) == 302
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    prefix=st.text(alphabet="0123456789abcdef-", max_size=20),
+    values=st.lists(st.integers(min_value=0, max_value=2**70)),
+)
+def test_compiled_ids_are_the_python_format(prefix: str, values: list[int]) -> None:
+    assert native is not None, "the compiled hot loops were not built"
+    assert native.ids(prefix, values) == [f"{prefix}{v & 0xFFFFFFFF:08x}" for v in values]

@@ -271,12 +271,16 @@ def batch_reads_as_reference(
 def test_the_compiled_reader_is_built_and_used() -> None:
     """`pip install` compiles it where there is a C compiler, as on every machine the tests
     run on: without this, the tests below would test the Python reader twice."""
-    assert syslog._native is not None
+    assert syslog._native is not None, "the compiled hot loops were not built"
     assert parse_fast_3164 is syslog.parse_fast_3164
 
 
 def test_pure_python_in_the_environment_chooses_the_python_reader() -> None:
-    code = "from notifier.ingest.parse import syslog; print(syslog._native is None)"
+    code = (
+        "from notifier.ingest.parse import framing, syslog; from notifier import speedups; "
+        "print(syslog._native is None and speedups.native is None "
+        "and framing._split_lines is framing.split_lines_python)"
+    )
     for env, python in (({}, "False"), ({"PURE_PYTHON": "1"}, "True")):
         run = subprocess.run(
             [sys.executable, "-c", code],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from notifier.records import ParseError
+from notifier.speedups import native
 
 _DELIMITER = re.compile(rb"[\n\x00]")
 _BLANK = b"\r\n\x00"
@@ -158,27 +159,9 @@ class FrameDecoder:
         if last < 0:
             return pos
         self._scanned = 0
-        chunk = bytes(buf[pos:last])
-        parts = chunk.split(b"\n") if b"\x00" not in chunk else _DELIMITER.split(chunk)
-        counted = self._octet_counting
-        is_counted = _COUNT_PREFIX.match
-        limit = self._max
-        at = pos
-        for part in parts:
-            start, at = at, at + len(part) + 1
-            line = part.lstrip(b"\r")  # blank bytes between frames
-            if not line:
-                continue
-            if counted and line[0] in _DIGITS and is_counted(line):
-                # octet-counted: its frame may hold LFs, `_counted` reads it by its count
-                return start + len(part) - len(line)
-            if line[-1] == 0x0D:  # CR LF
-                line = line[:-1]
-            if len(line) > limit:
-                out.append(self._too_long())
-            else:
-                out.append(line)
-        return at
+        found, stop = _split_lines(buf, pos, last, self._octet_counting, self._max)
+        out.extend(self._too_long() if line is None else line for line in found)
+        return stop
 
     def _line(
         self, buf: bytearray, pos: int, end: int, out: list[bytes | ParseError], *, eof: bool
@@ -213,3 +196,34 @@ class FrameDecoder:
 
     def _too_long(self) -> ParseError:
         return ParseError("frame_too_large", f"line is over the {self._max}-byte limit")
+
+
+def split_lines_python(
+    buf: bytearray, pos: int, last: int, octet_counting: bool, limit: int
+) -> tuple[list[bytes | None], int]:
+    """The lines of ``buf[pos:last]`` (``buf[last]`` is a delimiter) as `FrameDecoder._lines`
+    takes them: without leading CRs and one trailing CR, None for one over `limit`, blank ones
+    left out; stops before a frame that may be octet-counted. (The lines, where it stopped.)
+
+    The Python twin of `notifier._speedups.lines`, which runs where that is built."""
+    out: list[bytes | None] = []
+    chunk = bytes(buf[pos:last])
+    parts = chunk.split(b"\n") if b"\x00" not in chunk else _DELIMITER.split(chunk)
+    is_counted = _COUNT_PREFIX.match
+    at = pos
+    for part in parts:
+        start, at = at, at + len(part) + 1
+        line = part.lstrip(b"\r")  # blank bytes between frames
+        if not line:
+            continue
+        if octet_counting and line[0] in _DIGITS and is_counted(line):
+            # octet-counted: its frame may hold LFs, `_counted` reads it by its count
+            return out, start + len(part) - len(line)
+        if line[-1] == 0x0D:  # CR LF
+            line = line[:-1]
+        out.append(None if len(line) > limit else line)
+    return out, at
+
+
+# The compiled twin where it is built (notifier/_speedups.c), else the Python one.
+_split_lines = native.lines if native is not None else split_lines_python

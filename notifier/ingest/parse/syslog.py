@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-import os
 import re
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -49,6 +48,7 @@ from notifier.records import (
     frozen_extras,
     new_record,
 )
+from notifier.speedups import native
 
 _PRI = re.compile(r"<(\d{1,3})>")
 _NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
@@ -181,7 +181,7 @@ def parse_fast_3164(
     None: those are for `parse_syslog` (or `parse_line`) to read, one at a time. `ids[i]` is
     the id of the record of `frames[i]`. Never raises for any input.
 
-    The compiled reader (`_fast3164.c`, built by `pip install`) when there is one, else
+    The compiled reader (`notifier/_speedups.c`, built by `pip install`) where there is one, else
     `parse_fast_3164_python`; both read every line alike (tests/parse/test_syslog_fast.py).
     """
     if _native is None:
@@ -554,26 +554,22 @@ def _structured_data(s: str, pos: int) -> tuple[dict[str, str], int, str | None]
     return flat, pos, None
 
 
-def _load_native() -> Any:
-    """The compiled reader, configured; None when it was not built (no compiler at install
-    time) or PURE_PYTHON is set (to measure or rule out the compiled path)."""
-    if os.environ.get("PURE_PYTHON"):
+def _configured() -> Any:
+    """The compiled reader (`notifier/_speedups.c`), given what it builds Records with."""
+    if native is None:
         return None
-    try:
-        from notifier.ingest.parse import _fast3164  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    _fast3164.configure(
+    native.configure(
         Record,
         Kind.LOG,
         tuple(_BY_PRI[str(pri)] for pri in range(192)),
         _DATES.of_stamp,
         _procid_extras,
+        _PROCID_EXTRAS,
         _NO_EXTRAS,
         _NO_EXTRAS,  # no labels: the same empty mapping `new_record` gives
         _one_line,
     )
-    return _fast3164
+    return native
 
 
-_native = _load_native()
+_native = _configured()

@@ -1,5 +1,12 @@
-/* The RFC 3164 batch reader of notifier/ingest/parse/syslog.py (`parse_fast_3164`), compiled.
+/* notifier's hot loops, compiled: the per-line work of every syslog and TCP line received.
+ * Each has a Python twin that runs where this was not built, and the tests hold the two to
+ * the same results (tests/parse/test_syslog_fast.py, test_framing_fast.py, test_new_record.py).
  *
+ * - `parse`: the RFC 3164 batch reader of notifier/ingest/parse/syslog.py (`parse_fast_3164`).
+ * - `lines`: the bulk line split of notifier/ingest/parse/framing.py (`FrameDecoder._lines`).
+ * - `ids`: the record ids of one batch (notifier/records.py, `new_record_ids`).
+ *
+ * `parse`:
  * It reads exactly what the Python loop reads, and builds the same Records: the lines of the
  * usual shape `<PRI>Mmm dd hh:mm:ss host tag[pid]: msg`, in ASCII, without control characters
  * and without an alarm in them. Every other line gives None, for the full parser to read, as
@@ -40,6 +47,7 @@ static struct {
     PyObject *by_pri[N_PRI]; /* (facility, severity, severity_raw) */
     PyObject *of_stamp;      /* (stamp: str, received_at: float) -> float | None */
     PyObject *procid_extras; /* (procid: str) -> Mapping */
+    PyObject *procid_cache;  /* its cache: dict[str, Mapping] */
     PyObject *no_extras;
     PyObject *no_labels;
     PyObject *fallback; /* (data, sender, id, received_at, receiver) -> Record | None */
@@ -127,6 +135,7 @@ static int match_3164(const char *p, Py_ssize_t n, Shape *m) {
     i += k;
     /* (?:\[([^\]\s]{0,32})\])? : without it, ':' would have to be where the '[' is */
     m->has_pid = 0;
+    m->pid = m->pid_end = i;
     if (i < n && p[i] == '[') {
         k = run(p, i + 1, n, is_pid, ANY);
         if (k > 32 || i + 1 + k >= n || p[i + 1 + k] != ']') return 0;
@@ -203,7 +212,13 @@ static PyObject *read_line(Batch *b, PyObject *data, PyObject *sender, PyObject 
     while (n > 0 && (p[n - 1] == '\r' || p[n - 1] == '\n' || p[n - 1] == '\0')) n--;
     for (Py_ssize_t j = 0; j < n; j++) {
         unsigned char c = (unsigned char)p[j];
-        if (c < 0x20 || c == 0x7f) Py_RETURN_NONE; /* for the full parser to count */
+        if (c < 0x20 || c >= 0x7f) { /* rare: decide what kind of line this is */
+            for (Py_ssize_t k = j; k < n; k++)
+                if ((unsigned char)p[k] & 0x80) /* not ASCII: the Python loop reads it */
+                    return PyObject_CallFunctionObjArgs(S.fallback, data, sender, id,
+                                                        b->received_at, b->receiver, NULL);
+            Py_RETURN_NONE; /* a control character: for the full parser to count */
+        }
     }
     Shape m;
     if (!match_3164(p, n, &m)) Py_RETURN_NONE;
@@ -227,7 +242,12 @@ static PyObject *read_line(Batch *b, PyObject *data, PyObject *sender, PyObject 
         if (!memo_hit(&b->pid, p + m.pid, pid_n)) {
             PyObject *pid = ascii_str(p + m.pid, pid_n);
             if (pid == NULL) return NULL;
-            PyObject *found = PyObject_CallOneArg(S.procid_extras, pid);
+            /* `_procid_extras`'s own cache first: a call only for a process not seen yet */
+            PyObject *found = PyDict_GetItemWithError(S.procid_cache, pid);
+            if (found != NULL)
+                Py_INCREF(found);
+            else if (!PyErr_Occurred())
+                found = PyObject_CallOneArg(S.procid_extras, pid);
             Py_DECREF(pid);
             if (memo_set(&b->pid, p + m.pid, pid_n, found) < 0) return NULL;
         }
@@ -265,14 +285,6 @@ static PyObject *read_line(Batch *b, PyObject *data, PyObject *sender, PyObject 
     return record;
 }
 
-static int is_ascii(PyObject *data) {
-    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
-    Py_ssize_t n = PyBytes_GET_SIZE(data);
-    for (Py_ssize_t j = 0; j < n; j++)
-        if (p[j] & 0x80) return 0;
-    return 1;
-}
-
 PyDoc_STRVAR(parse_doc,
 "parse(frames, ids, received_at, receiver) -> list[Record | None]\n\n"
 "`parse_fast_3164` of notifier.ingest.parse.syslog, compiled: (message, sender) pairs of one\n"
@@ -280,7 +292,7 @@ PyDoc_STRVAR(parse_doc,
 
 static PyObject *parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (!S.ready) {
-        PyErr_SetString(PyExc_RuntimeError, "_fast3164.configure() was not called");
+        PyErr_SetString(PyExc_RuntimeError, "_speedups.configure() was not called");
         return NULL;
     }
     if (nargs != 4) {
@@ -314,7 +326,6 @@ static PyObject *parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *frame = PySequence_Fast_GET_ITEM(frames, i);
         PyObject *id = PySequence_Fast_GET_ITEM(ids, i);
-        PyObject *record;
         if (!PyTuple_Check(frame) || PyTuple_GET_SIZE(frame) != 2 ||
             !PyBytes_Check(PyTuple_GET_ITEM(frame, 0))) {
             PyErr_SetString(PyExc_TypeError, "each frame must be a (bytes, sender) pair");
@@ -322,12 +333,7 @@ static PyObject *parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
             goto done;
         }
         PyObject *data = PyTuple_GET_ITEM(frame, 0), *sender = PyTuple_GET_ITEM(frame, 1);
-        if (is_ascii(data)) {
-            record = read_line(&b, data, sender, id);
-        } else {
-            record = PyObject_CallFunctionObjArgs(
-                S.fallback, data, sender, id, b.received_at, b.receiver, NULL);
-        }
+        PyObject *record = read_line(&b, data, sender, id);
         if (record == NULL) {
             Py_CLEAR(out);
             goto done;
@@ -345,19 +351,20 @@ done:
 }
 
 PyDoc_STRVAR(configure_doc,
-"configure(record_type, kind_log, by_pri, of_stamp, procid_extras, no_extras, no_labels,\n"
-"          fallback)\n\n"
+"configure(record_type, kind_log, by_pri, of_stamp, procid_extras, procid_cache, no_extras,\n"
+"          no_labels, fallback)\n\n"
 "What `parse` builds with: the Record class (a slotted class; its slots are filled directly),\n"
 "Kind.LOG, the 192 (facility, severity, severity_raw) of each PRI, the calendar, the extras\n"
-"of a process id, the extras and labels of a record without any, and the Python reader of\n"
-"one line for lines with a byte above 0x7f.");
+"of a process id and the dict that function keeps them in, the extras and labels of a record\n"
+"without any, and the Python reader of one line for lines with a byte above 0x7f.");
 
 static PyObject *configure(PyObject *self, PyObject *args) {
     PyTypeObject *type;
-    PyObject *kind_log, *by_pri, *of_stamp, *procid_extras, *no_extras, *no_labels, *fallback;
-    if (!PyArg_ParseTuple(args, "O!OO!OOOOO:configure", &PyType_Type, &type, &kind_log,
-                          &PyTuple_Type, &by_pri, &of_stamp, &procid_extras, &no_extras,
-                          &no_labels, &fallback))
+    PyObject *kind_log, *by_pri, *of_stamp, *procid_extras, *procid_cache, *no_extras, *no_labels;
+    PyObject *fallback;
+    if (!PyArg_ParseTuple(args, "O!OO!OOO!OOO:configure", &PyType_Type, &type, &kind_log,
+                          &PyTuple_Type, &by_pri, &of_stamp, &procid_extras, &PyDict_Type,
+                          &procid_cache, &no_extras, &no_labels, &fallback))
         return NULL;
     if (PyTuple_GET_SIZE(by_pri) != N_PRI) {
         PyErr_SetString(PyExc_ValueError, "by_pri must have 192 entries");
@@ -391,6 +398,7 @@ static PyObject *configure(PyObject *self, PyObject *args) {
         Py_XSETREF(S.by_pri[i], Py_NewRef(PyTuple_GET_ITEM(by_pri, i)));
     Py_XSETREF(S.of_stamp, Py_NewRef(of_stamp));
     Py_XSETREF(S.procid_extras, Py_NewRef(procid_extras));
+    Py_XSETREF(S.procid_cache, Py_NewRef(procid_cache));
     Py_XSETREF(S.no_extras, Py_NewRef(no_extras));
     Py_XSETREF(S.no_labels, Py_NewRef(no_labels));
     Py_XSETREF(S.fallback, Py_NewRef(fallback));
@@ -399,15 +407,123 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* --- lines ---------------------------------------------------------------------------- */
+
+static inline int is_delimiter(char c) { return c == '\n' || c == '\0'; }
+
+/* `[0-9]{1,20} <` at p: the start of an octet-counted frame */
+static int is_counted(const char *p, Py_ssize_t n) {
+    Py_ssize_t k = run(p, 0, n, is_digit, ANY);
+    return k >= 1 && k <= 20 && k + 1 < n && p[k] == ' ' && p[k + 1] == '<';
+}
+
+PyDoc_STRVAR(lines_doc,
+"lines(buf, pos, last, octet_counting, max_frame_bytes) -> (list[bytes | None], int)\n\n"
+"The lines of buf[pos:last] (`last` is a delimiter), as `FrameDecoder._lines` splits them:\n"
+"each without its leading CRs and one trailing CR, None for one over the limit, blank ones\n"
+"left out; it stops before a frame that may be octet-counted. Returns the lines and where\n"
+"it stopped (last + 1 when it read them all).");
+
+static PyObject *lines(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "lines(buf, pos, last, octet_counting, max_frame_bytes)");
+        return NULL;
+    }
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]), last = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t limit = PyLong_AsSsize_t(args[4]);
+    int counted = PyObject_IsTrue(args[3]);
+    if (PyErr_Occurred() || counted < 0) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *out = NULL, *result = NULL;
+    if (pos < 0 || last < pos || last >= view.len) {
+        PyErr_SetString(PyExc_ValueError, "need 0 <= pos <= last < len(buf)");
+        goto done;
+    }
+    const char *p = view.buf;
+    out = PyList_New(0);
+    if (out == NULL) goto done;
+    Py_ssize_t at = pos;
+    while (at <= last) {
+        Py_ssize_t d = at;
+        while (d < last && !is_delimiter(p[d])) d++;
+        Py_ssize_t start = at;
+        at = d + 1;
+        while (start < d && p[start] == '\r') start++; /* blank bytes between frames */
+        if (start == d) continue;
+        if (counted && is_digit((unsigned char)p[start]) && is_counted(p + start, d - start)) {
+            at = start; /* its frame may hold LFs: the decoder reads it by its count */
+            break;
+        }
+        Py_ssize_t end = p[d - 1] == '\r' ? d - 1 : d; /* CR LF */
+        PyObject *line = end - start > limit ? Py_NewRef(Py_None)
+                                             : PyBytes_FromStringAndSize(p + start, end - start);
+        if (line == NULL || PyList_Append(out, line) < 0) {
+            Py_XDECREF(line);
+            Py_CLEAR(out);
+            goto done;
+        }
+        Py_DECREF(line);
+    }
+    result = Py_BuildValue("(Nn)", out, at);
+    out = NULL;
+done:
+    Py_XDECREF(out);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* --- ids ------------------------------------------------------------------------------ */
+
+PyDoc_STRVAR(ids_doc,
+"ids(prefix, values) -> list[str]\n\n"
+"prefix + the low 32 bits of each value as 8 lower-case hex digits: the ids of one batch.\n"
+"`prefix` is ASCII.");
+
+static PyObject *ids(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyUnicode_IS_ASCII(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "ids(prefix: ASCII str, values)");
+        return NULL;
+    }
+    static const char HEX[] = "0123456789abcdef";
+    const char *prefix = (const char *)PyUnicode_DATA(args[0]);
+    Py_ssize_t prefix_n = PyUnicode_GET_LENGTH(args[0]);
+    PyObject *values = PySequence_Fast(args[1], "values must be a sequence");
+    if (values == NULL) return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(values);
+    PyObject *out = PyList_New(count);
+    for (Py_ssize_t i = 0; out != NULL && i < count; i++) {
+        unsigned long long v = PyLong_AsUnsignedLongLongMask(PySequence_Fast_GET_ITEM(values, i));
+        PyObject *id = (v == (unsigned long long)-1 && PyErr_Occurred())
+                           ? NULL
+                           : PyUnicode_New(prefix_n + 8, 127);
+        if (id == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        char *d = (char *)PyUnicode_DATA(id);
+        memcpy(d, prefix, (size_t)prefix_n);
+        for (int k = 7; k >= 0; k--, v >>= 4) d[prefix_n + k] = HEX[v & 15];
+        PyList_SET_ITEM(out, i, id);
+    }
+    Py_DECREF(values);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"parse", (PyCFunction)(void (*)(void))parse, METH_FASTCALL, parse_doc},
     {"configure", configure, METH_VARARGS, configure_doc},
+    {"lines", (PyCFunction)(void (*)(void))lines, METH_FASTCALL, lines_doc},
+    {"ids", (PyCFunction)(void (*)(void))ids, METH_FASTCALL, ids_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_fast3164",
-    "The RFC 3164 batch reader of notifier.ingest.parse.syslog, compiled.", -1, methods,
+    .m_base = PyModuleDef_HEAD_INIT,
+    .m_name = "_speedups",
+    .m_doc = "notifier's hot loops, compiled (see _speedups.c).",
+    .m_size = -1,
+    .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__fast3164(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module); }
