@@ -1,6 +1,7 @@
 """CPU time per ingested line, notifier next to rsyslog: a measure a busy machine bends less.
 
     .venv/bin/python bench/cpu.py [--runs 3] [--seconds 3] [--udp-rate 20000] [--only tcp,udp]
+        [--baseline REV] [--pure-python]
 
 `bench/ingest.py` measures rates, which on a shared 2-core box mostly measure how often the
 receiver gets a core. This bench measures what each line costs the receiver: the CPU time
@@ -20,6 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
+import contextlib
+import functools
 import os
 from collections.abc import Callable
 
@@ -27,13 +30,14 @@ from bench.common import (
     LOOPBACK,
     NotifierProcess,
     Rsyslog,
+    code_at,
     markdown_table,
     median,
     rsyslogd_path,
     scratch_dir,
     wait_stable,
 )
-from bench.ingest import _send_tcp, _send_udp
+from bench.ingest import _send_tcp, _send_udp, keys_unknown_at
 
 _TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
@@ -62,56 +66,78 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--udp-rate", type=float, default=20_000)
     p.add_argument("--only", default="tcp,udp")
+    p.add_argument(
+        "--baseline", default="", metavar="REV", help="also measure notifier as it was at REV"
+    )
+    p.add_argument(
+        "--pure-python",
+        action="store_true",
+        help="also measure this tree with PURE_PYTHON=1 (the compiled hot loops not used)",
+    )
     opts = p.parse_args()
     kinds = opts.only.split(",")
     with_rsyslog = rsyslogd_path() is not None
     costs: dict[tuple[str, str], list[float]] = {}
     load = os.getloadavg()[0]
-    with scratch_dir("notifier-cpu-") as workdir, NotifierProcess(workdir / "n") as n:
+    with contextlib.ExitStack() as stack:
+        workdir = stack.enter_context(scratch_dir("notifier-cpu-"))
+        notifiers = {"notifier": NotifierProcess(workdir / "n")}
+        if opts.baseline:
+            notifiers[f"notifier at {opts.baseline}"] = NotifierProcess(
+                workdir / "b",
+                env=stack.enter_context(code_at(opts.baseline)),
+                omit_keys=keys_unknown_at(opts.baseline),
+            )
+        if opts.pure_python:
+            notifiers["notifier, PURE_PYTHON=1"] = NotifierProcess(
+                workdir / "p", env={"PURE_PYTHON": "1"}
+            )
+        for n in notifiers.values():
+            stack.enter_context(n)
         r = Rsyslog(workdir / "r") if with_rsyslog else None
         if r is not None:
             r.start()
-        try:
-            for run in range(opts.runs):
-                for kind in kinds:
-                    peers: list[tuple[str, int, int, Callable[[], float]]] = [
-                        ("notifier", n.pid, n.syslog_port, lambda k=kind: n.accepted(f"syslog-{k}"))
-                    ]
-                    if r is not None:
-                        port = r.tcp_port if kind == "tcp" else r.udp_port
-                        peers.append(("rsyslog", r.pid, port, r.lines))
-                    for name, pid, port, count in peers:
-                        address = (LOOPBACK, port)
-                        send = (
-                            (lambda a=address: _send_tcp(a, opts.seconds, 4))
-                            if kind == "tcp"
-                            else (lambda a=address: _send_udp(a, opts.udp_rate, opts.seconds))
-                        )
-                        us = cost_per_line(pid, count, send)
-                        costs.setdefault((kind, name), []).append(us)
-                        print(f"run {run + 1} {kind} {name}: {us:.2f} µs/line", file=sys.stderr)
-        finally:
-            if r is not None:
-                r.stop()
+            stack.callback(r.stop)
+        for run in range(opts.runs):
+            for kind in kinds:
+                peers: list[tuple[str, int, int, Callable[[], float]]] = [
+                    (name, n.pid, n.syslog_port, functools.partial(n.accepted, f"syslog-{kind}"))
+                    for name, n in notifiers.items()
+                ]
+                if r is not None:
+                    port = r.tcp_port if kind == "tcp" else r.udp_port
+                    peers.append(("rsyslog", r.pid, port, r.lines))
+                for name, pid, port, count in peers:
+                    address = (LOOPBACK, port)
+                    send = (
+                        (lambda a=address: _send_tcp(a, opts.seconds, 4))
+                        if kind == "tcp"
+                        else (lambda a=address: _send_udp(a, opts.udp_rate, opts.seconds))
+                    )
+                    us = cost_per_line(pid, count, send)
+                    costs.setdefault((kind, name), []).append(us)
+                    print(f"run {run + 1} {kind} {name}: {us:.2f} µs/line", file=sys.stderr)
     rows = []
     for kind in kinds:
-        ours = costs[(kind, "notifier")]
         theirs = costs.get((kind, "rsyslog"), [])
-        ratio = f"{median(ours) / median(theirs):.1f}×" if theirs else "–"
-        rows.append(
-            [
-                kind.upper(),
-                f"{median(ours):.2f}",
-                f"{median(theirs):.2f}" if theirs else "–",
-                ratio,
-                " / ".join(f"{v:.2f}" for v in ours),
-                " / ".join(f"{v:.2f}" for v in theirs) or "–",
-            ]
-        )
+        for name in notifiers:
+            ours = costs[(kind, name)]
+            ratio = f"{median(ours) / median(theirs):.1f}×" if theirs else "–"
+            rows.append(
+                [
+                    kind.upper(),
+                    name,
+                    f"{median(ours):.2f}",
+                    f"{median(theirs):.2f}" if theirs else "–",
+                    ratio,
+                    " / ".join(f"{v:.2f}" for v in ours),
+                    " / ".join(f"{v:.2f}" for v in theirs) or "–",
+                ]
+            )
     print(f"Command: `{' '.join(['.venv/bin/python', 'bench/cpu.py', *sys.argv[1:]])}`")
     print(f"Load average (1 min) before: {load:.2f}\n")
-    headers = ["path", "notifier µs CPU/line", "rsyslog µs CPU/line", "notifier / rsyslog"]
-    print(markdown_table([*headers, "runs: notifier", "runs: rsyslog"], rows))
+    headers = ["path", "receiver", "µs CPU/line", "rsyslog µs CPU/line", "÷ rsyslog"]
+    print(markdown_table([*headers, "runs", "runs: rsyslog"], rows))
     return 0
 
 

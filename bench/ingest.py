@@ -58,6 +58,7 @@ from bench.common import (
     machine,
     markdown_table,
     median,
+    metric_sum,
     new_database,
     on_postgresql,
     postgresql,
@@ -70,7 +71,8 @@ from tests.pg import PgServer
 from tests.service import NotifierProcess as DefaultNotifier
 
 LINE_BYTES = 200
-SECTIONS = ("udp", "tcp", "http", "durable")
+SECTIONS = ("udp", "tcp", "http", "durable", "flood")
+FLOOD_ALARM_EVERY = 1000  # one alarm in this many datagrams of the flood
 # Single-box SQLite figures may be at most this much slower than the baseline (issue #9).
 BASELINE_TOLERANCE = 0.10
 
@@ -149,6 +151,42 @@ def _send_udp(address: tuple[str, int], rate: float, duration_s: float) -> tuple
         return sent, now() - start
 
 
+def flood_alarm(i: int) -> bytes:
+    """An innovaphone alarm record in an RFC 3164 line, distinct for each `i`."""
+    now = dt.datetime.now()
+    return (
+        f"<131>{now:%b} {now.day:2d} {now:%H:%M:%S} gw{i % 16:02d} ALARM: "
+        f'<alarm type="alarm" severity="major" code="0x{i:08x}" host="gw{i % 16:02d}" '
+        f'source="PRI1" text="Layer 1 down {i}"/>'
+    ).encode()
+
+
+def _send_flood(address: tuple[str, int], duration_s: float) -> tuple[int, float, int]:
+    """Datagrams as fast as one sender goes for `duration_s`, one alarm record in every
+    `FLOOD_ALARM_EVERY` (the rest log lines); returns (sent, seconds, alarms sent)."""
+    lines = syslog_lines()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        sock.connect(address)
+        send = sock.send
+        start = time.perf_counter()
+        deadline = start + duration_s
+        sent = alarms = 0
+        while time.perf_counter() < deadline:
+            for i in range(sent, sent + FLOOD_ALARM_EVERY - 1):
+                try:  # noqa: SIM105
+                    send(lines[i & 4095])
+                except OSError:
+                    pass
+            try:
+                send(flood_alarm(alarms))
+                alarms += 1
+            except OSError:
+                pass
+            sent += FLOOD_ALARM_EVERY
+        return sent, time.perf_counter() - start, alarms
+
+
 def _send_tcp(address: tuple[str, int], seconds: float, connections: int) -> tuple[int, float]:
     """LF-framed lines over `connections` connections as fast as they go for `seconds`.
 
@@ -192,6 +230,8 @@ def _sender_main(conn: Connection) -> None:
         try:
             if command[0] == "udp":
                 conn.send(_send_udp(*command[1:]))
+            elif command[0] == "flood":
+                conn.send(_send_flood(*command[1:]))
             else:
                 conn.send(_send_tcp(*command[1:]))
         except Exception as e:  # report it to the bench rather than hang it
@@ -212,6 +252,15 @@ class Sender:
 
     def start_tcp(self, address: tuple[str, int], seconds: float, connections: int) -> None:
         self._conn.send(("tcp", address, seconds, connections))
+
+    def flood(self, address: tuple[str, int], duration_s: float) -> tuple[int, float, int]:
+        """`_send_flood`, waited for."""
+        self._conn.send(("flood", address, duration_s))
+        answer = self._conn.recv()
+        if isinstance(answer, Exception):
+            raise answer
+        sent, seconds, alarms = answer
+        return int(sent), float(seconds), int(alarms)
 
     def result(self) -> tuple[int, float]:
         answer = self._conn.recv()
@@ -760,6 +809,81 @@ def measure_tcp(
     )
 
 
+@dataclass
+class FloodRun:
+    sent: int
+    seconds: float
+    arrived: int  # every datagram notifier took (log lines and alarms)
+    alarms_sent: int
+    alarms_stored: int
+    kernel_drops: int
+
+
+def flood_run(sender: Sender, n: NotifierProcess, seconds: float) -> FloodRun:
+    def taken() -> tuple[float, float]:
+        samples = n.samples()
+        return (
+            metric_sum(samples, "notifier_ingest_accepted_total", receiver="syslog-udp"),
+            metric_sum(
+                samples, "notifier_ingest_accepted_total", receiver="syslog-udp", kind="alarm"
+            ),
+        )
+
+    (before, alarms_before), drops_before = taken(), kernel_udp_drops()
+    sent, elapsed, alarms = sender.flood((LOOPBACK, n.syslog_port), seconds)
+    wait_stable(lambda: taken()[0], target=before + sent, quiet_s=1.0, timeout_s=60)
+    after, alarms_after = taken()
+    return FloodRun(
+        sent,
+        elapsed,
+        int(after - before),
+        alarms,
+        int(alarms_after - alarms_before),
+        kernel_udp_drops() - drops_before,
+    )
+
+
+def measure_flood(opts: Options, sender: Sender, notifiers: dict[str, NotifierProcess]) -> str:
+    """The moonshot of issue #12: a UDP log flood from one sender with alarms inside it."""
+    runs: dict[str, list[FloodRun]] = {name: [] for name in notifiers}
+    for run in range(opts.runs):
+        for name, n in notifiers.items():
+            r = flood_run(sender, n, opts.udp_seconds)
+            runs[name].append(r)
+            _progress(
+                f"UDP flood run {run + 1}/{opts.runs}, {name}: sent {fmt_rate(r.sent / r.seconds)}"
+                f", took {r.arrived} of {r.sent}, alarms stored {r.alarms_stored} of "
+                f"{r.alarms_sent} (kernel rcvbuf drops {r.kernel_drops})"
+            )
+    rows = [
+        [
+            name,
+            _runs_text([r.sent / r.seconds for r in rs]),
+            " / ".join(f"{1 - r.arrived / r.sent:.1%}" for r in rs),
+            " / ".join(f"{r.alarms_stored} of {r.alarms_sent}" for r in rs),
+            f"{sum(r.alarms_sent - r.alarms_stored for r in rs)}",
+        ]
+        for name, rs in runs.items()
+    ]
+    return "\n\n".join(
+        [
+            f"### UDP flood with alarms inside ({opts.udp_seconds:g} s per run, one sender as "
+            f"fast as it goes, one alarm record in every {FLOOD_ALARM_EVERY} datagrams, the "
+            "rest 200-byte log lines; runs interleaved)",
+            markdown_table(
+                [
+                    "receiver",
+                    "datagrams sent/s, each run",
+                    "datagrams lost, each run",
+                    "alarms stored, each run",
+                    "alarms lost in all",
+                ],
+                rows,
+            ),
+        ]
+    )
+
+
 def measure_http(
     opts: Options, notifiers: dict[str, NotifierProcess], workdir: Path, rows: list[Row]
 ) -> str:
@@ -883,7 +1007,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument(
         "--only",
         default=",".join(SECTIONS),
-        help="comma-separated sections to run: udp,tcp,http,durable (default: all)",
+        help="comma-separated sections to run: udp,tcp,http,durable,flood (default: all)",
     )
     p.add_argument("--runs", type=int, default=None, help="runs of each measurement (default 3)")
     p.add_argument(
@@ -966,14 +1090,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "durable" in opts.only:
         sections.append(measure_durable(opts))
     if set(opts.only) - {"durable"}:
-        measure_receivers(opts, facts, rows, have_rsyslog)
+        measure_receivers(opts, facts, rows, sections, have_rsyslog)
     facts["Load average (1 min) before the bench"] = f"{load_at_start:.2f}"
     print(report(opts, rows, sections, facts, command))
     return 0
 
 
 def measure_receivers(
-    opts: Options, facts: dict[str, str], rows: list[Row], have_rsyslog: bool
+    opts: Options,
+    facts: dict[str, str],
+    rows: list[Row],
+    sections: list[str],
+    have_rsyslog: bool,
 ) -> None:
     """UDP, TCP and HTTP against one notifier, rsyslog, and notifier as it was at
     `--baseline REV` when given, into `rows` and `facts`."""
@@ -1019,6 +1147,8 @@ def measure_receivers(
                 measure_tcp(opts, sender, notifiers, rsyslog, rows)
             if "http" in opts.only:
                 facts["HTTP client"] = measure_http(opts, notifiers, ndir, rows)
+            if "flood" in opts.only:
+                sections.append(measure_flood(opts, sender, notifiers))
     finally:
         sender.close()
 

@@ -5,6 +5,8 @@
  * - `parse`: the RFC 3164 batch reader of notifier/ingest/parse/syslog.py (`parse_fast_3164`).
  * - `lines`: the bulk line split of notifier/ingest/parse/framing.py (`FrameDecoder._lines`).
  * - `ids`: the record ids of one batch (notifier/records.py, `new_record_ids`).
+ * - `recv_burst`: the datagrams waiting on an IPv4 UDP socket, read with recvmmsg
+ *   (notifier/ingest/udp.py, `UdpReceiver._on_readable`).
  *
  * `parse`:
  * It reads exactly what the Python loop reads, and builds the same Records: the lines of the
@@ -24,6 +26,12 @@
 #include <Python.h>
 #include <structmember.h>
 #include <string.h>
+#include <errno.h>
+#include <stdio.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <limits.h>
 
 enum {
     F_KIND, F_RECEIVED_AT, F_SENDER, F_RECEIVER, F_RAW, F_TEXT, F_DEVICE, F_SERIAL, F_CODE,
@@ -510,11 +518,102 @@ static PyObject *ids(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     return out;
 }
 
+/* --- recv_burst ----------------------------------------------------------------------- */
+
+#ifdef __linux__ /* recvmmsg; elsewhere the module has no recv_burst and udp.py reads in Python */
+
+#define RECV_VLEN 64       /* datagrams per recvmmsg call */
+#define RECV_SIZE 65536    /* the largest UDP payload fits */
+
+/* One set of buffers: only the event-loop thread reads, holding the GIL. Pages are touched
+ * only as far as datagrams fill them. */
+static char recv_bufs[RECV_VLEN][RECV_SIZE];
+
+PyDoc_STRVAR(recv_burst_doc,
+"recv_burst(fd, count) -> list[tuple[bytes, str]]\n\n"
+"Up to `count` datagrams waiting on the IPv4 UDP socket `fd` (non-blocking), each with its\n"
+"sender as \"a.b.c.d:port\", read `recvmmsg` 64 at a time. Raises OSError only when the\n"
+"first read fails with something other than 'nothing waiting'.");
+
+static PyObject *recv_burst(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "recv_burst(fd, count)");
+        return NULL;
+    }
+    long fd = PyLong_AsLong(args[0]);
+    Py_ssize_t count = PyLong_AsSsize_t(args[1]);
+    if (PyErr_Occurred()) return NULL;
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "not a file descriptor");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    struct mmsghdr msgs[RECV_VLEN];
+    struct iovec iovs[RECV_VLEN];
+    struct sockaddr_in names[RECV_VLEN];
+    struct sockaddr_in last_name;
+    PyObject *last_sender = NULL;
+    while (PyList_GET_SIZE(out) < count) {
+        unsigned int vlen = (unsigned int)Py_MIN(RECV_VLEN, count - PyList_GET_SIZE(out));
+        memset(msgs, 0, sizeof(msgs[0]) * vlen);
+        for (unsigned int i = 0; i < vlen; i++) {
+            iovs[i].iov_base = recv_bufs[i];
+            iovs[i].iov_len = RECV_SIZE;
+            msgs[i].msg_hdr.msg_iov = &iovs[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_name = &names[i];
+            msgs[i].msg_hdr.msg_namelen = sizeof(names[i]);
+        }
+        int got = recvmmsg((int)fd, msgs, vlen, MSG_DONTWAIT, NULL);
+        if (got < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
+            if (PyList_GET_SIZE(out) > 0) break; /* the error shows on the next read */
+            PyErr_SetFromErrno(PyExc_OSError);
+            goto fail;
+        }
+        for (int i = 0; i < got; i++) {
+            struct sockaddr_in *name = &names[i];
+            if (last_sender == NULL || name->sin_port != last_name.sin_port ||
+                name->sin_addr.s_addr != last_name.sin_addr.s_addr) {
+                char host[INET_ADDRSTRLEN], text[INET_ADDRSTRLEN + 8];
+                if (name->sin_family != AF_INET ||
+                    inet_ntop(AF_INET, &name->sin_addr, host, sizeof host) == NULL) {
+                    PyErr_SetString(PyExc_ValueError, "recv_burst reads IPv4 sockets only");
+                    goto fail;
+                }
+                snprintf(text, sizeof text, "%s:%u", host, (unsigned)ntohs(name->sin_port));
+                Py_XSETREF(last_sender, PyUnicode_FromString(text));
+                if (last_sender == NULL) goto fail;
+                last_name = *name;
+            }
+            PyObject *item = Py_BuildValue("(y#O)", recv_bufs[i], (Py_ssize_t)msgs[i].msg_len,
+                                           last_sender);
+            if (item == NULL || PyList_Append(out, item) < 0) {
+                Py_XDECREF(item);
+                goto fail;
+            }
+            Py_DECREF(item);
+        }
+        if ((unsigned int)got < vlen) break; /* nothing more waiting */
+    }
+    Py_XDECREF(last_sender);
+    return out;
+fail:
+    Py_XDECREF(last_sender);
+    Py_DECREF(out);
+    return NULL;
+}
+#endif
+
 static PyMethodDef methods[] = {
     {"parse", (PyCFunction)(void (*)(void))parse, METH_FASTCALL, parse_doc},
     {"configure", configure, METH_VARARGS, configure_doc},
     {"lines", (PyCFunction)(void (*)(void))lines, METH_FASTCALL, lines_doc},
     {"ids", (PyCFunction)(void (*)(void))ids, METH_FASTCALL, ids_doc},
+#ifdef __linux__
+    {"recv_burst", (PyCFunction)(void (*)(void))recv_burst, METH_FASTCALL, recv_burst_doc},
+#endif
     {NULL, NULL, 0, NULL},
 };
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from notifier.ingest import udp
+from notifier.ingest.stream import format_peer
 from notifier.ingest.udp import start_udp, udp_rcvbuf_errors
 from notifier.metrics import Metrics
 from notifier.records import Kind, Severity
@@ -22,6 +24,47 @@ from tests.ingest.conftest import arrived, count, eventually, run
 from tests.service import NotifierProcess, wait_for
 
 HOST = socket.gethostname()
+
+
+@pytest.fixture(params=["recvmmsg", "recvfrom"])
+def udp_reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each IPv4 reader: compiled recvmmsg (what runs on Linux) and Python's recvfrom loop."""
+    if request.param == "recvfrom":
+        monkeypatch.setattr(udp, "_recv_burst", None)
+    else:
+        assert udp._recv_burst is not None, "the compiled hot loops were not built"
+    return str(request.param)
+
+
+def test_recv_burst_reads_what_recvfrom_reads() -> None:
+    """Datagrams from two senders, empty and near 64 KiB ones among them, in order, each
+    with its sender written as `format_peer` writes it; at most `count` a call; [] when
+    nothing waits."""
+    assert udp._recv_burst is not None, "the compiled hot loops were not built"
+    sizes = [0, 1, 200, 65507, 3, *range(100, 300)]
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b,
+    ):
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        assert udp._recv_burst(rx.fileno(), 10) == []
+        sent = []
+        for i, size in enumerate(sizes):
+            sock = a if i % 3 else b
+            data = bytes([i % 256]) * size
+            sock.sendto(data, rx.getsockname())
+            sent.append((data, format_peer(sock.getsockname())))
+        time.sleep(0.2)
+        got = udp._recv_burst(rx.fileno(), 100)
+        assert len(got) == 100
+        while more := udp._recv_burst(rx.fileno(), 1000):
+            got += more
+        assert got == sent
 
 
 async def test_logger_rfc3164_over_udp(
@@ -128,6 +171,7 @@ async def test_python_syslog_handler_over_udp(
     assert (r.facility, r.severity, r.severity_raw) == (19, Severity.MAJOR, "3")
 
 
+@pytest.mark.usefixtures("udp_reader")
 async def test_innovaphone_xml_alarm_over_udp_becomes_an_alarm(
     spool: MemorySpool, metrics: Metrics, receivers: list
 ) -> None:
@@ -151,6 +195,7 @@ async def test_innovaphone_xml_alarm_over_udp_becomes_an_alarm(
     assert count(metrics, "ingest_accepted", receiver="syslog-udp", kind="alarm") == 1
 
 
+@pytest.mark.usefixtures("udp_reader")
 async def test_garbage_datagram_is_counted_and_the_next_sender_is_served(
     spool: MemorySpool, metrics: Metrics, receivers: list
 ) -> None:
@@ -167,6 +212,7 @@ async def test_garbage_datagram_is_counted_and_the_next_sender_is_served(
     assert count(metrics, "ingest_received", receiver="syslog-udp") == 3
 
 
+@pytest.mark.usefixtures("udp_reader")
 async def test_a_burst_from_two_senders_keeps_each_sender_and_order(
     spool: MemorySpool, metrics: Metrics, receivers: list
 ) -> None:
@@ -195,6 +241,7 @@ async def test_a_burst_from_two_senders_keeps_each_sender_and_order(
     assert count(metrics, "ingest_accepted", receiver="syslog-udp", kind="log") == 300
 
 
+@pytest.mark.usefixtures("udp_reader")
 async def test_datagram_of_60_kib_is_taken_whole(
     spool: MemorySpool, metrics: Metrics, receivers: list
 ) -> None:
