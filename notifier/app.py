@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 from notifier import __version__
 from notifier.config import Settings, host_port, parse_listen
 from notifier.datadir import make_data_dir
+from notifier.dispatch.rules import anyone_wants, compile_routes
 from notifier.log import configure, get_logger
 from notifier.metrics import Metrics, Reading
 from notifier.oauth2.errors import OAuth2Error
-from notifier.records import Kind
+from notifier.records import SMTP_RELAY, Kind, Record
 from notifier.spool.base import Spool, SpoolError
 from notifier.spool.cluster import Cluster, publish_cluster
 from notifier.spool.state import StateStore
@@ -89,17 +90,21 @@ class Service:
         consumers = [f"route:{r.name}" for r in routes]
         # An empty kinds list matches every kind.
         interest = {f"route:{r.name}": r.match.kinds or list(Kind) for r in routes}
+        # What each consumer's worker takes; a record none takes is kept as history only.
+        wants: list[Callable[[Record], bool]] = [m.matches for m in compile_routes(routes)]
         if s.smtp_relay.listen:
             from notifier.dispatch.relay import RELAY_CONSUMER
 
             # Relayed mail is always durable: the relay consumer needs no memory tier.
             consumers.append(RELAY_CONSUMER)
             interest[RELAY_CONSUMER] = []
-        from notifier.forward.consumer import forward_interest, start_forwards
+            wants.append(_relayed)
+        from notifier.forward.consumer import forward_interest, forward_wants, start_forwards
 
         interest |= forward_interest(s)
         consumers += forward_interest(s)
-        self.spool = build_spool(s, consumers, self.metrics, interest)
+        wants += forward_wants(s)
+        self.spool = build_spool(s, consumers, self.metrics, interest, anyone_wants(wants))
         await self.spool.start()
         self._closers.append(self.spool.close)
         from notifier.spool.factory import open_cluster, open_state
@@ -348,11 +353,17 @@ def build_spool(
     consumers: list[str],
     metrics: Metrics,
     interest: dict[str, list[Kind]] | None = None,
+    wanted: Callable[[Record], bool] | None = None,
 ) -> Spool:
     """The configured spool: durable kinds in SQLite under data_dir, the rest in memory."""
     from notifier.spool.factory import open_spool
 
-    return open_spool(settings, consumers, metrics, interest)
+    return open_spool(settings, consumers, metrics, interest, wanted)
+
+
+def _relayed(record: Record) -> bool:
+    """What the SMTP relay's consumer takes (routes leave relayed mail alone)."""
+    return record.receiver == SMTP_RELAY
 
 
 def _install_uvloop() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from notifier.config import MatchSettings, RouteSettings
@@ -149,6 +149,23 @@ def compile_match(match: MatchSettings, where: str = "match") -> Matcher:
         labels=tuple((name, glob.lower()) for name, glob in sorted(match.labels.items())),
         min_severity=min_severity,
     )
+
+
+def anyone_wants(matches: Sequence[Callable[[Record], bool]]) -> Callable[[Record], bool]:
+    """Whether some consumer (a route, a forward, the relay) wants a record: the spool asks
+    once, when it takes the record, and keeps one that nobody wants as history only, with no
+    delivery to lease and acknowledge. The same `matches` the workers apply, so a record a
+    worker would have acknowledged unread never reaches it."""
+    if len(matches) == 1:
+        return matches[0]
+
+    def wanted(record: Record) -> bool:
+        for matches_record in matches:  # noqa: SIM110 (no generator: runs for every record put)
+            if matches_record(record):
+                return True
+        return False
+
+    return wanted
 
 
 def compile_routes(routes: Sequence[RouteSettings]) -> list[FirstMatch]:

@@ -57,6 +57,15 @@ def forward_interest(settings: Settings) -> dict[str, list[Kind]]:
     return {consumer_name(f): f.match.kinds or list(Kind) for f in settings.effective_forwards()}
 
 
+def forward_wants(settings: Settings) -> list[Callable[[Record], bool]]:
+    """Each forward's match, for the spool to ask when it takes a record (`anyone_wants`).
+    (Loop markers and silences are checked when the record is sent: they change.)"""
+    return [
+        compile_match(f.match, f"forwards.{i}.match").matches
+        for i, f in enumerate(settings.effective_forwards())
+    ]
+
+
 def instance_name(settings: Settings) -> str:
     """This notifier's name in hop markers (`Settings.instance`)."""
     return settings.instance()

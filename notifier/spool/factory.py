@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from notifier.config import ReceiverSpoolSettings, Settings
 from notifier.metrics import Metrics
-from notifier.records import SMTP_RELAY, Kind
+from notifier.records import SMTP_RELAY, Kind, Record
 from notifier.spool.base import Overflow, Spool
 from notifier.spool.cluster import Cluster, LocalCluster
 from notifier.spool.memory import MemorySpool
@@ -24,18 +24,20 @@ def open_spool(
     consumers: Sequence[str],
     metrics: Metrics,
     interest: Mapping[str, Collection[Kind]] | None = None,
+    wanted: Callable[[Record], bool] | None = None,
 ) -> TieredSpool:
     """The spool under `data_dir` for `consumers`; call `start()` before use.
 
     `interest`: consumer -> the kinds it takes (absent: all). A consumer that takes no kind the
     memory tier can hold gets no deliveries there: a flood of log lines that no route mails
-    costs a history entry each, not a lease and an ack per route."""
+    costs a history entry each, not a lease and an ack per route. `wanted`: whether some
+    consumer takes a record (`SpoolPolicy.wanted`; None: every record is owed to all)."""
     s = settings.spool
     policy = SpoolPolicy.of(
         durable_kinds=s.durable_kinds,
         overflow=s.overflow,
         receivers=receiver_policies(s.receivers),
-    )
+    ).with_wanted(wanted)
     wants = interest or {}
     if s.backend == "postgresql":
         # The owner of a route or forward may be another instance: what it consumes must be

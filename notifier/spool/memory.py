@@ -87,13 +87,18 @@ class MemorySpool:
                 self._waker.notify()
             return
         fresh = [r for r in unique if r.id not in self._pending]
-        over = len(self._pending) + len(fresh) - self._max
+        owed = self._policy.owed(fresh)  # the rest is history only: nobody will lease it
+        over = len(self._pending) + len(owed) - self._max
         if over > 0:
-            fresh = self._make_room(over, fresh)
+            kept = self._make_room(over, owed)
+            if len(kept) < len(owed):
+                gone = {r.id for r in owed} - {r.id for r in kept}
+                fresh = [r for r in fresh if r.id not in gone]
+            owed = kept
         self._history.extend(fresh)
-        owed = len(self._consumers)
-        for record in fresh:
-            self._pending[record.id] = (record, owed)
+        consumers = len(self._consumers)
+        for record in owed:
+            self._pending[record.id] = (record, consumers)
             for consumer in self._consumers.values():
                 consumer.deliveries[record.id] = _Delivery(record)
         if fresh:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TypeVar
@@ -31,6 +31,10 @@ class SpoolPolicy:
     durable_kinds: frozenset[Kind] = DEFAULT_DURABLE_KINDS
     overflow: Overflow = Overflow.REJECT
     receivers: Mapping[str, ReceiverPolicy] = field(default_factory=lambda: MappingProxyType({}))
+    # Does some consumer want this record (its route's or forward's match)? None: every record
+    # is owed to every consumer. A record nobody wants is kept as history only: no delivery,
+    # so nobody leases and acks it (decided once, when it is put).
+    wanted: Callable[[Record], bool] | None = None
 
     @classmethod
     def of(
@@ -67,6 +71,14 @@ class SpoolPolicy:
             durable_kinds=self.durable_kinds | frozenset(kinds),
             receivers=MappingProxyType(receivers),
         )
+
+    def owed(self, records: Iterable[Record]) -> list[Record]:
+        """The records some consumer wants, in order (see `wanted`)."""
+        wanted = self.wanted
+        return list(records) if wanted is None else [r for r in records if wanted(r)]
+
+    def with_wanted(self, wanted: Callable[[Record], bool] | None) -> SpoolPolicy:
+        return replace(self, wanted=wanted)
 
     def is_durable(self, record: Record) -> bool:
         return record.kind in self.durable_kinds_of(record.receiver)

@@ -316,8 +316,10 @@ class Store:
         return len(fresh)
 
     def _over(self, c: Counts, fresh: list[Record], sizes: list[int]) -> tuple[int, int]:
-        """By how many entries and bytes `fresh` would exceed the limits (<= 0: it fits)."""
-        entries = c.held + len(fresh) - self._max_entries if self._consumers else 0
+        """By how many entries and bytes `fresh` would exceed the limits (<= 0: it fits).
+        Entries are what some consumer is owed; a history-only record takes bytes only."""
+        owed = len(self._policy.owed(fresh)) if self._consumers else 0
+        entries = c.held + owed - self._max_entries if owed else 0
         return entries, c.bytes + sum(sizes) + len(fresh) * ROW_OVERHEAD - self._max_bytes
 
     def _stage(
@@ -329,22 +331,28 @@ class Store:
         staged: _Staged,
         now: float,
     ) -> None:
-        owed = len(self._consumers)
+        consumers = len(self._consumers)
+        wanted = self._policy.wanted
+        held = 0
         for r, (data, raw), size in zip(fresh, encoded, sizes, strict=True):
+            # A record nobody wants is history only: no delivery (`SpoolPolicy.wanted`).
+            owed = consumers if wanted is None or wanted(r) else 0
             staged.records.append(
                 (c.next_seq, r.id, r.kind.rank, r.received_at, owed, size, data, raw)
             )
-            staged.deliveries += [
-                (consumer, c.next_seq, QUEUED, now) for consumer in self._consumers
-            ]
+            if owed:
+                staged.deliveries += [
+                    (consumer, c.next_seq, QUEUED, now) for consumer in self._consumers
+                ]
+                held += 1
             c.next_seq += 1
         n = len(fresh)
         c.rows += n
         c.bytes += sum(sizes) + n * ROW_OVERHEAD
-        if owed:
-            c.held += n
+        if held:
+            c.held += held
             for consumer in self._consumers:
-                c.queued[consumer] += n
+                c.queued[consumer] += held
 
     def _write(self, txn: Txn, staged: _Staged) -> None:
         if not staged.records:
@@ -409,8 +417,9 @@ class Store:
                 "send smaller batches or raise the spool limits"
             )
         kinds: Counter[Kind] = Counter(incoming[i].kind for i in dropped)
+        lost = self._policy.owed(incoming[i] for i in sorted(dropped))  # what consumers miss
         owed: dict[str, Counter[Kind]] = {
-            consumer: Counter(incoming[i].kind for i in dropped) for consumer in self._consumers
+            consumer: Counter(r.kind for r in lost) for consumer in self._consumers
         }
         c = txn.counts
         for seq in victims:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -12,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from notifier.spool.schema import spool_path
 from tests.service import NotifierProcess, wait_for
 from tests.smtpserver import ReceivedMail, SmtpTestServer
 
@@ -213,3 +216,30 @@ def _record_codes(mail: ReceivedMail) -> list[str]:
     body = mail.message.get_body(("plain",))
     assert body is not None
     return re.findall(r"Registration down (\d+)", body.get_content())
+
+
+def test_an_alarm_no_route_takes_is_kept_as_history_only_and_the_routed_one_is_mailed(
+    tmp_path: Path, smtp: SmtpTestServer
+) -> None:
+    """The spool decides at put time, with the routes' own match, that nobody wants the gw02
+    alarm: it is stored (answered 200, in the history) with no delivery, so no route leases and
+    acknowledges it; the gw01 alarm is owed to the route and mailed."""
+    proc = NotifierProcess(
+        tmp_path,
+        {"accounts": [account(smtp)], "routes": [route(match={"devices": ["gw01"]})]},
+    )
+    with proc:
+        assert post_alarm(proc, host="gw02", code="0x00020002").status_code == 200
+        with contextlib.closing(sqlite3.connect(spool_path(proc.data_dir))) as db:
+            rows = db.execute(
+                "SELECT r.pending, (SELECT count(*) FROM deliveries d WHERE d.seq = r.seq) "
+                "FROM records r"
+            ).fetchall()
+        assert rows == [(0, 0)]  # history only, from the moment it was answered
+        assert post_alarm(proc, host="gw01").status_code == 200
+        mail = wait_for(lambda: smtp.received, what="the gw01 alarm mail")[0]
+        assert "gw01" in str(mail.message["Subject"])
+        history = httpx.get(f"{proc.url}/api/v1/records?limit=5", timeout=10).json()
+        assert {r["device"] for r in history} == {"gw01", "gw02"}
+        time.sleep(1.0)  # a mail for gw02 would have been sent by now (group_wait_s 0.3)
+        assert len(smtp.received) == 1

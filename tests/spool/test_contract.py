@@ -25,6 +25,7 @@ from notifier.metrics import Metrics
 from notifier.records import Kind
 from notifier.spool import Overflow, SpoolFull, SqliteSpool
 from notifier.spool.pg import PostgresSpool
+from notifier.spool.policy import SpoolPolicy
 from tests.spool.helpers import closing_all, rec, texts
 
 Opener = Callable[..., Any]
@@ -81,6 +82,43 @@ async def test_every_consumer_gets_every_record(open_spool: Opener) -> None:
 
     assert texts(await spool.lease("forward", 10, 30)) == ["a"]
     assert await spool.lease("mail", 10, 30) == []
+
+
+def nobody_wants_text(text: str) -> SpoolPolicy:
+    """A policy whose consumers want every record but those with `text`."""
+    return SpoolPolicy(wanted=lambda record: record.text != text)
+
+
+async def test_a_record_no_consumer_wants_is_history_only(open_spool: Opener) -> None:
+    """Decided when it is put: no delivery, so no consumer leases and acks it, and it holds no
+    queue entry; it is in the history like every record, also after a reopen."""
+    policy = nobody_wants_text("unwanted")
+    spool = await open_spool(consumers=("mail", "forward"), overflow=policy)
+    await spool.put([rec(text="a"), rec(text="unwanted"), rec(text="b")])
+
+    assert texts(await spool.lease("mail", 10, 30)) == ["a", "b"]
+    assert texts(await spool.lease("forward", 10, 30)) == ["a", "b"]
+    stats = await spool.refresh_stats()
+    assert stats.persistent_entries == 2
+    assert stats.depth[("mail", "leased")] == 2
+    assert [r.text for r in spool.history(10)] == ["b", "unwanted", "a"]
+    await spool.close()
+
+    reopened = await open_spool(consumers=("mail", "forward"), overflow=policy)
+    assert (await reopened.refresh_stats()).persistent_entries == 2
+    assert [r.text for r in reopened.history(10)] == ["b", "unwanted", "a"]
+
+
+async def test_records_nobody_wants_take_no_queue_entry(open_spool: Opener) -> None:
+    """A full queue of owed records still takes any number nobody wants."""
+    spool = await open_spool(max_entries=2, overflow=nobody_wants_text("unwanted"))
+    await spool.put([rec(text="a"), rec(text="b")])
+    await spool.put([rec(text="unwanted") for _ in range(5)])
+    with pytest.raises(SpoolFull):
+        await spool.put([rec(text="c")])
+
+    assert texts(await spool.lease("mail", 10, 30)) == ["a", "b"]
+    assert [r.text for r in spool.history(3)] == ["unwanted"] * 3
 
 
 async def test_concurrent_puts_share_commits(open_spool: Opener) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from notifier.records import Kind
 from notifier.spool import MemorySpool, Overflow, SpoolFull
+from notifier.spool.policy import SpoolPolicy
 from tests.spool.helpers import rec, texts
 
 
@@ -79,3 +80,17 @@ async def test_history_is_newest_first_and_bounded() -> None:
     await spool.put([rec(text=str(i)) for i in range(3)])
 
     assert [r.text for r in spool.history(10)] == ["2", "1"]
+
+
+async def test_a_record_no_consumer_wants_is_history_only_and_takes_no_entry() -> None:
+    policy = SpoolPolicy(overflow=Overflow.REJECT, wanted=lambda r: r.text != "unwanted")
+    spool = MemorySpool(consumers=["mail", "forward"], max_entries=2, overflow=policy)
+    await spool.put([rec(text="a"), rec(text="unwanted"), rec(text="b")])
+    await spool.put([rec(text="unwanted") for _ in range(3)])  # the queue is full: still taken
+    with pytest.raises(SpoolFull):
+        await spool.put([rec(text="c")])
+
+    assert texts(await spool.lease("mail", 10, 30)) == ["a", "b"]
+    assert texts(await spool.lease("forward", 10, 30)) == ["a", "b"]
+    assert spool.entries == 2
+    assert [r.text for r in spool.history(10)] == ["unwanted"] * 3 + ["b", "unwanted", "a"]

@@ -362,7 +362,7 @@ class PostgresSpool:
                 stored.update(r.id for r in fresh)
                 copies.took(fresh, identical)
                 if self._consumers:
-                    held += len(fresh)
+                    held += len(self._policy.owed(fresh))
                 size += sum(sizes) + len(fresh) * ROW_OVERHEAD
                 outcomes.append(None)
             kept += await self._insert(conn, staged)
@@ -393,33 +393,38 @@ class PostgresSpool:
 
     def _over(self, held: int, size: int, fresh: list[Record], sizes: list[int]) -> tuple[int, int]:
         """By how many entries and bytes `fresh` would exceed the limits (<= 0: it fits)."""
-        entries = held + len(fresh) - self._max_entries if self._consumers else 0
+        owed = len(self._policy.owed(fresh)) if self._consumers else 0
+        entries = held + owed - self._max_entries if owed else 0
         return entries, size + sum(sizes) + len(fresh) * ROW_OVERHEAD - self._max_bytes
 
     async def _insert(
         self, conn: psycopg.AsyncConnection[Any], staged: _Staged
     ) -> list[tuple[int, Record]]:
-        """Write the staged records and a delivery per consumer, delete delivered records that
-        the newest `history_entries` pushed out, and wake the other instances: one statement.
-        (The sub-statements share one snapshot: the delete cannot see the new records.)"""
+        """Write the staged records and a delivery per consumer (none for a record nobody
+        wants: history only), delete delivered records that the newest `history_entries`
+        pushed out, and wake the other instances: one statement. (The sub-statements share
+        one snapshot: the delete cannot see the new records.)"""
         if not staged.records:
             return []
-        owed = len(self._consumers)
+        consumers = len(self._consumers)
+        wanted = self._policy.wanted
+        owed = [consumers if wanted is None or wanted(r) else 0 for r in staged.records]
         cur = await conn.execute(
             "WITH r AS ("
             " INSERT INTO spool_records (id, kind, received_at, pending, size, data, raw)"
-            " SELECT i, k, t, %(owed)s, s, d, w"
+            " SELECT i, k, t, o, s, d, w"
             # %b: arrays go in binary; the text form escapes every byte of raw with a regex.
             " FROM unnest(%(ids)b::text[], %(kinds)b::smallint[], %(times)b::float8[],"
-            "   %(sizes)b::int[], %(data)b::text[], %(raw)b::bytea[]) AS u(i, k, t, s, d, w)"
-            " ON CONFLICT (id) DO NOTHING RETURNING seq, id, size),"
+            "   %(owed)b::int[], %(sizes)b::int[], %(data)b::text[], %(raw)b::bytea[])"
+            "   AS u(i, k, t, o, s, d, w)"
+            " ON CONFLICT (id) DO NOTHING RETURNING seq, id, size, pending),"
             " d AS (INSERT INTO spool_deliveries (consumer, seq, state, ready_at)"
             f" SELECT c, r.seq, {QUEUED}, {_NOW}"
-            " FROM r CROSS JOIN unnest(%(consumers)s::text[]) c),"
+            " FROM r CROSS JOIN unnest(%(consumers)s::text[]) c WHERE r.pending > 0),"
             " g AS (DELETE FROM spool_records WHERE pending = 0 AND seq <="
             "  (SELECT COALESCE(max(seq), 0) FROM spool_records) - %(history)s RETURNING size),"
             " t AS (UPDATE spool_totals SET"
-            "  held = held + CASE WHEN %(owed)s > 0 THEN (SELECT count(*) FROM r) ELSE 0 END,"
+            "  held = held + (SELECT count(*) FROM r WHERE r.pending > 0),"
             f"  bytes = bytes + (SELECT COALESCE(sum(size), 0) + count(*) * {ROW_OVERHEAD} FROM r)"
             f"   - (SELECT COALESCE(sum(size), 0) + count(*) * {ROW_OVERHEAD} FROM g)"
             " WHERE id = 1)"
@@ -487,7 +492,8 @@ class PostgresSpool:
                 "send smaller batches or raise the spool limits"
             )
         room.kinds.update(incoming[i].kind for i in room.dropped)
-        room.owed = {c: Counter(incoming[i].kind for i in room.dropped) for c in self._consumers}
+        lost = self._policy.owed(incoming[i] for i in sorted(room.dropped))  # consumers miss
+        room.owed = {c: Counter(r.kind for r in lost) for c in self._consumers}
         if room.victims:
             cur = await conn.execute(
                 "SELECT d.consumer, r.kind FROM spool_deliveries d"
