@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -74,8 +73,6 @@ def py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
     """py-spy recording `pid` for `seconds` into `out` (raw collapsed stacks)."""
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     args = ["record", "--format", "raw", "-r", str(SAMPLE_HZ), "-d", str(int(seconds))]
-    if os.environ.get("PYSPY_NATIVE"):
-        args.append("--native")
     return subprocess.Popen(
         [exe, *args, "--nonblocking", "-o", str(out), "--pid", str(pid)],
         stdout=subprocess.DEVNULL,
