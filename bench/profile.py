@@ -47,7 +47,7 @@ from bench.common import (
     scratch_dir,
 )
 from bench.e2e import LATENCY_ROUTE, RECORDS_PATH, Sink, alarm, start_notifier, stop_notifier
-from bench.ingest import QUIET_ROUTE, Sender, post_alarms
+from bench.ingest import QUIET_ROUTE, Sender, keys_unknown_at, post_alarms
 from tests.service import NotifierProcess as DefaultNotifier
 
 SAMPLE_HZ = 200
@@ -191,9 +191,19 @@ def profile_http(seconds: float, top: int) -> str:
     )
 
 
-def profile(kind: str, seconds: float, rate: float, top: int) -> str:
+def profile(kind: str, seconds: float, rate: float, top: int, baseline: str = "") -> str:
+    """TCP or UDP ingest, of this tree or (`baseline`) of notifier as it was at that revision."""
     sender = Sender()
-    with scratch_dir("notifier-profile-") as workdir, NotifierProcess(workdir) as n:
+    with contextlib.ExitStack() as stack:
+        workdir = stack.enter_context(scratch_dir("notifier-profile-"))
+        n = NotifierProcess(workdir)
+        if baseline:
+            n = NotifierProcess(
+                workdir,
+                env=stack.enter_context(code_at(baseline)),
+                omit_keys=keys_unknown_at(baseline),
+            )
+        stack.enter_context(n)
         receiver = "syslog-tcp" if kind == "tcp" else "syslog-udp"
         before = n.accepted(receiver)
         out = workdir / "profile.txt"
@@ -213,7 +223,8 @@ def profile(kind: str, seconds: float, rate: float, top: int) -> str:
     total = sum(samples.values()) or 1
     rows = [[name, f"{100 * count / total:.1f} %"] for name, count in samples.most_common(top)]
     return (
-        f"{kind.upper()}: {taken / elapsed / 1000:.1f}k lines/s accepted while sampled, "
+        f"{kind.upper()}{f' at {baseline}' if baseline else ''}: "
+        f"{taken / elapsed / 1000:.1f}k lines/s accepted while sampled, "
         f"{total} samples\n\n" + markdown_table(["function (self time)", "share"], rows)
     )
 
@@ -228,7 +239,8 @@ def main() -> int:
         "--baseline",
         default="",
         metavar="REV",
-        help="mail: the revision to compare with (default: the commit before the PostgreSQL work)",
+        help="mail: the revision to compare with (default: the commit before the PostgreSQL "
+        "work); tcp, udp: profile notifier as it was at REV instead of this tree",
     )
     opts = p.parse_args()
     for kind in opts.only.split(","):
@@ -237,7 +249,7 @@ def main() -> int:
         elif kind == "http":
             print(profile_http(opts.seconds, opts.top) + "\n")
         else:
-            print(profile(kind, opts.seconds, opts.rate, opts.top) + "\n")
+            print(profile(kind, opts.seconds, opts.rate, opts.top, opts.baseline) + "\n")
     return 0
 
 
