@@ -625,4 +625,20 @@ static struct PyModuleDef module = {
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__speedups(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    /* The Record fields `parse` fills: notifier checks them against Record's before use. */
+    PyObject *names = PyTuple_New(N_FIELDS);
+    for (int f = 0; names != NULL && f < N_FIELDS; f++) {
+        PyObject *name = PyUnicode_FromString(FIELD_NAMES[f]);
+        if (name == NULL) Py_CLEAR(names);
+        else PyTuple_SET_ITEM(names, f, name);
+    }
+    if (names == NULL || PyModule_AddObject(m, "RECORD_FIELDS", names) < 0) {
+        Py_XDECREF(names);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -34,6 +34,7 @@ import calendar
 import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from types import MappingProxyType
 from typing import Any
 
@@ -555,8 +556,10 @@ def _structured_data(s: str, pos: int) -> tuple[dict[str, str], int, str | None]
 
 
 def _configured() -> Any:
-    """The compiled reader (`notifier/_speedups.c`), given what it builds Records with."""
-    if native is None:
+    """The compiled reader (`notifier/_speedups.c`), given what it builds Records with; None
+    when it was built for other Record fields than these (it fills each one; the tests say
+    so: `test_the_compiled_reader_is_built_and_used`)."""
+    if native is None or set(native.RECORD_FIELDS) != {f.name for f in fields(Record)}:
         return None
     native.configure(
         Record,
