@@ -656,10 +656,10 @@ def durable_report(
         base = rates[setups[1].name]
         slower = 1 - median([o / b for o, b in zip(ours, base, strict=True) if b])
         verdict = "within" if slower <= BASELINE_TOLERANCE else "NOT within"
+        how = f"{slower:.1%} slower" if slower > 0 else f"{-slower:.1%} faster"
         text += (
-            f"\n\nSQLite single box, this tree against {rev} (the last commit before the "
-            f"PostgreSQL work): {slower:+.1%} slower (median of the run ratios), {verdict} "
-            f"{BASELINE_TOLERANCE:.0%}."
+            f"\n\nSQLite single box, this tree against {rev}: {how} (median of the run "
+            f"ratios), {verdict} {BASELINE_TOLERANCE:.0%} of it."
         )
     at_start = ", ".join(f"{x:.2f}" for x in loads)
     text += f"\n\nLoad average (1 min) at the start of each run: {at_start}."

@@ -96,6 +96,9 @@ class UdpReceiver:
         self._stats: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
         self._first = list(first)  # read before each burst of this one's: see `start_udp`
+        # Sockets `_recv_burst` reads (IPv4, where it is compiled); `sock.family` is a Python
+        # property, too slow to ask per read.
+        self._ipv4 = {s for s in socks if _recv_burst is not None and s.family == socket.AF_INET}
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -129,7 +132,7 @@ class UdpReceiver:
     def _read(self, sock: socket.socket) -> list[tuple[bytes, str]]:
         """Up to `_BURST` datagrams waiting on `sock`, each with its sender's address."""
         try:
-            if _recv_burst is not None and sock.family == socket.AF_INET:
+            if sock in self._ipv4:
                 # 64 datagrams a system call, the sender formatted once per run of them
                 return _recv_burst(sock.fileno(), _BURST)  # type: ignore[no-any-return]
             return self._recvfrom(sock)
