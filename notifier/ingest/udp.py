@@ -13,7 +13,7 @@ import contextlib
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,9 @@ _SNMP_PERIOD_S = 5.0
 _MAX_SENDERS = 4096  # formatted peer addresses kept
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; not exported by Python
 # recvmmsg, compiled (notifier/_speedups.c; Linux): None where not built or PURE_PYTHON is set.
-_recv_burst = getattr(native, "recv_burst", None)
+_recv_burst: Callable[[int, int], list[tuple[bytes, str]]] | None = getattr(
+    native, "recv_burst", None
+)
 
 
 def udp_rcvbuf_errors(proc_net: Path = Path("/proc/net")) -> int | None:
@@ -132,9 +134,9 @@ class UdpReceiver:
     def _read(self, sock: socket.socket) -> list[tuple[bytes, str]]:
         """Up to `_BURST` datagrams waiting on `sock`, each with its sender's address."""
         try:
-            if sock in self._ipv4:
+            if _recv_burst is not None and sock in self._ipv4:
                 # 64 datagrams a system call, the sender formatted once per run of them
-                return _recv_burst(sock.fileno(), _BURST)  # type: ignore[no-any-return]
+                return _recv_burst(sock.fileno(), _BURST)
             return self._recvfrom(sock)
         except OSError as e:  # e.g. ICMP errors surfacing on the socket: not ours to die of
             _log.warning("udp_receive_failed", receiver=self._intake.receiver, error=str(e))
