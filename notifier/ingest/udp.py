@@ -30,7 +30,8 @@ _log = get_logger("notifier.ingest")
 _MAX_DATAGRAM = 65536
 # Datagrams read per callback before letting the loop run other work (TCP, the spool).
 _BURST = 256
-_BATCH = 1000  # records per spool put
+_BATCH = 1000  # records per spool put, at least (see `_flush`)
+_MAX_PUT = 20_000  # records per spool put, at most
 _MAX_BACKLOG = 50_000  # records read but not yet in the spool; beyond this they are lost
 _SNMP_PERIOD_S = 5.0
 _MAX_SENDERS = 4096  # formatted peer addresses kept
@@ -173,21 +174,25 @@ class UdpReceiver:
         return sender
 
     async def _flush(self) -> None:
-        size = _BATCH
+        shrunk: int | None = None  # the size a refused put was halved to
         try:
             while self._backlog:
+                # What arrived while the last put waited for its commit goes in one put: under
+                # a flood, the alarms among the log lines share a durable commit, instead of a
+                # commit per 1,000 records falling behind the reads (issue #12, the flood).
+                size = shrunk or min(max(_BATCH, len(self._backlog)), _MAX_PUT)
                 batch = self._backlog[:size]
                 try:
                     await self._spool.put(batch)
                 except SpoolFull as e:
                     if len(batch) > 1:  # maybe only short of room for a batch this big
-                        size = len(batch) // 2
+                        shrunk = len(batch) // 2
                         continue
                     # Not even one fits. UDP cannot say "later": what is read is lost, counted.
                     lost = self._backlog[:_BATCH]
                     del self._backlog[:_BATCH]
                     self._intake.reject(lost[0].sender, "spool_full", str(e), count=len(lost))
-                    size = _BATCH
+                    shrunk = None
                     continue
                 except Exception as e:
                     del self._backlog[: len(batch)]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import logging.handlers
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -16,7 +18,7 @@ from notifier.ingest import udp
 from notifier.ingest.stream import format_peer
 from notifier.ingest.udp import start_udp, udp_rcvbuf_errors
 from notifier.metrics import Metrics
-from notifier.records import Kind, Severity
+from notifier.records import Kind, Record, Severity
 from notifier.spool import MemorySpool
 from notifier.spool.base import Overflow
 from tests.conftest import free_port
@@ -336,3 +338,44 @@ def test_second_instance_on_the_same_udp_port_stops_and_the_first_keeps_receivin
             return [r["text"] for r in records]
 
         wait_for(lambda: "still here" in texts(), what="the first instance got the datagram")
+
+
+class _SlowSpool(MemorySpool):
+    """A spool whose first put waits until `commit` is set, as a durable commit can."""
+
+    def __init__(self) -> None:
+        super().__init__(["test"], max_entries=100_000)
+        self.sizes: list[int] = []
+        self.commit = asyncio.Event()
+
+    async def put(self, records: Sequence[Record]) -> None:
+        self.sizes.append(len(records))
+        if len(self.sizes) == 1:
+            await self.commit.wait()
+        await super().put(records)
+
+
+async def test_what_arrives_while_a_put_waits_goes_in_one_put(
+    metrics: Metrics, receivers: list
+) -> None:
+    """Under a flood, the reads must not fall behind a put waiting for its commit: what was
+    read meanwhile is put at once, not 1,000 records (and a durable commit) at a time."""
+    spool = _SlowSpool()
+    port = free_port(socket.SOCK_DGRAM)
+    receivers.append(
+        await start_udp("127.0.0.1", port, spool=spool, metrics=metrics, rcvbuf_bytes=8 << 20)
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(b"<134>Mar 10 11:59:58 gw01 SIP[7]: first", ("127.0.0.1", port))
+        await eventually(lambda: spool.sizes == [1], "the first put")
+        for i in range(3000):
+            s.sendto(b"<134>Mar 10 11:59:58 gw01 SIP[7]: line %d" % i, ("127.0.0.1", port))
+    await eventually(
+        lambda: count(metrics, "ingest_received", receiver="syslog-udp") == 3001, "the reads"
+    )
+    spool.commit.set()
+    await eventually(
+        lambda: count(metrics, "ingest_accepted", receiver="syslog-udp", kind="log") == 3001,
+        "all of it in the spool",
+    )
+    assert spool.sizes == [1, 3000]
