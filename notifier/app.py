@@ -30,6 +30,7 @@ from notifier.log import configure, get_logger
 from notifier.metrics import Metrics, Reading
 from notifier.oauth2.errors import OAuth2Error
 from notifier.records import SMTP_RELAY, Kind, Record
+from notifier.speedups import native
 from notifier.spool.base import Spool, SpoolError
 from notifier.spool.cluster import Cluster, publish_cluster
 from notifier.spool.state import StateStore
@@ -148,6 +149,9 @@ class Service:
             data_dir=str(data_dir.resolve()),
             listening=self.listening,
             accounts=[f"{a.name} ({transport_label(a)})" for a in s.accounts],
+            # the per-line loops: compiled (notifier/_speedups.c), or their Python twins where
+            # the install had no C compiler or PURE_PYTHON is set (several times the CPU a line)
+            hot_loops="compiled" if native is not None else "python",
         )
 
     async def _start_receivers(self) -> None:
