@@ -307,21 +307,23 @@ static PyObject *parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
         PyErr_SetString(PyExc_TypeError, "parse(frames, ids, received_at, receiver)");
         return NULL;
     }
-    PyObject *frames = PySequence_Fast(args[0], "frames must be a sequence");
+    /* Tuples, not the caller's lists: the callbacks below run Python code, and the frames
+     * (and the bytes the memos point into) must stay as they are for the whole call. */
+    PyObject *frames = PySequence_Tuple(args[0]);
     if (frames == NULL) return NULL;
-    PyObject *ids = PySequence_Fast(args[1], "ids must be a sequence");
+    PyObject *ids = PySequence_Tuple(args[1]);
     if (ids == NULL) {
         Py_DECREF(frames);
         return NULL;
     }
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(frames);
+    Py_ssize_t count = PyTuple_GET_SIZE(frames);
     PyObject *out = NULL;
     Batch b = {.received_at = args[2], .receiver = args[3]};
     memo_clear(&b.host);
     memo_clear(&b.tag);
     memo_clear(&b.stamp);
     memo_clear(&b.pid);
-    if (PySequence_Fast_GET_SIZE(ids) != count) {
+    if (PyTuple_GET_SIZE(ids) != count) {
         PyErr_SetString(PyExc_ValueError, "one id per frame");
         goto done;
     }
@@ -332,8 +334,8 @@ static PyObject *parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     out = PyList_New(count);
     if (out == NULL) goto done;
     for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *frame = PySequence_Fast_GET_ITEM(frames, i);
-        PyObject *id = PySequence_Fast_GET_ITEM(ids, i);
+        PyObject *frame = PyTuple_GET_ITEM(frames, i);
+        PyObject *id = PyTuple_GET_ITEM(ids, i);
         if (!PyTuple_Check(frame) || PyTuple_GET_SIZE(frame) != 2 ||
             !PyBytes_Check(PyTuple_GET_ITEM(frame, 0))) {
             PyErr_SetString(PyExc_TypeError, "each frame must be a (bytes, sender) pair");
@@ -437,10 +439,14 @@ static PyObject *lines(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
         PyErr_SetString(PyExc_TypeError, "lines(buf, pos, last, octet_counting, max_frame_bytes)");
         return NULL;
     }
-    Py_ssize_t pos = PyLong_AsSsize_t(args[1]), last = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    if (pos == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t last = PyLong_AsSsize_t(args[2]);
+    if (last == -1 && PyErr_Occurred()) return NULL;
     Py_ssize_t limit = PyLong_AsSsize_t(args[4]);
+    if (limit == -1 && PyErr_Occurred()) return NULL;
     int counted = PyObject_IsTrue(args[3]);
-    if (PyErr_Occurred() || counted < 0) return NULL;
+    if (counted < 0) return NULL;
     Py_buffer view;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
     PyObject *out = NULL, *result = NULL;
@@ -496,12 +502,12 @@ static PyObject *ids(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     static const char HEX[] = "0123456789abcdef";
     const char *prefix = (const char *)PyUnicode_DATA(args[0]);
     Py_ssize_t prefix_n = PyUnicode_GET_LENGTH(args[0]);
-    PyObject *values = PySequence_Fast(args[1], "values must be a sequence");
+    PyObject *values = PySequence_Tuple(args[1]); /* `__index__` below may run Python code */
     if (values == NULL) return NULL;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(values);
+    Py_ssize_t count = PyTuple_GET_SIZE(values);
     PyObject *out = PyList_New(count);
     for (Py_ssize_t i = 0; out != NULL && i < count; i++) {
-        unsigned long long v = PyLong_AsUnsignedLongLongMask(PySequence_Fast_GET_ITEM(values, i));
+        unsigned long long v = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(values, i));
         PyObject *id = (v == (unsigned long long)-1 && PyErr_Occurred())
                            ? NULL
                            : PyUnicode_New(prefix_n + 8, 127);
@@ -541,10 +547,21 @@ static PyObject *recv_burst(PyObject *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     }
     long fd = PyLong_AsLong(args[0]);
+    if (fd == -1 && PyErr_Occurred()) return NULL;
     Py_ssize_t count = PyLong_AsSsize_t(args[1]);
-    if (PyErr_Occurred()) return NULL;
+    if (count == -1 && PyErr_Occurred()) return NULL;
     if (fd < 0 || fd > INT_MAX) {
         PyErr_SetString(PyExc_ValueError, "not a file descriptor");
+        return NULL;
+    }
+    /* Refused before anything is read: what recvmmsg took from the kernel is never lost. */
+    int domain = 0, type = 0;
+    socklen_t size = sizeof domain;
+    if (getsockopt((int)fd, SOL_SOCKET, SO_DOMAIN, &domain, &size) < 0 ||
+        (size = sizeof type, getsockopt((int)fd, SOL_SOCKET, SO_TYPE, &type, &size)) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    if (domain != AF_INET || type != SOCK_DGRAM) {
+        PyErr_SetString(PyExc_ValueError, "recv_burst reads IPv4 UDP sockets only");
         return NULL;
     }
     PyObject *out = PyList_New(0);
@@ -574,6 +591,10 @@ static PyObject *recv_burst(PyObject *self, PyObject *const *args, Py_ssize_t na
         }
         for (int i = 0; i < got; i++) {
             struct sockaddr_in *name = &names[i];
+            if (msgs[i].msg_hdr.msg_namelen < sizeof(struct sockaddr_in)) {
+                PyErr_SetString(PyExc_ValueError, "recv_burst: a datagram without its sender");
+                goto fail;
+            }
             if (last_sender == NULL || name->sin_port != last_name.sin_port ||
                 name->sin_addr.s_addr != last_name.sin_addr.s_addr) {
                 char host[INET_ADDRSTRLEN], text[INET_ADDRSTRLEN + 8];

@@ -197,6 +197,23 @@ async def test_innovaphone_xml_alarm_over_udp_becomes_an_alarm(
     assert count(metrics, "ingest_accepted", receiver="syslog-udp", kind="alarm") == 1
 
 
+def test_recv_burst_refuses_a_socket_it_cannot_read_before_taking_anything() -> None:
+    """An IPv6 or TCP socket is refused before recvmmsg runs: no datagram is lost to it."""
+    assert udp._recv_burst is not None, "the compiled hot loops were not built"
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as rx:
+        rx.bind(("::1", 0))
+        rx.setblocking(False)
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as tx:
+            tx.sendto(b"still here", rx.getsockname())
+        time.sleep(0.1)
+        with pytest.raises(ValueError, match="IPv4 UDP sockets only"):
+            udp._recv_burst(rx.fileno(), 10)
+        assert rx.recvfrom(100)[0] == b"still here"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        with pytest.raises(ValueError, match="IPv4 UDP sockets only"):
+            udp._recv_burst(tcp.fileno(), 10)
+
+
 @pytest.mark.usefixtures("udp_reader")
 async def test_garbage_datagram_is_counted_and_the_next_sender_is_served(
     spool: MemorySpool, metrics: Metrics, receivers: list
