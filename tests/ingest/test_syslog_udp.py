@@ -209,9 +209,11 @@ def test_recv_burst_refuses_a_socket_it_cannot_read_before_taking_anything() -> 
         with pytest.raises(ValueError, match="IPv4 UDP sockets only"):
             udp._recv_burst(rx.fileno(), 10)
         assert rx.recvfrom(100)[0] == b"still here"
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-        with pytest.raises(ValueError, match="IPv4 UDP sockets only"):
-            udp._recv_burst(tcp.fileno(), 10)
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp,
+        pytest.raises(ValueError, match="IPv4 UDP sockets only"),
+    ):
+        udp._recv_burst(tcp.fileno(), 10)
 
 
 @pytest.mark.usefixtures("udp_reader")
