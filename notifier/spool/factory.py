@@ -37,7 +37,8 @@ def open_spool(
         durable_kinds=s.durable_kinds,
         overflow=s.overflow,
         receivers=receiver_policies(s.receivers),
-    ).with_wanted(wanted)
+        wanted=wanted,
+    )
     wants = interest or {}
     if s.backend == "postgresql":
         # The owner of a route or forward may be another instance: what it consumes must be

@@ -42,12 +42,14 @@ class SpoolPolicy:
         durable_kinds: Collection[Kind | str] = DEFAULT_DURABLE_KINDS,
         overflow: Overflow | str = Overflow.REJECT,
         receivers: Mapping[str, ReceiverPolicy] | None = None,
+        wanted: Callable[[Record], bool] | None = None,
     ) -> SpoolPolicy:
         """Build from config values (strings are accepted for kinds and the overflow policy)."""
         return cls(
             frozenset(Kind(k) for k in durable_kinds),
             Overflow(overflow),
             MappingProxyType(dict(receivers or {})),
+            wanted,
         )
 
     def volatile_kinds(self) -> frozenset[Kind]:
@@ -77,8 +79,11 @@ class SpoolPolicy:
         wanted = self.wanted
         return list(records) if wanted is None else [r for r in records if wanted(r)]
 
-    def with_wanted(self, wanted: Callable[[Record], bool] | None) -> SpoolPolicy:
-        return replace(self, wanted=wanted)
+    def owes(self, records: Sequence[Record]) -> list[bool]:
+        """For each record, whether some consumer wants it: asked once per record put, and
+        the answer carried through the limits check and the write."""
+        wanted = self.wanted
+        return [True] * len(records) if wanted is None else [wanted(r) for r in records]
 
     def is_durable(self, record: Record) -> bool:
         return record.kind in self.durable_kinds_of(record.receiver)

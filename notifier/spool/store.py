@@ -274,9 +274,10 @@ class Store:
         results: list[Outcome] = []
         for batch in batches:
             fresh = _fresh(batch, stored)
+            owes = self._policy.owes(fresh)
             encoded = [schema.encode(r) for r in fresh]
             sizes = [len(data) + len(raw) for data, raw in encoded]
-            over_entries, over_bytes = self._over(c, fresh, sizes)
+            over_entries, over_bytes = self._over(c, owes, sizes)
             if over_entries > 0 or over_bytes > 0:
                 self._write(txn, staged)
                 staged = _Staged()
@@ -285,7 +286,7 @@ class Store:
                     stored.update(r.id for r in batch)
                 results.append(result)
                 continue
-            self._stage(c, fresh, encoded, sizes, staged, txn.now)
+            self._stage(c, fresh, owes, encoded, sizes, staged, txn.now)
             stored.update(r.id for r in fresh)
             results.append((len(fresh), None))
         self._write(txn, staged)
@@ -297,9 +298,10 @@ class Store:
         fresh = _fresh(records, self._seqs(r.id for r in records))
         if not fresh:
             return 0
+        owes = self._policy.owes(fresh)
         encoded = [schema.encode(r) for r in fresh]
         sizes = [len(data) + len(raw) for data, raw in encoded]
-        over_entries, over_bytes = self._over(c, fresh, sizes)
+        over_entries, over_bytes = self._over(c, owes, sizes)
         if over_entries > 0 or over_bytes > 0:
             cause = "queue_full" if over_entries > 0 else "disk_full"
             if self._policy.overflow_for(fresh) is Overflow.REJECT:
@@ -308,35 +310,37 @@ class Store:
             dropped = self._make_room(txn, cause, fresh, sizes, over_entries, over_bytes)
             keep = [i for i in range(len(fresh)) if i not in dropped]
             fresh = [fresh[i] for i in keep]
+            owes = [owes[i] for i in keep]
             encoded = [encoded[i] for i in keep]
             sizes = [sizes[i] for i in keep]
         staged = _Staged()
-        self._stage(c, fresh, encoded, sizes, staged, txn.now)
+        self._stage(c, fresh, owes, encoded, sizes, staged, txn.now)
         self._write(txn, staged)
         return len(fresh)
 
-    def _over(self, c: Counts, fresh: list[Record], sizes: list[int]) -> tuple[int, int]:
-        """By how many entries and bytes `fresh` would exceed the limits (<= 0: it fits).
-        Entries are what some consumer is owed; a history-only record takes bytes only."""
-        owed = len(self._policy.owed(fresh)) if self._consumers else 0
+    def _over(self, c: Counts, owes: list[bool], sizes: list[int]) -> tuple[int, int]:
+        """By how many entries and bytes records of `sizes` would exceed the limits (<= 0:
+        it fits). Entries are what some consumer is owed (`owes`, per record); a history-only
+        record takes bytes only."""
+        owed = sum(owes) if self._consumers else 0
         entries = c.held + owed - self._max_entries if owed else 0
-        return entries, c.bytes + sum(sizes) + len(fresh) * ROW_OVERHEAD - self._max_bytes
+        return entries, c.bytes + sum(sizes) + len(sizes) * ROW_OVERHEAD - self._max_bytes
 
     def _stage(
         self,
         c: Counts,
         fresh: list[Record],
+        owes: list[bool],
         encoded: list[tuple[str, bytes]],
         sizes: list[int],
         staged: _Staged,
         now: float,
     ) -> None:
         consumers = len(self._consumers)
-        wanted = self._policy.wanted
         held = 0
-        for r, (data, raw), size in zip(fresh, encoded, sizes, strict=True):
+        for r, wanted, (data, raw), size in zip(fresh, owes, encoded, sizes, strict=True):
             # A record nobody wants is history only: no delivery (`SpoolPolicy.wanted`).
-            owed = consumers if wanted is None or wanted(r) else 0
+            owed = consumers if wanted else 0
             staged.records.append(
                 (c.next_seq, r.id, r.kind.rank, r.received_at, owed, size, data, raw)
             )

@@ -83,13 +83,19 @@ class _Staged:
     """Rows of accepted puts, written with one statement."""
 
     records: list[Record] = field(default_factory=list)
+    owes: list[bool] = field(default_factory=list)  # some consumer wants it (else history only)
     encoded: list[tuple[str, bytes]] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
 
     def add(
-        self, records: list[Record], encoded: list[tuple[str, bytes]], sizes: list[int]
+        self,
+        records: list[Record],
+        owes: list[bool],
+        encoded: list[tuple[str, bytes]],
+        sizes: list[int],
     ) -> None:
         self.records += records
+        self.owes += owes
         self.encoded += encoded
         self.sizes += sizes
 
@@ -330,9 +336,10 @@ class PostgresSpool:
                     copies.took([], identical)
                     outcomes.append(None)  # all stored already: a retried put, or copies
                     continue
+                owes = self._policy.owes(fresh)
                 encoded = [sqlite_schema.encode(r) for r in fresh]
                 sizes = [len(data) + len(raw) for data, raw in encoded]
-                over_entries, over_bytes = self._over(held, size, fresh, sizes)
+                over_entries, over_bytes = self._over(held, size, owes, sizes)
                 if over_entries > 0 or over_bytes > 0:
                     cause = "queue_full" if over_entries > 0 else "disk_full"
                     if self._policy.overflow_for(fresh) is Overflow.REJECT:
@@ -356,13 +363,14 @@ class PostgresSpool:
                     size -= room.freed
                     keep = [i for i in range(len(fresh)) if i not in room.dropped]
                     fresh = [fresh[i] for i in keep]
+                    owes = [owes[i] for i in keep]
                     encoded = [encoded[i] for i in keep]
                     sizes = [sizes[i] for i in keep]
-                staged.add(fresh, encoded, sizes)
+                staged.add(fresh, owes, encoded, sizes)
                 stored.update(r.id for r in fresh)
                 copies.took(fresh, identical)
                 if self._consumers:
-                    held += len(self._policy.owed(fresh))
+                    held += sum(owes)
                 size += sum(sizes) + len(fresh) * ROW_OVERHEAD
                 outcomes.append(None)
             kept += await self._insert(conn, staged)
@@ -391,11 +399,12 @@ class PostgresSpool:
         candidates = [r for batch in batches for r in _fresh(batch, stored)]
         return _Copies(await dedupe.claim(conn, candidates, self._dedupe_window))
 
-    def _over(self, held: int, size: int, fresh: list[Record], sizes: list[int]) -> tuple[int, int]:
-        """By how many entries and bytes `fresh` would exceed the limits (<= 0: it fits)."""
-        owed = len(self._policy.owed(fresh)) if self._consumers else 0
+    def _over(self, held: int, size: int, owes: list[bool], sizes: list[int]) -> tuple[int, int]:
+        """By how many entries and bytes records of `sizes` would exceed the limits (<= 0: it
+        fits). Entries are what some consumer is owed (`owes`); history only takes bytes."""
+        owed = sum(owes) if self._consumers else 0
         entries = held + owed - self._max_entries if owed else 0
-        return entries, size + sum(sizes) + len(fresh) * ROW_OVERHEAD - self._max_bytes
+        return entries, size + sum(sizes) + len(sizes) * ROW_OVERHEAD - self._max_bytes
 
     async def _insert(
         self, conn: psycopg.AsyncConnection[Any], staged: _Staged
@@ -407,8 +416,7 @@ class PostgresSpool:
         if not staged.records:
             return []
         consumers = len(self._consumers)
-        wanted = self._policy.wanted
-        owed = [consumers if wanted is None or wanted(r) else 0 for r in staged.records]
+        owed = [consumers if wanted else 0 for wanted in staged.owes]
         cur = await conn.execute(
             "WITH r AS ("
             " INSERT INTO spool_records (id, kind, received_at, pending, size, data, raw)"
