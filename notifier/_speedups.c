@@ -31,7 +31,6 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <limits.h>
 
 enum {
     F_KIND, F_RECEIVED_AT, F_SENDER, F_RECEIVER, F_RAW, F_TEXT, F_DEVICE, F_SERIAL, F_CODE,
@@ -434,21 +433,13 @@ PyDoc_STRVAR(lines_doc,
 "left out; it stops before a frame that may be octet-counted. Returns the lines and where\n"
 "it stopped (last + 1 when it read them all).");
 
-static PyObject *lines(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "lines(buf, pos, last, octet_counting, max_frame_bytes)");
-        return NULL;
-    }
-    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
-    if (pos == -1 && PyErr_Occurred()) return NULL;
-    Py_ssize_t last = PyLong_AsSsize_t(args[2]);
-    if (last == -1 && PyErr_Occurred()) return NULL;
-    Py_ssize_t limit = PyLong_AsSsize_t(args[4]);
-    if (limit == -1 && PyErr_Occurred()) return NULL;
-    int counted = PyObject_IsTrue(args[3]);
-    if (counted < 0) return NULL;
+static PyObject *lines(PyObject *self, PyObject *args) {
     Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    Py_ssize_t pos, last, limit;
+    int counted;
+    /* y*: any buffer (the decoder's bytearray), held until PyBuffer_Release */
+    if (!PyArg_ParseTuple(args, "y*nnpn:lines", &view, &pos, &last, &counted, &limit))
+        return NULL;
     PyObject *out = NULL, *result = NULL;
     if (pos < 0 || last < pos || last >= view.len) {
         PyErr_SetString(PyExc_ValueError, "need 0 <= pos <= last < len(buf)");
@@ -541,24 +532,19 @@ PyDoc_STRVAR(recv_burst_doc,
 "sender as \"a.b.c.d:port\", read `recvmmsg` 64 at a time. Raises OSError only when the\n"
 "first read fails with something other than 'nothing waiting'.");
 
-static PyObject *recv_burst(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "recv_burst(fd, count)");
-        return NULL;
-    }
-    long fd = PyLong_AsLong(args[0]);
-    if (fd == -1 && PyErr_Occurred()) return NULL;
-    Py_ssize_t count = PyLong_AsSsize_t(args[1]);
-    if (count == -1 && PyErr_Occurred()) return NULL;
-    if (fd < 0 || fd > INT_MAX) {
+static PyObject *recv_burst(PyObject *self, PyObject *args) {
+    int fd;
+    Py_ssize_t count;
+    if (!PyArg_ParseTuple(args, "in:recv_burst", &fd, &count)) return NULL;
+    if (fd < 0) {
         PyErr_SetString(PyExc_ValueError, "not a file descriptor");
         return NULL;
     }
     /* Refused before anything is read: what recvmmsg took from the kernel is never lost. */
     int domain = 0, type = 0;
     socklen_t size = sizeof domain;
-    if (getsockopt((int)fd, SOL_SOCKET, SO_DOMAIN, &domain, &size) < 0 ||
-        (size = sizeof type, getsockopt((int)fd, SOL_SOCKET, SO_TYPE, &type, &size)) < 0)
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &size) < 0 ||
+        (size = sizeof type, getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &size)) < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
     if (domain != AF_INET || type != SOCK_DGRAM) {
         PyErr_SetString(PyExc_ValueError, "recv_burst reads IPv4 UDP sockets only");
@@ -582,7 +568,7 @@ static PyObject *recv_burst(PyObject *self, PyObject *const *args, Py_ssize_t na
             msgs[i].msg_hdr.msg_name = &names[i];
             msgs[i].msg_hdr.msg_namelen = sizeof(names[i]);
         }
-        int got = recvmmsg((int)fd, msgs, vlen, MSG_DONTWAIT, NULL);
+        int got = recvmmsg(fd, msgs, vlen, MSG_DONTWAIT, NULL);
         if (got < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
             if (PyList_GET_SIZE(out) > 0) break; /* the error shows on the next read */
@@ -630,10 +616,10 @@ fail:
 static PyMethodDef methods[] = {
     {"parse", (PyCFunction)(void (*)(void))parse, METH_FASTCALL, parse_doc},
     {"configure", configure, METH_VARARGS, configure_doc},
-    {"lines", (PyCFunction)(void (*)(void))lines, METH_FASTCALL, lines_doc},
+    {"lines", lines, METH_VARARGS, lines_doc},
     {"ids", (PyCFunction)(void (*)(void))ids, METH_FASTCALL, ids_doc},
 #ifdef __linux__
-    {"recv_burst", (PyCFunction)(void (*)(void))recv_burst, METH_FASTCALL, recv_burst_doc},
+    {"recv_burst", recv_burst, METH_VARARGS, recv_burst_doc},
 #endif
     {NULL, NULL, 0, NULL},
 };
