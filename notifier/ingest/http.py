@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -55,6 +55,8 @@ JSON_RECEIVER = "json"
 RECORDS_PATH = "/api/v1/records"
 ALERTMANAGER_PATH = "/api/v1/alertmanager"
 GRAFANA_PATH = "/api/v1/grafana"
+# The service endpoints' paths: no configured innovaphone path takes them.
+_SERVICE_PATHS = frozenset({"/healthz", "/metrics", RECORDS_PATH, ALERTMANAGER_PATH, GRAFANA_PATH})
 HISTORY_DEFAULT = 100
 HISTORY_MAX = 1000
 # Bodies above this are parsed in a worker thread so a big batch does not stall the loop.
@@ -99,6 +101,36 @@ def request_target(scope: Scope) -> str:
     return f"{target}?{query.decode('latin-1')}" if query else target
 
 
+# The ingest requests the direct path (ingest/httpdirect.py) may answer without Starlette.
+FORM = "form"  # innovaphone fields, GET or POST, on the configured paths
+RECORDS = "records"  # POST /api/v1/records
+
+
+class IngestRequest(NamedTuple):
+    """What an ingest endpoint needs of a request's head, wherever it was parsed."""
+
+    method: str
+    target: str  # as the client sent it: what Digest signs as `uri`
+    query: bytes
+    authorization: str | None
+    content_length: str  # as declared; "" when none was
+    peer: str  # "ip:port"
+    received_at: float
+
+
+def _ingest_request(request: Request) -> IngestRequest:
+    headers = request.headers
+    return IngestRequest(
+        method=request.method,
+        target=request_target(request.scope),
+        query=bytes(request.scope.get("query_string", b"")),
+        authorization=headers.get("authorization"),
+        content_length=headers.get("content-length", ""),
+        peer=peer_of(request),
+        received_at=time.time(),
+    )
+
+
 def history_limit(value: str | None) -> int:
     """The `limit` query argument of the history endpoint; raises _Refusal when it is bad."""
     if value is None or value == "":
@@ -140,40 +172,24 @@ class _IngestEndpoints:
         self.max_records = max_records
         self.health_info = health
         self.limiter = RateLimiter()
+        self._received = {
+            FORM: metrics.received.labels(FORM_RECEIVER),
+            RECORDS: metrics.received.labels(JSON_RECEIVER),
+        }
+        self._accepted: dict[tuple[str, str], Any] = {}  # (receiver, kind) → its counter
 
     # --- endpoints ---
 
     async def innovaphone(self, request: Request) -> Response:
         if request.method not in ("GET", "POST"):
             return _method_not_allowed("GET, POST")
-        received_at = time.time()
-        peer = peer_of(request)
-        self.metrics.received.labels(FORM_RECEIVER).inc()
+        req = _ingest_request(request)
         try:
-            self._authenticate(request)
-            data = bytes(request.scope.get("query_string", b""))
-            if request.method == "POST":
-                body = await self._read_body(request)
-                # Some senders POST an empty body with the fields in the URL.
-                if body.strip():
-                    data = body
-            try:
-                record = parse_form(
-                    data,
-                    received_at=received_at,
-                    sender=peer,
-                    receiver=FORM_RECEIVER,
-                    scheme=self.scheme,
-                )
-            except ParseError as e:
-                raise _Refusal(400, e.reason, str(e)) from None
-            except Exception as e:  # a parser bug: keep the message and answer 200, never 500
-                record = unparsed_record(
-                    data, e, received_at=received_at, sender=peer, receiver=FORM_RECEIVER
-                )
-            await self._store(FORM_RECEIVER, [record])
+            self.head(FORM, req)
+            body = await self._read_body(request) if req.method == "POST" else b""
+            await self._store(FORM_RECEIVER, [self._form_record(req, body)])
         except _Refusal as refusal:
-            return self._refuse(FORM_RECEIVER, peer, refusal)
+            return self._refuse(FORM_RECEIVER, req.peer, refusal)
         return PlainTextResponse("OK")
 
     async def records(self, request: Request) -> Response:
@@ -184,23 +200,25 @@ class _IngestEndpoints:
         if self.history_guard is not None and (refused := self.history_guard(request)):
             return refused
         try:
-            self._authenticate(request)
+            self._authenticate(
+                request.method, request_target(request.scope), request.headers.get("authorization")
+            )
             limit = history_limit(request.query_params.get("limit"))
         except _Refusal as refusal:
             return self._refuse(JSON_RECEIVER, peer_of(request), refusal)
         return JSONResponse([record.to_dict() for record in self.spool.history(limit)])
 
     async def _post_records(self, request: Request) -> Response:
-        received_at = time.time()
-        peer = peer_of(request)
-        self.metrics.received.labels(JSON_RECEIVER).inc()
+        req = _ingest_request(request)
         try:
-            self._authenticate(request)
+            self.head(RECORDS, req)
             body = await self._read_body(request)
-            records = await self._parse(parse_json_records, JSON_RECEIVER, body, received_at, peer)
+            records = await self._parse(
+                parse_json_records, JSON_RECEIVER, body, req.received_at, req.peer
+            )
             await self._store(JSON_RECEIVER, records)
         except _Refusal as refusal:
-            return self._refuse(JSON_RECEIVER, peer, refusal)
+            return self._refuse(JSON_RECEIVER, req.peer, refusal)
         return _accepted(records)
 
     def webhook(self, receiver: str) -> Callable[[Request], Awaitable[Response]]:
@@ -238,12 +256,25 @@ class _IngestEndpoints:
 
     # --- steps ---
 
-    def _authenticate(self, request: Request) -> None:
+    def head(self, kind: str, req: IngestRequest) -> None:
+        """A request of `kind` whose head has arrived: counted, authenticated, and refused
+        (raises _Refusal) when the body it declares is over the limit."""
+        self._received[kind].inc()
+        self._authenticate(req.method, req.target, req.authorization)
+        if req.method == "POST":
+            self._check_declared(req.content_length)
+
+    def _check_declared(self, declared: str) -> None:
+        """Refuses a body declared (Content-Length) over the limit before reading any of it."""
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise _Refusal(
+                413, "too_large", f"body of {declared} bytes; at most {self.max_body_bytes}"
+            )
+
+    def _authenticate(self, method: str, target: str, authorization: str | None) -> None:
         if self.auth is None:
             return
-        result = self.auth.check(
-            request.method, request_target(request.scope), request.headers.get("authorization")
-        )
+        result = self.auth.check(method, target, authorization)
         if result.ok:
             return
         challenges = [("WWW-Authenticate", c) for c in self.auth.challenges(stale=result.stale)]
@@ -253,12 +284,29 @@ class _IngestEndpoints:
         detail = f"{result.reason} (user {result.user[:64]!r})" if result.user else result.reason
         raise _Refusal(401, "auth", detail, challenges)
 
+    def _form_record(self, req: IngestRequest, body: bytes) -> Record:
+        """The record of an innovaphone request: its fields are in the body of a POST, or in
+        the query (a GET, or a POST with an empty body: some senders do that)."""
+        data = body if body.strip() else req.query
+        try:
+            return parse_form(
+                data,
+                received_at=req.received_at,
+                sender=req.peer,
+                receiver=FORM_RECEIVER,
+                scheme=self.scheme,
+            )
+        except ParseError as e:
+            raise _Refusal(400, e.reason, str(e)) from None
+        except Exception as e:  # a parser bug: keep the message and answer 200, never 500
+            return unparsed_record(
+                data, e, received_at=req.received_at, sender=req.peer, receiver=FORM_RECEIVER
+            )
+
     async def _read_body(self, request: Request) -> bytes:
         """The request body, refused as soon as it passes `max_body_bytes` (chunked or not)."""
+        self._check_declared(request.headers.get("content-length", ""))
         limit = self.max_body_bytes
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise _Refusal(413, "too_large", f"body of {declared} bytes; at most {limit}")
         chunks: list[bytes] = []
         size = 0
         try:
@@ -284,9 +332,23 @@ class _IngestEndpoints:
         received_at: float,
         peer: str,
     ) -> list[Record]:
-        """`parser` (a JSON body → Records) on `body`; bad input is a 400 refusal."""
+        """`parser` (a JSON body → Records) on `body`, a big one in a worker thread."""
+        if len(body) > _THREAD_PARSE_BYTES:
+            return await asyncio.to_thread(
+                self._parse_now, parser, receiver, body, received_at, peer
+            )
+        return self._parse_now(parser, receiver, body, received_at, peer)
 
-        def parse() -> list[Record]:
+    def _parse_now(
+        self,
+        parser: Callable[..., list[Record]],
+        receiver: str,
+        body: bytes,
+        received_at: float,
+        peer: str,
+    ) -> list[Record]:
+        """`parser` on `body`; bad input is a 400 refusal."""
+        try:
             return parser(
                 body,
                 received_at=received_at,
@@ -295,11 +357,6 @@ class _IngestEndpoints:
                 scheme=self.scheme,
                 max_records=self.max_records,
             )
-
-        try:
-            if len(body) > _THREAD_PARSE_BYTES:
-                return await asyncio.to_thread(parse)
-            return parse()
         except ParseError as e:
             raise _Refusal(400, e.reason, str(e)) from None
         except Exception as e:  # a parser bug: keep the body as one log record, never a 500
@@ -308,6 +365,7 @@ class _IngestEndpoints:
             ]
 
     async def _store(self, receiver: str, records: Sequence[Record]) -> None:
+        """`records` into the spool, counted; a refusal (_Refusal) when they cannot be."""
         try:
             await self.spool.put(records)
         except SpoolFull as e:
@@ -323,8 +381,16 @@ class _IngestEndpoints:
                 "records could not be stored: retry later",
                 [("Retry-After", "5")],
             ) from None
+        self._count_accepted(receiver, records)
+
+    def _count_accepted(self, receiver: str, records: Sequence[Record]) -> None:
+        accepted = self._accepted
         for record in records:
-            self.metrics.accepted.labels(receiver, record.kind.value).inc()
+            kind = record.kind.value
+            counter = accepted.get((receiver, kind))
+            if counter is None:
+                counter = accepted[receiver, kind] = self.metrics.accepted.labels(receiver, kind)
+            counter.inc()
             # Kept with a problem noted (a parser failure among them): counted as the stream
             # receivers count it.
             for key in record.extras.keys() & DEGRADED.keys():
@@ -392,6 +458,146 @@ class _CatchAll(Route):
         return super().matches(scope)
 
 
+# What a request answered on the direct path is told, once its records are stored.
+_Answer = Callable[[Response], None]
+
+
+class DirectIngest:
+    """The hot ingest requests, answered by HttpServer's protocol (ingest/httpdirect.py)
+    straight from the parsed request instead of through an ASGI task and Starlette.
+
+    The steps are the endpoints' own (auth, body limits, parsing, metrics, refusals and
+    answers), so a sender cannot tell the two paths apart. What differs is the spool: the
+    records of every request that completed in one turn of the event loop go to the spool in
+    one put, and on a refusal of that put each request's records are put on their own, so
+    one sender's refusal is never another's.
+    """
+
+    def __init__(self, endpoints: _IngestEndpoints, form_paths: Sequence[str]) -> None:
+        self._endpoints = endpoints
+        self._form_paths = frozenset(form_paths) - _SERVICE_PATHS  # those routes come first
+        self.max_body_bytes = endpoints.max_body_bytes
+        self.body_timeout_s = endpoints.body_timeout_s
+        self._waiting: list[tuple[str, IngestRequest, list[Record], _Answer]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def kind(self, method: bytes, path: str) -> str | None:
+        """FORM or RECORDS when a request of `method` on `path` is one of ours, else None
+        (Starlette answers it)."""
+        if path == RECORDS_PATH:
+            return RECORDS if method == b"POST" else None
+        if path in self._form_paths and method in (b"GET", b"POST"):
+            return FORM
+        return None
+
+    def head(self, kind: str, req: IngestRequest) -> Response | None:
+        """The answer to a request refused on its head alone (auth, declared size), else
+        None: read the body (a GET's is ignored)."""
+        try:
+            self._endpoints.head(kind, req)
+        except _Refusal as refusal:
+            return self._refuse(kind, req, refusal)
+        return None
+
+    def too_large(self, kind: str, req: IngestRequest) -> Response:
+        refusal = _Refusal(413, "too_large", f"body over {self.max_body_bytes} bytes")
+        return self._refuse(kind, req, refusal)
+
+    def too_slow(self, kind: str, req: IngestRequest) -> Response:
+        refusal = _Refusal(
+            408, "body_timeout", f"body not received within {self.body_timeout_s:g} s"
+        )
+        return self._refuse(kind, req, refusal)
+
+    def body(self, kind: str, req: IngestRequest, body: bytes, answer: _Answer) -> None:
+        """The whole request is in: parse it and store its records; `answer` is called with
+        the response once they are stored (or refused)."""
+        e = self._endpoints
+        receiver = _receiver(kind)
+        try:
+            if kind == FORM:
+                records = [e._form_record(req, body if req.method == "POST" else b"")]
+            elif len(body) > _THREAD_PARSE_BYTES:
+                self._spawn(self._parse_aside(req, body, answer))
+                return
+            else:
+                records = e._parse_now(
+                    parse_json_records, JSON_RECEIVER, body, req.received_at, req.peer
+                )
+        except _Refusal as refusal:
+            answer(self._refuse(kind, req, refusal))
+            return
+        self._put_soon(receiver, req, records, answer)
+
+    async def _parse_aside(self, req: IngestRequest, body: bytes, answer: _Answer) -> None:
+        try:
+            records = await self._endpoints._parse(
+                parse_json_records, JSON_RECEIVER, body, req.received_at, req.peer
+            )
+        except _Refusal as refusal:
+            answer(self._refuse(RECORDS, req, refusal))
+            return
+        self._put_soon(JSON_RECEIVER, req, records, answer)
+
+    def _put_soon(
+        self, receiver: str, req: IngestRequest, records: list[Record], answer: _Answer
+    ) -> None:
+        if not self._waiting:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._waiting.append((receiver, req, records, answer))
+
+    def _flush(self) -> None:
+        """One put for the requests completed in this turn of the loop (the durable spool
+        also commits the puts that wait for it together)."""
+        waiting, self._waiting = self._waiting, []
+        self._spawn(self._put(waiting))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _put(self, waiting: list[tuple[str, IngestRequest, list[Record], _Answer]]) -> None:
+        e = self._endpoints
+        if len(waiting) > 1:
+            try:
+                await e.spool.put([r for _, _, records, _ in waiting for r in records])
+            except Exception:  # each request's own put below answers (and logs) why
+                pass
+            else:
+                for receiver, _, records, answer in waiting:
+                    e._count_accepted(receiver, records)
+                    answer(_stored(receiver, records))
+                return
+        for receiver, req, records, answer in waiting:
+            try:
+                await e._store(receiver, records)
+            except _Refusal as refusal:
+                answer(e._refuse(receiver, req.peer, refusal))
+            else:
+                answer(_stored(receiver, records))
+
+    def _refuse(self, kind: str, req: IngestRequest, refusal: _Refusal) -> Response:
+        return self._endpoints._refuse(_receiver(kind), req.peer, refusal)
+
+
+def _receiver(kind: str) -> str:
+    return FORM_RECEIVER if kind == FORM else JSON_RECEIVER
+
+
+def _stored(receiver: str, records: Sequence[Record]) -> Response:
+    """The answer to a request whose records are stored: what the endpoints answer, built
+    without rendering JSON (record ids are hex digits)."""
+    if receiver == FORM_RECEIVER:
+        return _OK
+    ids = ",".join([f'"{r.id}"' for r in records])
+    body = f'{{"accepted":{len(records)},"ids":[{ids}]}}'
+    return Response(body, media_type="application/json")
+
+
+_OK = PlainTextResponse("OK")  # only read: one for every innovaphone request
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     reasons = {404: "not_found", 405: "method_not_allowed"}
@@ -438,7 +644,7 @@ def build_ingest_app(
         history_guard=history_guard,
         webhook_auth=webhook_auth,
     )
-    service: list[BaseRoute] = [
+    service: list[BaseRoute] = [  # the paths are _SERVICE_PATHS
         Route("/healthz", endpoints.healthz, methods=["GET"]),
         Route("/metrics", endpoints.metrics_text, methods=["GET"]),
         Route(RECORDS_PATH, endpoints.records, methods=["GET", "POST"]),
@@ -453,4 +659,7 @@ def build_ingest_app(
     ]
     if catch_all:
         routes.append(_CatchAll(endpoints.innovaphone, others=service))
-    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    # HttpServer's protocol answers these requests itself (see DirectIngest).
+    app.state.direct_ingest = DirectIngest(endpoints, paths)
+    return app

@@ -24,13 +24,16 @@ import socket
 import time
 from collections.abc import Generator
 from typing import Any
+from urllib.parse import unquote
 
+import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from notifier.config import host_port
 from notifier.ingest.connections import ConnectionLimits, Refusal
-from notifier.ingest.http import FORM_RECEIVER, error_response
+from notifier.ingest.http import FORM_RECEIVER, DirectIngest, IngestRequest, error_response
+from notifier.ingest.httpdirect import DirectCycle
 from notifier.ingest.stream import Refusals, format_peer
 from notifier.log import get_logger
 from notifier.metrics import Metrics
@@ -75,10 +78,14 @@ def _refusal_app(refusal: Refusal) -> Any:
 
 
 def _protocol(
-    header_timeout_s: float, max_header_bytes: int, limits: ConnectionLimits[Any]
+    header_timeout_s: float,
+    max_header_bytes: int,
+    limits: ConnectionLimits[Any],
+    direct: DirectIngest | None = None,
 ) -> type[Any]:
     """The HTTP protocol class: httptools (the C parser, with our own head-size limit, which
-    h11 has built in), with the header timeout and the connection limits."""
+    h11 has built in), with the header timeout and the connection limits; the requests
+    `direct` takes are answered on the direct path (ingest/httpdirect.py)."""
     base = HttpToolsProtocol
     # Refused connections waiting for their request head to be answered 503; more than
     # `max_connections` of them are closed at once (already counted), so they stay bounded.
@@ -91,7 +98,9 @@ def _protocol(
         _header_timer: asyncio.TimerHandle | None = None
         _head_bytes = 0
         _idle_from: float | None = None
+        _direct = direct
         sender = ""
+        cycle: Any  # uvicorn's RequestResponseCycle, or a DirectCycle
 
         # httptools callbacks (h11 never calls these): count the head as it arrives.
         def on_message_begin(self) -> None:
@@ -122,11 +131,77 @@ def _protocol(
                     return
                 refusing.add(self)
                 self.app = _refusal_app(refusal)  # uvicorn runs `self.app` for each request
+                self._direct = None
             self._arm_header_timer()
 
         def data_received(self, data: bytes) -> None:
             self._idle_from = None
             super().data_received(data)
+
+        # The direct path: its requests get a DirectCycle instead of an ASGI task.
+        def on_headers_complete(self) -> None:
+            if self._direct is not None and not self.parser.should_upgrade():
+                cycle = self._direct_cycle(self._direct)
+                if cycle is not None:
+                    existing, self.cycle = self.cycle, cycle
+                    if existing is None or existing.response_complete:
+                        cycle.start()
+                    else:  # pipelined: its turn comes in on_response_complete
+                        self.flow.pause_reading()
+                        self.pipeline.appendleft((cycle, None))
+                    return
+            super().on_headers_complete()
+
+        def _direct_cycle(self, direct: DirectIngest) -> DirectCycle | None:
+            try:
+                parsed = httptools.parse_url(self.url)
+                path = parsed.path.decode("ascii")
+            except (httptools.HttpParserError, UnicodeDecodeError):
+                return None  # uvicorn answers it as it would any other
+            kind = direct.kind(self.parser.get_method(), unquote(path) if "%" in path else path)
+            if kind is None:
+                return None
+            headers = dict(reversed(self.headers))  # the first of a repeated header, as Starlette
+            target = parsed.path.decode("latin-1")
+            if parsed.query:
+                target += "?" + parsed.query.decode("latin-1")
+            authorization = headers.get(b"authorization")
+            request = IngestRequest(
+                method=self.parser.get_method().decode("ascii"),
+                target=target,
+                query=parsed.query or b"",
+                authorization=None if authorization is None else authorization.decode("latin-1"),
+                content_length=headers.get(b"content-length", b"").decode("latin-1"),
+                peer=host_port(*self.client) if self.client else "unknown",
+                received_at=time.time(),
+            )
+            return DirectCycle(
+                self,
+                direct,
+                kind,
+                request,
+                keep_alive=self.parser.get_http_version() != "1.0"
+                and self.parser.should_keep_alive(),
+                expect_continue=self.expect_100_continue,
+            )
+
+        def on_body(self, body: bytes) -> None:
+            if type(self.cycle) is DirectCycle:
+                self.cycle.on_body(body)
+            else:
+                super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            if type(self.cycle) is DirectCycle:
+                self.cycle.on_message_complete()
+            else:
+                super().on_message_complete()
+
+        def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+            if type(cycle) is DirectCycle:
+                cycle.start()
+            else:
+                super()._start_asgi_task(cycle, app)
 
         def on_response_complete(self) -> None:
             self._idle_from = time.monotonic()
@@ -185,6 +260,7 @@ class HttpServer:
         header_timeout_s: float = 30.0,
         max_header_bytes: int = 64 * 1024,
         timeout_graceful_shutdown: int = 10,
+        direct_path: bool = True,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -196,11 +272,18 @@ class HttpServer:
             gauge=metrics.connections.labels(FORM_RECEIVER),
             reject=Refusals(FORM_RECEIVER, metrics).reject,
         )
+        # The ingest app's hot requests skip the ASGI stack (ingest/http.py, DirectIngest).
+        direct = getattr(getattr(app, "state", None), "direct_ingest", None)
         self._config = uvicorn.Config(
             app,
             host=host,
             port=port,
-            http=_protocol(header_timeout_s, max_header_bytes, self.connections),
+            http=_protocol(
+                header_timeout_s,
+                max_header_bytes,
+                self.connections,
+                direct if direct_path else None,
+            ),
             ws="none",
             lifespan="off",  # app.py starts and stops what the app needs
             log_config=None,  # logging is set up by notifier.log

@@ -182,7 +182,11 @@ def encode(record: Record) -> tuple[str, bytes]:
     """(JSON without raw, raw bytes): raw is stored as a BLOB, losslessly."""
     data: dict[str, Any] = record.to_dict()
     del data["raw"]
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False), record.raw
+    return _ENCODER.encode(data), record.raw
+
+
+# json.dumps(data, separators=(",", ":"), ensure_ascii=False) without a new encoder per record.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def decode(data: str, raw: bytes) -> Record:

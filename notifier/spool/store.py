@@ -308,6 +308,7 @@ class Store:
                 self.rejected += len(fresh)
                 raise SpoolFull(_full_message(cause, self._max_entries, self._max_bytes))
             dropped = self._make_room(txn, cause, fresh, sizes, over_entries, over_bytes)
+            txn.notify = True  # a drop notice may be due
             keep = [i for i in range(len(fresh)) if i not in dropped]
             fresh = [fresh[i] for i in keep]
             owes = [owes[i] for i in keep]
@@ -376,7 +377,9 @@ class Store:
         txn.inserted_bytes += sum(row[5] for row in staged.records) + ROW_OVERHEAD * len(
             staged.records
         )
-        txn.notify = True
+        # Consumers wake for what they are owed: records nobody wants (history only) wake
+        # nobody, or every put would cost each route an empty lease.
+        txn.notify = txn.notify or bool(staged.deliveries)
 
     def leave_history(self, c: Counts) -> None:
         """Delete delivered records that the newest `history_entries` pushed out."""

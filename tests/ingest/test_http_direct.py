@@ -1,0 +1,295 @@
+"""The direct path (ingest/httpdirect.py) answers the hot ingest requests as Starlette did.
+
+Each request, as raw bytes on one connection, goes to a receiver with the direct path and to
+one without it (`direct_path=False`: every request through uvicorn's ASGI cycle and the
+Starlette app, as before the direct path); the answers (status, headers but the date, body),
+what the spool holds and the ingest counters must be the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from notifier.ingest import http as http_module
+from notifier.ingest.httpauth import HttpAuth
+from notifier.spool import MemorySpool
+from notifier.spool.base import Overflow
+from tests.ingest.http_fixtures import Receiver, running_receiver
+
+ALARM = {"type": "alarm", "code": "0x00010002", "severity": "major", "host": "gw1", "text": "L1"}
+FORM = "evt=ALARM&text=Link+down&code=0x1&sev=2&hw=009033000001"
+BASIC = "Basic " + base64.b64encode(b"pbx:secret").decode()
+# Record ids and Digest nonces differ from one receiver to the other.
+_VARYING = re.compile(rb'[0-9a-f]{26}|nonce="[^"]*"')
+
+
+def post(path: str, body: bytes, *headers: str, content_type: str = "application/json") -> bytes:
+    head = [f"POST {path} HTTP/1.1", "Host: notifier", f"Content-Type: {content_type}"]
+    head += [f"Content-Length: {len(body)}", *headers]
+    return "\r\n".join(head).encode() + b"\r\n\r\n" + body
+
+
+def get(target: str, *headers: str, version: str = "1.1") -> bytes:
+    return "\r\n".join([f"GET {target} HTTP/{version}", "Host: notifier", *headers]).encode() + (
+        b"\r\n\r\n"
+    )
+
+
+def chunked(path: str, chunks: Sequence[bytes]) -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: notifier\r\nTransfer-Encoding: chunked\r\n\r\n"
+    body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+    return head.encode() + body
+
+
+async def exchange(receiver: Receiver, data: bytes, answers: int) -> list[bytes]:
+    """`data` on a new connection; the first `answers` responses (100 Continue counts), each
+    without its date header; fewer if the server closes the connection first."""
+    port = receiver.server.port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    out: list[bytes] = []
+    try:
+        writer.write(data)
+        for _ in range(answers):
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            except asyncio.IncompleteReadError:
+                break
+            lines = [line for line in head.split(b"\r\n") if not line.startswith(b"date:")]
+            length = 0
+            for line in lines:
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            body = b"" if data.startswith(b"HEAD ") else await reader.readexactly(length)
+            out.append(_VARYING.sub(b"<varies>", b"\r\n".join(lines) + body))
+        closed = await _closed(reader)
+        out.append(b"<closed>" if closed else b"<open>")
+    finally:
+        writer.close()
+    return out
+
+
+async def _closed(reader: asyncio.StreamReader) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(1), 0.3) == b""
+    except TimeoutError:
+        return False
+
+
+def stored(receiver: Receiver) -> list[dict[str, Any]]:
+    return [
+        {k: v for k, v in r.to_dict().items() if k not in ("id", "received_at", "sender")}
+        for r in receiver.spool.history(100)
+    ]
+
+
+def counters(receiver: Receiver) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in receiver.metrics.registry.collect():
+        if family.name.startswith("notifier_ingest"):
+            for s in family.samples:
+                if s.name.endswith("_total"):
+                    out[s.name, tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+async def both(
+    data: bytes, answers: int = 1, **app: Any
+) -> tuple[list[bytes], list[bytes], Receiver, Receiver]:
+    results = []
+    for direct in (True, False):
+        async with running_receiver(server_options={"direct_path": direct}, **app) as r:
+            results.append((await exchange(r, data, answers), r))
+    (direct_answers, d), (asgi_answers, a) = results
+    return direct_answers, asgi_answers, d, a
+
+
+REQUESTS = {
+    "form GET": (get(f"/log?{FORM}"), 1),
+    "form GET, HTTP/1.0": (get(f"/log?{FORM}", version="1.0"), 1),
+    "form GET, Connection: close": (get(f"/alarm?{FORM}", "Connection: close"), 1),
+    "form GET, percent-encoded path": (get(f"/l%6Fg?{FORM}"), 1),
+    "form GET, a body that is not read": (
+        get(f"/log?{FORM}", "Content-Length: 5").rstrip(b"\r\n") + b"\r\n\r\nhello",
+        1,
+    ),
+    "form POST": (post("/log", FORM.encode(), content_type="x"), 1),
+    "form POST, empty body, fields in the query": (post(f"/log?{FORM}", b""), 1),
+    "form POST, no fields": (post("/log", b"x=1"), 1),
+    "JSON alarm": (post("/api/v1/records", json.dumps(ALARM).encode()), 1),
+    "JSON batch": (post("/api/v1/records", json.dumps([ALARM, ALARM]).encode()), 1),
+    "JSON chunked": (chunked("/api/v1/records", [b'{"text":', b' "x"}']), 1),
+    "JSON invalid": (post("/api/v1/records", b'{"text": '), 1),
+    "JSON empty array": (post("/api/v1/records", b"[]"), 1),
+    "JSON bad field": (post("/api/v1/records", b'{"text": "x", "severity": []}'), 1),
+    "declared too large": (post("/api/v1/records", b"x" * 2000), 1),
+    "chunked too large": (chunked("/log", [b"x" * 600, b"y" * 600]), 1),
+    "Expect: 100-continue": (
+        post("/api/v1/records", b'{"text": "x"}', "Expect: 100-continue"),
+        2,
+    ),
+    "Expect: 100-continue, too large": (
+        post("/api/v1/records", b"x" * 2000, "Expect: 100-continue"),
+        1,
+    ),
+    "pipelined: three requests in one write": (
+        post("/api/v1/records", b'{"text": "a"}')
+        + get(f"/log?{FORM}")
+        + post("/api/v1/records", b'{"text": "b"}'),
+        3,
+    ),
+    "pipelined: a refused one between two": (
+        post("/log", FORM.encode()) + post("/api/v1/records", b"{") + get(f"/log?{FORM}"),
+        3,
+    ),
+    "pipelined: a service request between two": (
+        get(f"/log?{FORM}") + get("/api/v1/records?limit=x") + get(f"/log?{FORM}"),
+        3,
+    ),
+    "records API, GET (not on the direct path)": (get("/api/v1/records?limit=1"), 1),
+    "records API, PUT (not on the direct path)": (
+        post("/api/v1/records", b"{}").replace(b"POST", b"PUT", 1),
+        1,
+    ),
+    "HEAD on a form path (not on the direct path)": (
+        get(f"/log?{FORM}").replace(b"GET", b"HEAD", 1),
+        1,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(REQUESTS))
+async def test_the_direct_path_answers_and_stores_as_starlette(name: str) -> None:
+    data, answers = REQUESTS[name]
+    direct, asgi, d, a = await both(data, answers, max_body_bytes=1000)
+    assert direct == asgi
+    assert stored(d) == stored(a)
+    assert counters(d) == counters(a)
+
+
+AUTH_REQUESTS = {
+    "no credentials": get(f"/log?{FORM}"),
+    "wrong password": get(f"/log?{FORM}", "Authorization: Basic " + "eDp5"),
+    "right password": get(f"/log?{FORM}", f"Authorization: {BASIC}"),
+    "right password, JSON": post("/api/v1/records", b'{"text":"x"}', f"Authorization: {BASIC}"),
+    "no credentials, a body over the limit": post("/api/v1/records", b"x" * 2000),
+}
+
+
+@pytest.mark.parametrize("name", list(AUTH_REQUESTS))
+async def test_the_direct_path_authenticates_as_starlette(name: str) -> None:
+    auth = HttpAuth("basic", {"pbx": "secret"})
+    direct, asgi, d, a = await both(AUTH_REQUESTS[name], auth=auth, max_body_bytes=1000)
+    assert direct == asgi
+    assert stored(d) == stored(a)
+    assert counters(d) == counters(a)
+
+
+async def test_digest_signs_the_target_as_sent() -> None:
+    """The `uri` a Digest response signs is the request target as sent (percent-encoding and
+    query included): the direct path checks it against the same string as Starlette did."""
+    for direct in (True, False):
+        auth = HttpAuth("digest", {"pbx": "secret"})
+        async with running_receiver(server_options={"direct_path": direct}, auth=auth) as r:
+            target = f"/l%6Fg?{FORM}"
+            challenge = await exchange(r, get(target), 1)
+            nonce = re.search(rb'nonce="([^"]*)"', _raw_challenge(auth)).group(1).decode()  # type: ignore[union-attr]
+            assert b"401" in challenge[0]
+            header = _digest_header(auth, nonce, target)
+            answer = await exchange(r, get(target, f"Authorization: {header}"), 1)
+            assert answer[0].startswith(b"HTTP/1.1 200"), (direct, answer)
+            wrong = _digest_header(auth, nonce, "/log")  # signed for another target
+            refused = await exchange(r, get(target, f"Authorization: {wrong}"), 1)
+            assert refused[0].startswith(b"HTTP/1.1 401"), (direct, refused)
+
+
+def _raw_challenge(auth: HttpAuth) -> bytes:
+    return auth.challenges(stale=False)[0].encode()
+
+
+def _digest_header(auth: HttpAuth, nonce: str, uri: str) -> str:
+    realm = re.search(r'realm="([^"]*)"', auth.challenges(stale=False)[0]).group(1)  # type: ignore[union-attr]
+
+    def h(s: str) -> str:
+        return hashlib.md5(s.encode()).hexdigest()  # Digest MD5, as a device computes it
+
+    ha1 = h(f"pbx:{realm}:secret")
+    ha2 = h(f"GET:{uri}")
+    cnonce, nc = "0a4f113b", "00000001"
+    response = h(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}")
+    return (
+        f'Digest username="pbx", realm="{realm}", nonce="{nonce}", uri="{uri}", '
+        f'qop=auth, nc={nc}, cnonce="{cnonce}", response="{response}", algorithm=MD5'
+    )
+
+
+async def test_hot_requests_never_reach_the_asgi_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The direct path is really taken: with the Starlette endpoints broken, the hot
+    requests are still answered and stored (and only they)."""
+
+    async def broken(self: Any, request: Any) -> Any:
+        raise AssertionError("the ASGI app was called")
+
+    monkeypatch.setattr(http_module._IngestEndpoints, "innovaphone", broken)
+    monkeypatch.setattr(http_module._IngestEndpoints, "_post_records", broken)
+    async with running_receiver() as r:
+        answers = await exchange(
+            r, get(f"/log?{FORM}") + post("/api/v1/records", json.dumps(ALARM).encode()), 2
+        )
+        assert [a.split(b"\r\n")[0] for a in answers[:2]] == [b"HTTP/1.1 200 OK"] * 2
+        assert len(r.spool.history(10)) == 2
+
+
+async def test_one_senders_refusal_is_not_anothers() -> None:
+    """Requests whose puts are gathered into one: when the spool refuses that put, each
+    request's records are put on their own, so those that fit are stored and answered 200
+    and only the others are refused (503), as if each had come alone."""
+    spool = MemorySpool(consumers=["test"], max_entries=3, overflow=Overflow.REJECT)
+    async with running_receiver(spool=spool) as r:
+        port = r.server.port
+        streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
+        for i, (_, writer) in enumerate(streams):
+            writer.write(post("/api/v1/records", json.dumps({**ALARM, "code": str(i)}).encode()))
+        statuses = []
+        for reader, writer in streams:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            statuses.append(int(head.split()[1]))
+            writer.close()
+        assert sorted(statuses) == [200, 200, 200, 503, 503]
+        assert len(r.spool.history(10)) == 3
+        assert r.counter("accepted", receiver="json", kind="alarm") == 3
+        assert r.counter("rejected", receiver="json", reason="spool_full") == 2
+
+
+async def test_requests_completed_together_share_one_put() -> None:
+    """Many senders at once: their records reach the spool in fewer puts than requests."""
+    spool = MemorySpool(consumers=["test"])
+    puts: list[int] = []
+    real_put = spool.put
+
+    async def counting_put(records: Any) -> None:
+        puts.append(len(records))
+        await real_put(records)
+
+    spool.put = counting_put  # type: ignore[method-assign]
+    async with running_receiver(spool=spool) as r:
+        port = r.server.port
+        streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(20)]
+        for _ in range(5):
+            for _, writer in streams:
+                writer.write(post("/api/v1/records", json.dumps(ALARM).encode()))
+            for reader, _ in streams:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                assert head.startswith(b"HTTP/1.1 200")
+                await reader.readexactly(int(re.search(rb"content-length: (\d+)", head)[1]))  # type: ignore[index]
+        for _, writer in streams:
+            writer.close()
+    assert sum(puts) == 100
+    assert len(puts) < 100
