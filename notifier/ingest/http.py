@@ -509,6 +509,10 @@ class DirectIngest:
         )
         return self._refuse(kind, req, refusal)
 
+    def gone(self, kind: str, req: IngestRequest) -> None:
+        """The sender went away before its body had arrived: counted and logged."""
+        self._refuse(kind, req, _Refusal(400, "disconnected", "the client went away mid-body"))
+
     def body(self, kind: str, req: IngestRequest, body: bytes, answer: _Answer) -> None:
         """The whole request is in: parse it and store its records; `answer` is called with
         the response once they are stored (or refused)."""
@@ -567,18 +571,26 @@ class DirectIngest:
             else:
                 for receiver, _, records, answer in waiting:
                     e._count_accepted(receiver, records)
-                    answer(_stored(receiver, records))
+                    _tell(answer, _stored(receiver, records))
                 return
         for receiver, req, records, answer in waiting:
             try:
                 await e._store(receiver, records)
             except _Refusal as refusal:
-                answer(e._refuse(receiver, req.peer, refusal))
+                _tell(answer, e._refuse(receiver, req.peer, refusal))
             else:
-                answer(_stored(receiver, records))
+                _tell(answer, _stored(receiver, records))
 
     def _refuse(self, kind: str, req: IngestRequest, refusal: _Refusal) -> Response:
         return self._endpoints._refuse(_receiver(kind), req.peer, refusal)
+
+
+def _tell(answer: _Answer, response: Response) -> None:
+    """`answer(response)`; a failure is logged and never keeps the others from theirs."""
+    try:
+        answer(response)
+    except Exception as e:
+        log.error("direct_answer_failed", error=f"{type(e).__name__}: {e}", exc_info=e)
 
 
 def _receiver(kind: str) -> str:

@@ -227,7 +227,8 @@ class HttpAuth:
             cnonce=cnonce,
         )
         if (
-            not hmac.compare_digest(expected, params["response"].lower())
+            # As bytes: compare_digest refuses str with non-ASCII characters (TypeError).
+            not hmac.compare_digest(expected.encode(), params["response"].lower().encode())
             or user not in self._passwords
         ):
             return AuthResult(False, user=user, reason="wrong user name or password")
@@ -250,7 +251,7 @@ class HttpAuth:
 
     def _nonce_issued(self, nonce: str) -> float | None:
         body, mac = nonce[:28], nonce[28:]
-        if len(nonce) != 60 or not hmac.compare_digest(mac, self._sign(body)):
+        if len(nonce) != 60 or not hmac.compare_digest(mac.encode(), self._sign(body).encode()):
             return None
         return float(int(body[:12], 16))
 

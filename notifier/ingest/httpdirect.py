@@ -66,6 +66,7 @@ class DirectCycle:
         "_complete",
         "_direct",
         "_expect_continue",
+        "_finished",
         "_kind",
         "_over",
         "_protocol",
@@ -95,37 +96,51 @@ class DirectCycle:
         self._expect_continue = expect_continue
         self._chunks: list[bytes] = []
         self._size = 0
-        self._over = False  # the body passed the limit before the request started
+        self._over = False  # the body passed the limit (before the request started)
         self._complete = False  # the whole request (body included) has arrived
-        self._started = False
+        self._started = False  # its turn on the connection has come
+        self._finished = False  # handed to DirectIngest.body (or answered)
         self._body_timer: asyncio.TimerHandle | None = None
         self.keep_alive = keep_alive
         self.disconnected = False
         self.response_complete = False
         self.message_event = _NO_EVENT
 
+    @property
+    def _reads_body(self) -> bool:
+        """A POST's body holds its fields; a GET's is not read (as through Starlette)."""
+        return self._request.method == "POST"
+
     # --- from the protocol ---
 
     def start(self) -> None:
         """Its turn on the connection (at once, or after the requests pipelined before it)."""
+        if self._started or self.disconnected or self._protocol.transport.is_closing():
+            return
         self._started = True
-        refused = self._direct.head(self._kind, self._request)
-        if refused is not None:
-            self.answer(refused)
-        elif self._over:
-            self.answer(self._direct.too_large(self._kind, self._request))
-        elif self._complete:
-            self._finish()
-        else:
-            if self._expect_continue:
-                self._protocol.transport.write(_CONTINUE)
-            self._body_timer = self._protocol.loop.call_later(
-                self._direct.body_timeout_s, self._timed_out
-            )
+        try:
+            refused = self._direct.head(self._kind, self._request)
+            if refused is not None:
+                self.answer(refused)
+            elif not self._reads_body:
+                self._finish()
+            elif self._over:
+                self.answer(self._direct.too_large(self._kind, self._request))
+            else:
+                if self._expect_continue:  # sent when the body is read, as uvicorn does
+                    self._protocol.transport.write(_CONTINUE)
+                if self._complete:
+                    self._finish()
+                else:
+                    self._body_timer = self._protocol.loop.call_later(
+                        self._direct.body_timeout_s, self._timed_out
+                    )
+        except Exception as e:
+            self._fail(e)
 
     def on_body(self, data: bytes) -> None:
-        if self.response_complete or self._over or self._request.method != "POST":
-            return  # answered already, or a GET's body: not read, as through Starlette
+        if self._finished or self.response_complete or self._over or not self._reads_body:
+            return
         self._size += len(data)
         if self._size > self._direct.max_body_bytes:
             self._chunks.clear()
@@ -137,36 +152,62 @@ class DirectCycle:
 
     def on_message_complete(self) -> None:
         self._complete = True
-        if self._started and not self.response_complete and not self._over:
+        if self._started and not (self._finished or self.response_complete or self._over):
             self._finish()
+
+    def lost(self) -> None:
+        """The connection is gone: a body still expected is counted as uvicorn's path counts
+        it (a sender that went away mid-body)."""
+        self.disconnected = True
+        self._stop_timer()
+        if (
+            self._started
+            and self._reads_body
+            and not (self._finished or self.response_complete or self._over)
+        ):
+            self._finished = True
+            self._direct.gone(self._kind, self._request)
 
     # --- answering ---
 
     def _finish(self) -> None:
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
+        self._finished = True
+        self._stop_timer()
         body = b"".join(self._chunks)
         self._chunks.clear()
         try:
             self._direct.body(self._kind, self._request, body, self.answer)
-        except Exception as e:  # a bug of ours: answer as uvicorn answers a failing app
-            log.exception("direct_ingest_failed", error=f"{type(e).__name__}: {e}")
-            self.answer(_INTERNAL_ERROR)
+        except Exception as e:
+            self._fail(e)
+
+    def _fail(self, error: Exception) -> None:
+        """A bug of ours: logged with its traceback, answered as uvicorn answers a failing
+        app (500, and the connection closed)."""
+        log.error(
+            "direct_ingest_failed",
+            error=f"{type(error).__name__}: {error}",
+            sender=self._request.peer,
+            exc_info=error,
+        )
+        self.answer(_INTERNAL_ERROR)
 
     def _timed_out(self) -> None:
         self._body_timer = None
-        if not self.response_complete:
+        if not (self._finished or self.response_complete):
+            self._finished = True
             self.answer(self._direct.too_slow(self._kind, self._request))
+
+    def _stop_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
 
     def answer(self, response: Response) -> None:
         """Write `response` (once) and hand the connection back to the protocol."""
         if self.response_complete:
             return
         self.response_complete = True
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
+        self._stop_timer()
         protocol = self._protocol
         transport = protocol.transport
         if self.disconnected or transport.is_closing():

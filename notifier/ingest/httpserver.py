@@ -141,7 +141,11 @@ def _protocol(
         # The direct path: its requests get a DirectCycle instead of an ASGI task.
         def on_headers_complete(self) -> None:
             if self._direct is not None and not self.parser.should_upgrade():
-                cycle = self._direct_cycle(self._direct)
+                try:
+                    cycle = self._direct_cycle(self._direct)
+                except Exception as e:  # a bug of ours: uvicorn and Starlette take the request
+                    log.error("direct_ingest_failed", error=f"{type(e).__name__}: {e}", exc_info=e)
+                    cycle = None
                 if cycle is not None:
                     existing, self.cycle = self.cycle, cycle
                     if existing is None or existing.response_complete:
@@ -199,7 +203,9 @@ def _protocol(
 
         def _start_asgi_task(self, cycle: Any, app: Any) -> None:
             if type(cycle) is DirectCycle:
-                cycle.start()
+                # A pipelined one, its turn come as the one before was answered: started on
+                # the next turn of the loop (as uvicorn starts a task), not inside that answer.
+                self.loop.call_soon(cycle.start)
             else:
                 super()._start_asgi_task(cycle, app)
 
@@ -209,6 +215,8 @@ def _protocol(
             self._arm_header_timer()
 
         def connection_lost(self, exc: Exception | None) -> None:
+            if type(self.cycle) is DirectCycle:
+                self.cycle.lost()
             if self._header_timer is not None:
                 self._header_timer.cancel()
             limits.release(self)

@@ -51,7 +51,7 @@ from notifier.spool.base import (
 )
 from notifier.spool.drops import DropLedger
 from notifier.spool.policy import SpoolPolicy, as_policy
-from notifier.spool.store import Store
+from notifier.spool.store import Store, encodings
 from notifier.spool.wake import Waker
 
 log = get_logger("notifier.spool")
@@ -214,7 +214,8 @@ class SqliteSpool:
             return
         if not self._open:
             raise SpoolFull("spool is closed", retry_after_s=10)
-        await self._submit(self._store.put, (list(records),), durable=True)
+        records = list(records)
+        await self._submit(self._store.put, (records, encodings(records)), durable=True)
 
     async def lease(self, consumer: str, limit: int, visibility_s: float) -> list[Lease]:
         """Up to `limit` ready records, in the order they became ready (arrival, retry time or
@@ -446,7 +447,7 @@ class SqliteSpool:
             for is_put, run in itertools.groupby(ops, key=lambda op: op.fn == store.put):
                 batch = list(run)
                 if is_put:
-                    outcomes = store.put_group(txn, [op.args[0] for op in batch])
+                    outcomes = store.put_group(txn, [op.args for op in batch])
                 else:
                     outcomes = [store.run(txn, op.fn, op.args) for op in batch]
                 results += [

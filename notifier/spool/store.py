@@ -12,7 +12,7 @@ import math
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,14 @@ class _Staged:
 
     records: list[tuple[Any, ...]] = field(default_factory=list)
     deliveries: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+# A put's records encoded for their row (`schema.encode`), by record id.
+Encodings = Mapping[str, tuple[str, bytes]]
+
+
+def encodings(records: Sequence[Record]) -> Encodings:
+    return {r.id: schema.encode(r) for r in records}
 
 
 def _fresh(records: Sequence[Record], stored: Container[str]) -> list[Record]:
@@ -262,26 +270,28 @@ class Store:
             out.update(conn.execute(f"SELECT id, seq FROM records WHERE id IN ({marks})", chunk))
         return out
 
-    def put_group(self, txn: Txn, batches: list[list[Record]]) -> list[Outcome]:
+    def put_group(self, txn: Txn, puts: list[tuple[list[Record], Encodings]]) -> list[Outcome]:
         """Consecutive puts as one set of statements: the common case, far from any limit.
 
-        A put that would reach a limit takes the general path (`put`, in a savepoint) after
-        what is staged so far is written, so it sees the queue as it is.
+        Each put is its records and their encodings (`schema.encode`, by record id), made on
+        the caller's thread so the writer holds the interpreter lock for less. A put that
+        would reach a limit takes the general path (`put`, in a savepoint) after what is
+        staged so far is written, so it sees the queue as it is.
         """
         c = txn.counts
-        stored: set[str] = set(self._seqs(r.id for batch in batches for r in batch))
+        stored: set[str] = set(self._seqs(r.id for batch, _ in puts for r in batch))
         staged = _Staged()
         results: list[Outcome] = []
-        for batch in batches:
+        for batch, encoded_by_id in puts:
             fresh = _fresh(batch, stored)
             owes = self._policy.owes(fresh)
-            encoded = [schema.encode(r) for r in fresh]
+            encoded = [encoded_by_id[r.id] for r in fresh]
             sizes = [len(data) + len(raw) for data, raw in encoded]
             over_entries, over_bytes = self._over(c, owes, sizes)
             if over_entries > 0 or over_bytes > 0:
                 self._write(txn, staged)
                 staged = _Staged()
-                result = self.run(txn, self.put, (batch,))
+                result = self.run(txn, self.put, (batch, encoded_by_id))
                 if result[1] is None:
                     stored.update(r.id for r in batch)
                 results.append(result)
@@ -292,14 +302,14 @@ class Store:
         self._write(txn, staged)
         return results
 
-    def put(self, txn: Txn, records: list[Record]) -> int:
+    def put(self, txn: Txn, records: list[Record], encoded_by_id: Encodings) -> int:
         """One put near a limit: reject it, or drop to make room (see `_make_room`)."""
         c = txn.counts
         fresh = _fresh(records, self._seqs(r.id for r in records))
         if not fresh:
             return 0
         owes = self._policy.owes(fresh)
-        encoded = [schema.encode(r) for r in fresh]
+        encoded = [encoded_by_id[r.id] for r in fresh]
         sizes = [len(data) + len(raw) for data, raw in encoded]
         over_entries, over_bytes = self._over(c, owes, sizes)
         if over_entries > 0 or over_bytes > 0:

@@ -17,11 +17,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from notifier.ingest import http as http_module
 from notifier.ingest.httpauth import HttpAuth
 from notifier.spool import MemorySpool
 from notifier.spool.base import Overflow
+from tests.ingest.conftest import eventually
 from tests.ingest.http_fixtures import Receiver, running_receiver
 
 ALARM = {"type": "alarm", "code": "0x00010002", "severity": "major", "host": "gw1", "text": "L1"}
@@ -153,6 +155,19 @@ REQUESTS = {
         get(f"/log?{FORM}") + get("/api/v1/records?limit=x") + get(f"/log?{FORM}"),
         3,
     ),
+    "form GET declaring a body it never sends": (
+        get(f"/log?{FORM}", "Content-Length: 5"),
+        1,
+    ),
+    "form GET, Expect: 100-continue": (get(f"/log?{FORM}", "Expect: 100-continue"), 1),
+    "pipelined: a POST with Expect: 100-continue, its body sent": (
+        get(f"/log?{FORM}") + post("/log", FORM.encode(), "Expect: 100-continue"),
+        3,
+    ),
+    "pipelined: 150 refused between two": (
+        get(f"/log?{FORM}") + post("/api/v1/records", b"{") * 150 + get(f"/alarm?{FORM}"),
+        152,
+    ),
     "records API, GET (not on the direct path)": (get("/api/v1/records?limit=1"), 1),
     "records API, PUT (not on the direct path)": (
         post("/api/v1/records", b"{}").replace(b"POST", b"PUT", 1),
@@ -181,6 +196,21 @@ AUTH_REQUESTS = {
     "right password, JSON": post("/api/v1/records", b'{"text":"x"}', f"Authorization: {BASIC}"),
     "no credentials, a body over the limit": post("/api/v1/records", b"x" * 2000),
 }
+DIGEST_REQUESTS = {
+    "no credentials": get(f"/log?{FORM}"),
+    "a response with a non-ASCII byte": get(
+        f"/log?{FORM}",
+        'Authorization: Digest username="pbx", realm="notifier", nonce="x", '
+        f'uri="/log?{FORM}", qop=auth, nc=00000001, cnonce="c", response="\xe9", '
+        "algorithm=MD5",
+    ),
+    "a nonce with a non-ASCII byte": get(
+        f"/log?{FORM}",
+        'Authorization: Digest username="pbx", realm="notifier", nonce="' + "0" * 59 + '\xe9", '
+        f'uri="/log?{FORM}", qop=auth, nc=00000001, cnonce="c", response="00", '
+        "algorithm=MD5",
+    ),
+}
 
 
 @pytest.mark.parametrize("name", list(AUTH_REQUESTS))
@@ -189,6 +219,15 @@ async def test_the_direct_path_authenticates_as_starlette(name: str) -> None:
     direct, asgi, d, a = await both(AUTH_REQUESTS[name], auth=auth, max_body_bytes=1000)
     assert direct == asgi
     assert stored(d) == stored(a)
+    assert counters(d) == counters(a)
+
+
+@pytest.mark.parametrize("name", list(DIGEST_REQUESTS))
+async def test_the_direct_path_refuses_bad_digest_as_starlette(name: str) -> None:
+    auth = HttpAuth("digest", {"pbx": "secret"})
+    direct, asgi, d, a = await both(DIGEST_REQUESTS[name], auth=auth)
+    assert direct == asgi
+    assert direct[0].startswith(b"HTTP/1.1 401")
     assert counters(d) == counters(a)
 
 
@@ -293,3 +332,42 @@ async def test_requests_completed_together_share_one_put() -> None:
             writer.close()
     assert sum(puts) == 100
     assert len(puts) < 100
+
+
+async def test_a_request_that_fails_inside_is_answered_500_and_others_are_not_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug while one request is handled: that one is answered 500 (its connection
+    closed) with the cause logged; requests on other connections are answered as usual."""
+    real = http_module._IngestEndpoints._form_record
+
+    def failing(self: Any, req: Any, body: bytes) -> Any:
+        if b"boom" in req.query:
+            raise RuntimeError("boom")
+        return real(self, req, body)
+
+    monkeypatch.setattr(http_module._IngestEndpoints, "_form_record", failing)
+    async with running_receiver() as r:
+        with capture_logs() as logs:
+            failed, fine = await asyncio.gather(
+                exchange(r, get(f"/log?{FORM}&boom=1") + get(f"/log?{FORM}"), 2),
+                exchange(r, get(f"/log?{FORM}"), 1),
+            )
+        assert failed[0].startswith(b"HTTP/1.1 500")
+        assert failed[-1] == b"<closed>"
+        assert fine[0].startswith(b"HTTP/1.1 200")
+        assert any(e["event"] == "direct_ingest_failed" for e in logs)
+        assert len(r.spool.history(10)) == 1
+
+
+async def test_a_sender_gone_mid_body_is_counted_at_once() -> None:
+    async with running_receiver() as r:
+        _, writer = await asyncio.open_connection("127.0.0.1", r.server.port)
+        writer.write(post("/api/v1/records", b'{"text": "x"}')[:-4])
+        await asyncio.sleep(0.2)
+        writer.close()
+        await eventually(
+            lambda: r.counter("rejected", receiver="json", reason="disconnected") == 1,
+            "the sender gone mid-body counted (the body timeout is 30 s)",
+        )
+        assert r.counter("rejected", receiver="json", reason="body_timeout") == 0

@@ -103,6 +103,8 @@ def _load(body: bytes) -> Any:
             "invalid_utf8", f"the body is not UTF-8: invalid byte at offset {e.start}"
         ) from None
     try:
+        if text.startswith("\ufeff"):  # a second BOM: what json.loads says of it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
         return _DECODER.decode(text)
     except json.JSONDecodeError as e:
         raise ParseError(
