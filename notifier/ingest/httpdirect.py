@@ -20,7 +20,7 @@ from typing import Any
 from starlette.responses import Response
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
-from notifier.ingest.http import DirectIngest, IngestRequest
+from notifier.ingest.http import DirectIngest, IngestRequest, Reply
 from notifier.log import get_logger
 
 log = get_logger(__name__)
@@ -202,7 +202,7 @@ class DirectCycle:
             self._body_timer.cancel()
             self._body_timer = None
 
-    def answer(self, response: Response) -> None:
+    def answer(self, response: Reply) -> None:
         """Write `response` (once) and hand the connection back to the protocol."""
         if self.response_complete:
             return
