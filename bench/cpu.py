@@ -1,7 +1,7 @@
 """CPU time per ingested line, notifier next to rsyslog: a measure a busy machine bends less.
 
-    .venv/bin/python bench/cpu.py [--runs 3] [--seconds 3] [--udp-rate 20000] [--only tcp,udp]
-        [--baseline REV] [--pure-python]
+    .venv/bin/python bench/cpu.py [--runs 3] [--seconds 3] [--udp-rate 20000]
+        [--only tcp,udp,alarm,get] [--baseline REV] [--pure-python]
 
 `bench/ingest.py` measures rates, which on a shared 2-core box mostly measure how often the
 receiver gets a core. This bench measures what each line costs the receiver: the CPU time
@@ -11,6 +11,11 @@ load, divided by the lines it took. The same loads as `bench/ingest.py`: TCP, 4 
 `--udp-rate` for `--seconds` (lines lost to a full socket buffer cost the receiver nothing and
 are not counted). The ratio is notifier / rsyslog: how many times more CPU a line costs
 notifier (1/ratio is the rate notifier would reach against rsyslog if both had a core each).
+
+`alarm` and `get` are HTTP (notifier only, with `wrk`): one JSON alarm per POST to the records
+API, each answered after its durable commit (SQLite), and the innovaphone ``GET /log``; 16
+keep-alive connections for `--seconds`. A request's CPU there is what one core allows: 200 µs
+is 5,000 requests/s.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from bench.common import (
     scratch_dir,
     wait_stable,
 )
-from bench.ingest import _send_tcp, _send_udp, keys_unknown_at
+from bench.ingest import HttpCase, _send_tcp, _send_udp, http_cases, http_wrk, keys_unknown_at
 
 _TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
@@ -60,6 +65,16 @@ def cost_per_line(
     return (cpu_seconds(pid) - before_cpu) / taken * 1e6 if taken else float("nan")
 
 
+def _case(name: str) -> HttpCase:
+    return next(case for case in http_cases() if case.name.startswith(name))
+
+
+def _send_http(url: str, case: HttpCase, seconds: float, workdir: Path) -> tuple[int, float]:
+    """`case` with wrk, 16 connections for `seconds`: (requests answered, seconds)."""
+    result = http_wrk(url, case, 16, seconds, workdir)
+    return round(result.requests_per_s * seconds), seconds
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--runs", type=int, default=3)
@@ -76,6 +91,10 @@ def main() -> int:
     )
     opts = p.parse_args()
     kinds = opts.only.split(",")
+    http = {
+        "alarm": (_case("JSON alarm, 1 per request"), "json"),
+        "get": (_case("innovaphone GET"), "http"),
+    }
     with_rsyslog = rsyslogd_path() is not None
     costs: dict[tuple[str, str], list[float]] = {}
     load = os.getloadavg()[0]
@@ -100,6 +119,14 @@ def main() -> int:
             stack.callback(r.stop)
         for run in range(opts.runs):
             for kind in kinds:
+                if kind in http:
+                    case, receiver = http[kind]
+                    for name, n in notifiers.items():
+                        send = functools.partial(_send_http, n.url, case, opts.seconds, workdir)
+                        us = cost_per_line(n.pid, functools.partial(n.accepted, receiver), send)
+                        costs.setdefault((kind, name), []).append(us)
+                        print(f"run {run + 1} {kind} {name}: {us:.2f} µs/request", file=sys.stderr)
+                    continue
                 peers: list[tuple[str, int, int, Callable[[], float]]] = [
                     (name, n.pid, n.syslog_port, functools.partial(n.accepted, f"syslog-{kind}"))
                     for name, n in notifiers.items()
@@ -136,7 +163,7 @@ def main() -> int:
             )
     print(f"Command: `{' '.join(['.venv/bin/python', 'bench/cpu.py', *sys.argv[1:]])}`")
     print(f"Load average (1 min) before: {load:.2f}\n")
-    headers = ["path", "receiver", "µs CPU/line", "rsyslog µs CPU/line", "÷ rsyslog"]
+    headers = ["path", "receiver", "µs CPU/line (request)", "rsyslog µs CPU/line", "÷ rsyslog"]
     print(markdown_table([*headers, "runs", "runs: rsyslog"], rows))
     return 0
 
