@@ -16,19 +16,28 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
     return make_pki(Path(tmp_path_factory.mktemp("pki")))
 
 
+# Ports free_port handed out in this process: the kernel may give a port it just freed to the
+# next bind(0), and a test that picks several ports before anything listens on them (a
+# notifier's HTTP, syslog and TCP ports) must not get the same one twice.
+_handed_out: set[int] = set()
+
+
 def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
-    """A port free for both TCP and UDP on `host` right now."""
+    """A port free for both TCP and UDP on `host` right now, not handed out before."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     while True:
         with socket.socket(family, kind) as s:
             s.bind((host, 0))
             port = int(s.getsockname()[1])
+        if port in _handed_out:
+            continue
         other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
         try:
             with socket.socket(family, other) as s2:
                 s2.bind((host, port))
         except OSError:
             continue
+        _handed_out.add(port)
         return port
 
 

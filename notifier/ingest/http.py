@@ -368,20 +368,20 @@ class _IngestEndpoints:
         """`records` into the spool, counted; a refusal (_Refusal) when they cannot be."""
         try:
             await self.spool.put(records)
-        except SpoolFull as e:
-            raise _Refusal(
-                503, "spool_full", str(e), [("Retry-After", str(max(1, int(e.retry_after_s))))]
-            ) from None
         except Exception as e:
-            # Not the sender's fault and not theirs to see: they retry, we log the cause.
-            log.error("spool_put_failed", receiver=receiver, error=f"{type(e).__name__}: {e}")
-            raise _Refusal(
-                503,
-                "spool_error",
-                "records could not be stored: retry later",
-                [("Retry-After", "5")],
-            ) from None
+            raise self._put_refusal(receiver, e) from None
         self._count_accepted(receiver, records)
+
+    def _put_refusal(self, receiver: str, error: Exception) -> _Refusal:
+        """What a sender is told when the spool did not take its records."""
+        if isinstance(error, SpoolFull):
+            retry_after = str(max(1, int(error.retry_after_s)))
+            return _Refusal(503, "spool_full", str(error), [("Retry-After", retry_after)])
+        # Not the sender's fault and not theirs to see: they retry, we log the cause.
+        log.error("spool_put_failed", receiver=receiver, error=f"{type(error).__name__}: {error}")
+        return _Refusal(
+            503, "spool_error", "records could not be stored: retry later", [("Retry-After", "5")]
+        )
 
     def _count_accepted(self, receiver: str, records: Sequence[Record]) -> None:
         self._count_all([(receiver, records)])
@@ -584,23 +584,33 @@ class DirectIngest:
 
     async def _put(self, waiting: list[tuple[str, IngestRequest, list[Record], _Answer]]) -> None:
         e = self._endpoints
-        if len(waiting) > 1:
-            try:
-                await e.spool.put([r for _, _, records, _ in waiting for r in records])
-            except Exception:  # each request's own put below answers (and logs) why
-                pass
-            else:
-                e._count_all((receiver, records) for receiver, _, records, _ in waiting)
-                for receiver, _, records, answer in waiting:
-                    _tell(answer, _stored(receiver, records))
+        try:
+            await e.spool.put([r for _, _, records, _ in waiting for r in records])
+        except SpoolFull as full:
+            if len(waiting) == 1:
+                receiver, req, _, answer = waiting[0]
+                _tell(answer, e._refuse(receiver, req.peer, e._put_refusal(receiver, full)))
                 return
-        for receiver, req, records, answer in waiting:
-            try:
-                await e._store(receiver, records)
-            except _Refusal as refusal:
-                _tell(answer, e._refuse(receiver, req.peer, refusal))
-            else:
-                _tell(answer, _stored(receiver, records))
+            # A limit: whether a request's records fit depends on them, so each is put on its
+            # own; one sender's refusal is not another's.
+            for receiver, req, records, answer in waiting:
+                try:
+                    await e._store(receiver, records)
+                except _Refusal as refusal:
+                    _tell(answer, e._refuse(receiver, req.peer, refusal))
+                else:
+                    _tell(answer, _stored(receiver, records))
+            return
+        except Exception as error:
+            # The storage failed (a database outage): every request of the put is told to
+            # retry, at once; putting each again would make the last wait for every failure.
+            failed = e._put_refusal(waiting[0][0], error)
+            for receiver, req, _, answer in waiting:
+                _tell(answer, e._refuse(receiver, req.peer, failed))
+            return
+        e._count_all((receiver, records) for receiver, _, records, _ in waiting)
+        for receiver, _, records, answer in waiting:
+            _tell(answer, _stored(receiver, records))
 
     def _refuse(self, kind: str, req: IngestRequest, refusal: _Refusal) -> Response:
         return self._endpoints._refuse(_receiver(kind), req.peer, refusal)

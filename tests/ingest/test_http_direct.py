@@ -20,9 +20,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from notifier.ingest import http as http_module
+from notifier.ingest.http import RECORDS, IngestRequest, build_ingest_app
 from notifier.ingest.httpauth import HttpAuth
+from notifier.metrics import Metrics
 from notifier.spool import MemorySpool
-from notifier.spool.base import Overflow
+from notifier.spool.base import Overflow, SpoolError
 from tests.ingest.conftest import eventually
 from tests.ingest.http_fixtures import Receiver, running_receiver
 
@@ -371,3 +373,33 @@ async def test_a_sender_gone_mid_body_is_counted_at_once() -> None:
             "the sender gone mid-body counted (the body timeout is 30 s)",
         )
         assert r.counter("rejected", receiver="json", reason="body_timeout") == 0
+
+
+class _BrokenStorage(MemorySpool):
+    """A spool whose storage fails (a database outage): every put raises; puts are counted."""
+
+    def __init__(self) -> None:
+        super().__init__(consumers=["test"])
+        self.puts: list[int] = []
+
+    async def put(self, records: Any) -> None:
+        self.puts.append(len(records))
+        await asyncio.sleep(0.05)  # a failing database takes its time to say so
+        raise SpoolError("connection to the database lost")
+
+
+async def test_a_storage_failure_answers_every_request_of_the_put_at_once() -> None:
+    """Requests gathered into one put that fails for the storage (not a limit) are all told
+    503 to retry, from that one failure: putting each again would make the last of them wait
+    for every failure in turn (a sender timed out during a PostgreSQL outage that way)."""
+    spool = _BrokenStorage()
+    app = build_ingest_app(spool=spool, metrics=Metrics())
+    direct = app.state.direct_ingest
+    answers: list[Any] = []
+    for i in range(5):
+        req = IngestRequest("POST", "/api/v1/records", b"", None, "", f"127.0.0.1:{i}", 0.0)
+        direct.body(RECORDS, req, json.dumps(ALARM).encode(), answers.append)
+    await eventually(lambda: len(answers) == 5, "every request answered")
+
+    assert spool.puts == [5]
+    assert {(a.status_code, json.loads(a.body)["error"]) for a in answers} == {(503, "spool_error")}
