@@ -8,12 +8,22 @@ import time
 from pathlib import Path
 
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 from tests.e2e.test_alarm_mail import account, post_alarm, route, subjects
 from tests.e2e.test_silences import decisions, resend_after_the_repeat_interval, wait_decision
 from tests.service import NotifierProcess, wait_for
 from tests.smtpserver import SmtpTestServer
+
+
+def text_of(browser: webdriver.Chrome, element_id: str) -> str:
+    """The text of the element `element_id` on the page shown now; "" while the browser is
+    between pages (a form posted and redirected: the element found may be gone when read)."""
+    try:
+        return str(browser.find_element(By.ID, element_id).text)
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
 
 
 def test_a_silence_from_the_form_mutes_an_alarm_until_it_is_expired_from_the_page(
@@ -33,13 +43,10 @@ def test_a_silence_from_the_form_mutes_an_alarm_until_it_is_expired_from_the_pag
             form.find_element(By.NAME, "created_by").send_keys("alice")
             form.find_element(By.XPATH, ".//button[@type='submit']").click()
             silences = wait_for(
-                lambda: (
-                    "firmware update" in browser.find_element(By.ID, "silences-list").text
-                    and browser.find_element(By.ID, "silences-list")
-                ),
+                lambda: "firmware update" in (text := text_of(browser, "silences-list")) and text,
                 what="the silence listed on the page",
             )
-            assert "devices: gw21*" in silences.text and "alice" in silences.text
+            assert "devices: gw21*" in silences and "alice" in silences
 
             assert post_alarm(proc, host="gw21a", code="0x00210001").status_code == 200
             wait_decision(proc, "0x00210001", "silenced")
@@ -47,7 +54,7 @@ def test_a_silence_from_the_form_mutes_an_alarm_until_it_is_expired_from_the_pag
 
             browser.find_element(By.XPATH, "//table[@id='silences-list']//button").click()
             wait_for(
-                lambda: "expired" in browser.find_element(By.ID, "silences-list").text,
+                lambda: "expired" in text_of(browser, "silences-list"),
                 what="the silence shown as expired",
             )
             mail = wait_for(
@@ -82,7 +89,7 @@ def test_acknowledging_from_the_alarm_list_stops_the_reminders(
             row.find_element(By.NAME, "by").send_keys("bob")
             row.find_element(By.XPATH, ".//button[text()='acknowledge']").click()
             wait_for(
-                lambda: "acknowledged by bob" in browser.find_element(By.ID, "alarms").text,
+                lambda: "acknowledged by bob" in text_of(browser, "alarms"),
                 what="the alarm shown as acknowledged",
             )
 
