@@ -131,6 +131,10 @@ def _ingest_request(request: Request) -> IngestRequest:
     )
 
 
+def _gone() -> _Refusal:
+    return _Refusal(400, "disconnected", "the client went away mid-body")
+
+
 def history_limit(value: str | None) -> int:
     """The `limit` query argument of the history endpoint; raises _Refusal when it is bad."""
     if value is None or value == "":
@@ -306,23 +310,27 @@ class _IngestEndpoints:
     async def _read_body(self, request: Request) -> bytes:
         """The request body, refused as soon as it passes `max_body_bytes` (chunked or not)."""
         self._check_declared(request.headers.get("content-length", ""))
-        limit = self.max_body_bytes
         chunks: list[bytes] = []
         size = 0
         try:
             async with asyncio.timeout(self.body_timeout_s):
                 async for chunk in request.stream():
                     size += len(chunk)
-                    if size > limit:
-                        raise _Refusal(413, "too_large", f"body over {limit} bytes")
+                    if size > self.max_body_bytes:
+                        raise self.too_large()
                     chunks.append(chunk)
         except TimeoutError:
-            raise _Refusal(
-                408, "body_timeout", f"body not received within {self.body_timeout_s:g} s"
-            ) from None
+            raise self.too_slow() from None
         except ClientDisconnect:
-            raise _Refusal(400, "disconnected", "the client went away mid-body") from None
+            raise _gone() from None
         return b"".join(chunks)
+
+    def too_large(self) -> _Refusal:
+        """A body that passed the limit while it streamed in."""
+        return _Refusal(413, "too_large", f"body over {self.max_body_bytes} bytes")
+
+    def too_slow(self) -> _Refusal:
+        return _Refusal(408, "body_timeout", f"body not received within {self.body_timeout_s:g} s")
 
     async def _parse(
         self,
@@ -370,7 +378,7 @@ class _IngestEndpoints:
             await self.spool.put(records)
         except Exception as e:
             raise self._put_refusal(receiver, e) from None
-        self._count_accepted(receiver, records)
+        self._count_all([(receiver, records)])
 
     def _put_refusal(self, receiver: str, error: Exception) -> _Refusal:
         """What a sender is told when the spool did not take its records."""
@@ -382,9 +390,6 @@ class _IngestEndpoints:
         return _Refusal(
             503, "spool_error", "records could not be stored: retry later", [("Retry-After", "5")]
         )
-
-    def _count_accepted(self, receiver: str, records: Sequence[Record]) -> None:
-        self._count_all([(receiver, records)])
 
     def _count_all(self, puts: Iterable[tuple[str, Sequence[Record]]]) -> None:
         """Counts the records stored, each (receiver, kind) counter once."""
@@ -497,10 +502,16 @@ class DirectIngest:
     def __init__(self, endpoints: _IngestEndpoints, form_paths: Sequence[str]) -> None:
         self._endpoints = endpoints
         self._form_paths = frozenset(form_paths) - _SERVICE_PATHS  # those routes come first
-        self.max_body_bytes = endpoints.max_body_bytes
-        self.body_timeout_s = endpoints.body_timeout_s
         self._waiting: list[tuple[str, IngestRequest, list[Record], _Answer]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self._endpoints.max_body_bytes
+
+    @property
+    def body_timeout_s(self) -> float:
+        return self._endpoints.body_timeout_s
 
     def kind(self, method: bytes, path: str) -> str | None:
         """FORM or RECORDS when a request of `method` on `path` is one of ours, else None
@@ -521,18 +532,14 @@ class DirectIngest:
         return None
 
     def too_large(self, kind: str, req: IngestRequest) -> Response:
-        refusal = _Refusal(413, "too_large", f"body over {self.max_body_bytes} bytes")
-        return self._refuse(kind, req, refusal)
+        return self._refuse(kind, req, self._endpoints.too_large())
 
     def too_slow(self, kind: str, req: IngestRequest) -> Response:
-        refusal = _Refusal(
-            408, "body_timeout", f"body not received within {self.body_timeout_s:g} s"
-        )
-        return self._refuse(kind, req, refusal)
+        return self._refuse(kind, req, self._endpoints.too_slow())
 
     def gone(self, kind: str, req: IngestRequest) -> None:
         """The sender went away before its body had arrived: counted and logged."""
-        self._refuse(kind, req, _Refusal(400, "disconnected", "the client went away mid-body"))
+        self._refuse(kind, req, _gone())
 
     def body(self, kind: str, req: IngestRequest, body: bytes, answer: _Answer) -> None:
         """The whole request is in: parse it and store its records; `answer` is called with

@@ -111,6 +111,11 @@ class DirectCycle:
         """A POST's body holds its fields; a GET's is not read (as through Starlette)."""
         return self._request.method == "POST"
 
+    @property
+    def _wants_body(self) -> bool:
+        """More of the body is still to be read: not handed on, answered or over the limit."""
+        return self._reads_body and not (self._finished or self.response_complete or self._over)
+
     # --- from the protocol ---
 
     def start(self) -> None:
@@ -139,7 +144,7 @@ class DirectCycle:
             self._fail(e)
 
     def on_body(self, data: bytes) -> None:
-        if self._finished or self.response_complete or self._over or not self._reads_body:
+        if not self._wants_body:
             return
         self._size += len(data)
         if self._size > self._direct.max_body_bytes:
@@ -152,7 +157,7 @@ class DirectCycle:
 
     def on_message_complete(self) -> None:
         self._complete = True
-        if self._started and not (self._finished or self.response_complete or self._over):
+        if self._started and self._wants_body:
             self._finish()
 
     def lost(self) -> None:
@@ -160,11 +165,7 @@ class DirectCycle:
         it (a sender that went away mid-body)."""
         self.disconnected = True
         self._stop_timer()
-        if (
-            self._started
-            and self._reads_body
-            and not (self._finished or self.response_complete or self._over)
-        ):
+        if self._started and self._wants_body:
             self._finished = True
             self._direct.gone(self._kind, self._request)
 
@@ -193,7 +194,7 @@ class DirectCycle:
 
     def _timed_out(self) -> None:
         self._body_timer = None
-        if not (self._finished or self.response_complete):
+        if self._wants_body:
             self._finished = True
             self.answer(self._direct.too_slow(self._kind, self._request))
 

@@ -162,7 +162,8 @@ def _protocol(
                 path = parsed.path.decode("ascii")
             except (httptools.HttpParserError, UnicodeDecodeError):
                 return None  # uvicorn answers it as it would any other
-            kind = direct.kind(self.parser.get_method(), unquote(path) if "%" in path else path)
+            method = self.parser.get_method()
+            kind = direct.kind(method, unquote(path) if "%" in path else path)
             if kind is None:
                 return None
             headers = dict(reversed(self.headers))  # the first of a repeated header, as Starlette
@@ -171,7 +172,7 @@ def _protocol(
                 target += "?" + parsed.query.decode("latin-1")
             authorization = headers.get(b"authorization")
             request = IngestRequest(
-                method=self.parser.get_method().decode("ascii"),
+                method=method.decode("ascii"),
                 target=target,
                 query=parsed.query or b"",
                 authorization=None if authorization is None else authorization.decode("latin-1"),

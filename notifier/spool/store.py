@@ -284,9 +284,7 @@ class Store:
         results: list[Outcome] = []
         for batch, encoded_by_id in puts:
             fresh = _fresh(batch, stored)
-            owes = self._policy.owes(fresh)
-            encoded = [encoded_by_id[r.id] for r in fresh]
-            sizes = [len(data) + len(raw) for data, raw in encoded]
+            owes, encoded, sizes = self._rows_of(fresh, encoded_by_id)
             over_entries, over_bytes = self._over(c, owes, sizes)
             if over_entries > 0 or over_bytes > 0:
                 self._write(txn, staged)
@@ -308,9 +306,7 @@ class Store:
         fresh = _fresh(records, self._seqs(r.id for r in records))
         if not fresh:
             return 0
-        owes = self._policy.owes(fresh)
-        encoded = [encoded_by_id[r.id] for r in fresh]
-        sizes = [len(data) + len(raw) for data, raw in encoded]
+        owes, encoded, sizes = self._rows_of(fresh, encoded_by_id)
         over_entries, over_bytes = self._over(c, owes, sizes)
         if over_entries > 0 or over_bytes > 0:
             cause = "queue_full" if over_entries > 0 else "disk_full"
@@ -328,6 +324,13 @@ class Store:
         self._stage(c, fresh, owes, encoded, sizes, staged, txn.now)
         self._write(txn, staged)
         return len(fresh)
+
+    def _rows_of(
+        self, fresh: list[Record], encoded_by_id: Encodings
+    ) -> tuple[list[bool], list[tuple[str, bytes]], list[int]]:
+        """For each record: whether some consumer wants it, its row's (data, raw), its size."""
+        encoded = [encoded_by_id[r.id] for r in fresh]
+        return self._policy.owes(fresh), encoded, [len(data) + len(raw) for data, raw in encoded]
 
     def _over(self, c: Counts, owes: list[bool], sizes: list[int]) -> tuple[int, int]:
         """By how many entries and bytes records of `sizes` would exceed the limits (<= 0:

@@ -53,7 +53,9 @@ def chunked(path: str, chunks: Sequence[bytes]) -> bytes:
     return head.encode() + body
 
 
-async def exchange(receiver: Receiver, data: bytes, answers: int) -> list[bytes]:
+async def exchange(
+    receiver: Receiver, data: bytes, answers: int, *, as_sent: bool = False
+) -> list[bytes]:
     """`data` on a new connection; the first `answers` responses (100 Continue counts), each
     without its date header; fewer if the server closes the connection first."""
     port = receiver.server.port
@@ -72,7 +74,8 @@ async def exchange(receiver: Receiver, data: bytes, answers: int) -> list[bytes]
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":")[1])
             body = b"" if data.startswith(b"HEAD ") else await reader.readexactly(length)
-            out.append(_VARYING.sub(b"<varies>", b"\r\n".join(lines) + body))
+            answer = b"\r\n".join(lines) + body
+            out.append(answer if as_sent else _VARYING.sub(b"<varies>", answer))
         closed = await _closed(reader)
         out.append(b"<closed>" if closed else b"<open>")
     finally:
@@ -240,9 +243,9 @@ async def test_digest_signs_the_target_as_sent() -> None:
         auth = HttpAuth("digest", {"pbx": "secret"})
         async with running_receiver(server_options={"direct_path": direct}, auth=auth) as r:
             target = f"/l%6Fg?{FORM}"
-            challenge = await exchange(r, get(target), 1)
-            nonce = re.search(rb'nonce="([^"]*)"', _raw_challenge(auth)).group(1).decode()  # type: ignore[union-attr]
-            assert b"401" in challenge[0]
+            challenge = await exchange(r, get(target), 1, as_sent=True)
+            assert challenge[0].startswith(b"HTTP/1.1 401")
+            nonce = re.search(rb'nonce="([^"]*)"', challenge[0]).group(1).decode()  # type: ignore[union-attr]
             header = _digest_header(auth, nonce, target)
             answer = await exchange(r, get(target, f"Authorization: {header}"), 1)
             assert answer[0].startswith(b"HTTP/1.1 200"), (direct, answer)
@@ -251,12 +254,9 @@ async def test_digest_signs_the_target_as_sent() -> None:
             assert refused[0].startswith(b"HTTP/1.1 401"), (direct, refused)
 
 
-def _raw_challenge(auth: HttpAuth) -> bytes:
-    return auth.challenges(stale=False)[0].encode()
-
-
 def _digest_header(auth: HttpAuth, nonce: str, uri: str) -> str:
-    realm = re.search(r'realm="([^"]*)"', auth.challenges(stale=False)[0]).group(1)  # type: ignore[union-attr]
+    """The Authorization a device sends for `uri`, answering the challenge's `nonce`."""
+    realm = auth.realm
 
     def h(s: str) -> str:
         return hashlib.md5(s.encode()).hexdigest()  # Digest MD5, as a device computes it
@@ -273,7 +273,8 @@ def _digest_header(auth: HttpAuth, nonce: str, uri: str) -> str:
 
 async def test_hot_requests_never_reach_the_asgi_app(monkeypatch: pytest.MonkeyPatch) -> None:
     """The direct path is really taken: with the Starlette endpoints broken, the hot
-    requests are still answered and stored (and only they)."""
+    requests are still answered and stored (and only they). Without it (`direct_path=False`,
+    the other side of every parity test) they reach the broken endpoints."""
 
     async def broken(self: Any, request: Any) -> Any:
         raise AssertionError("the ASGI app was called")
@@ -286,6 +287,10 @@ async def test_hot_requests_never_reach_the_asgi_app(monkeypatch: pytest.MonkeyP
         )
         assert [a.split(b"\r\n")[0] for a in answers[:2]] == [b"HTTP/1.1 200 OK"] * 2
         assert len(r.spool.history(10)) == 2
+    async with running_receiver(server_options={"direct_path": False}) as r:
+        answers = await exchange(r, get(f"/log?{FORM}"), 1)
+        assert answers[0].startswith(b"HTTP/1.1 500")
+        assert r.spool.history(10) == []
 
 
 async def test_one_senders_refusal_is_not_anothers() -> None:
