@@ -46,7 +46,7 @@ from notifier.ingest.webhooks import WebhookAuth
 from notifier.log import RateLimiter, get_logger
 from notifier.metrics import Metrics
 from notifier.records import ParseError, Record, SeverityScheme
-from notifier.spool.base import Spool, SpoolFull
+from notifier.spool.base import Spool, SpoolFull, SpoolUnavailable
 
 log = get_logger(__name__)
 
@@ -593,22 +593,18 @@ class DirectIngest:
         e = self._endpoints
         try:
             await e.spool.put([r for _, _, records, _ in waiting for r in records])
-        except SpoolFull as full:
-            if len(waiting) == 1:
-                receiver, req, _, answer = waiting[0]
-                _tell(answer, e._refuse(receiver, req.peer, e._put_refusal(receiver, full)))
-                return
-            # A limit: whether a request's records fit depends on them, so each is put on its
-            # own; one sender's refusal is not another's.
-            for receiver, req, records, answer in waiting:
-                try:
-                    await e._store(receiver, records)
-                except _Refusal as refusal:
-                    _tell(answer, e._refuse(receiver, req.peer, refusal))
-                else:
-                    _tell(answer, _stored(receiver, records))
-            return
         except Exception as error:
+            if len(waiting) > 1 and _a_limit(error):
+                # Whether a request's records fit depends on them, so each is put on its own:
+                # one sender's refusal is not another's.
+                for receiver, req, records, answer in waiting:
+                    try:
+                        await e._store(receiver, records)
+                    except _Refusal as refusal:
+                        _tell(answer, e._refuse(receiver, req.peer, refusal))
+                    else:
+                        _tell(answer, _stored(receiver, records))
+                return
             # The storage failed (a database outage): every request of the put is told to
             # retry, at once; putting each again would make the last wait for every failure.
             failed = e._put_refusal(waiting[0][0], error)
@@ -621,6 +617,11 @@ class DirectIngest:
 
     def _refuse(self, kind: str, req: IngestRequest, refusal: _Refusal) -> Response:
         return self._endpoints._refuse(_receiver(kind), req.peer, refusal)
+
+
+def _a_limit(error: Exception) -> bool:
+    """A put refused for a limit (the queue or the disk is full), not for failed storage."""
+    return isinstance(error, SpoolFull) and not isinstance(error, SpoolUnavailable)
 
 
 def _tell(answer: _Answer, response: Reply) -> None:

@@ -9,6 +9,7 @@ from notifier.spool.base import (
     SpoolError,
     SpoolFull,
     SpoolStats,
+    SpoolUnavailable,
 )
 from notifier.spool.memory import MemorySpool
 from notifier.spool.policy import DEFAULT_DURABLE_KINDS, ReceiverPolicy, SpoolPolicy
@@ -28,6 +29,7 @@ __all__ = [
     "SpoolFull",
     "SpoolPolicy",
     "SpoolStats",
+    "SpoolUnavailable",
     "SqliteSpool",
     "TieredSpool",
 ]

@@ -34,6 +34,11 @@ class SpoolFull(SpoolError):
         self.retry_after_s = retry_after_s
 
 
+class SpoolUnavailable(SpoolFull):
+    """The storage failed (the database is down, the disk is failing), not a limit: the
+    sender should retry later all the same, and no record of the put could be stored."""
+
+
 class DeliveryState(enum.StrEnum):
     READY = "ready"
     LEASED = "leased"

@@ -48,6 +48,7 @@ from notifier.spool.base import (
     SpoolError,
     SpoolFull,
     SpoolStats,
+    SpoolUnavailable,
 )
 from notifier.spool.drops import DropLedger
 from notifier.spool.policy import SpoolPolicy, as_policy
@@ -691,7 +692,7 @@ def _caller_error(op: _Op, error: Exception) -> Exception:
     # A receiver answers SpoolFull with 503 + Retry-After: the right answer to a sender when
     # the disk is failing, too.
     if op.fn.__name__ == "put":
-        return SpoolFull(detail, retry_after_s=30)
+        return SpoolUnavailable(detail, retry_after_s=30)
     return SpoolError(detail)
 
 

@@ -24,7 +24,7 @@ from notifier.ingest.http import RECORDS, IngestRequest, build_ingest_app
 from notifier.ingest.httpauth import HttpAuth
 from notifier.metrics import Metrics
 from notifier.spool import MemorySpool
-from notifier.spool.base import Overflow, SpoolError
+from notifier.spool.base import Overflow, SpoolError, SpoolUnavailable
 from tests.ingest.conftest import eventually
 from tests.ingest.http_fixtures import Receiver, running_receiver
 
@@ -381,23 +381,36 @@ async def test_a_sender_gone_mid_body_is_counted_at_once() -> None:
 
 
 class _BrokenStorage(MemorySpool):
-    """A spool whose storage fails (a database outage): every put raises; puts are counted."""
+    """A spool whose storage fails (a database outage): every put raises `error`; puts are
+    counted."""
 
-    def __init__(self) -> None:
+    def __init__(self, error: SpoolError) -> None:
         super().__init__(consumers=["test"])
+        self.error = error
         self.puts: list[int] = []
 
     async def put(self, records: Any) -> None:
         self.puts.append(len(records))
         await asyncio.sleep(0.05)  # a failing database takes its time to say so
-        raise SpoolError("connection to the database lost")
+        raise self.error
 
 
-async def test_a_storage_failure_answers_every_request_of_the_put_at_once() -> None:
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (SpoolError("connection to the database lost"), "spool_error"),
+        # What the PostgreSQL and SQLite spools raise when their storage fails: a SpoolFull
+        # (503 spool_full, Retry-After), but not a limit a smaller put would pass.
+        (SpoolUnavailable("connection to the database lost", retry_after_s=30), "spool_full"),
+    ],
+)
+async def test_a_storage_failure_answers_every_request_of_the_put_at_once(
+    error: SpoolError, reason: str
+) -> None:
     """Requests gathered into one put that fails for the storage (not a limit) are all told
     503 to retry, from that one failure: putting each again would make the last of them wait
     for every failure in turn (a sender timed out during a PostgreSQL outage that way)."""
-    spool = _BrokenStorage()
+    spool = _BrokenStorage(error)
     app = build_ingest_app(spool=spool, metrics=Metrics())
     direct = app.state.direct_ingest
     answers: list[Any] = []
@@ -407,4 +420,4 @@ async def test_a_storage_failure_answers_every_request_of_the_put_at_once() -> N
     await eventually(lambda: len(answers) == 5, "every request answered")
 
     assert spool.puts == [5]
-    assert {(a.status_code, json.loads(a.body)["error"]) for a in answers} == {(503, "spool_error")}
+    assert {(a.status_code, json.loads(a.body)["error"]) for a in answers} == {(503, reason)}

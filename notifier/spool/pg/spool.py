@@ -42,7 +42,15 @@ from notifier.log import RateLimiter, get_logger
 from notifier.metrics import Metrics
 from notifier.records import Kind, Record
 from notifier.spool import schema as sqlite_schema
-from notifier.spool.base import DropNotice, Lease, Overflow, SpoolError, SpoolFull, SpoolStats
+from notifier.spool.base import (
+    DropNotice,
+    Lease,
+    Overflow,
+    SpoolError,
+    SpoolFull,
+    SpoolStats,
+    SpoolUnavailable,
+)
 from notifier.spool.drops import DropLedger
 from notifier.spool.pg import dedupe, schema
 from notifier.spool.pg.conninfo import describe, scrub
@@ -940,4 +948,4 @@ def _storable(error: str) -> str:
 
 def _storage_full(error: Exception) -> SpoolFull:
     """What a sender hears when the database failed: retry later (503 + Retry-After)."""
-    return SpoolFull(f"{error}", retry_after_s=30)
+    return SpoolUnavailable(f"{error}", retry_after_s=30)
