@@ -75,6 +75,23 @@ async def test_leases_come_out_in_arrival_order_with_raw_bytes_intact(open_spool
     assert leases[0].attempts == 0
 
 
+async def test_records_nobody_wants_wake_no_consumer(open_spool: Opener) -> None:
+    """A consumer waiting for records wakes for what it is owed, not for history-only
+    records: otherwise each put of a log line no route takes costs every route an empty
+    lease (a commit of its own)."""
+    spool = await open_spool(overflow=SpoolPolicy(wanted=lambda r: r.text != "unwanted"))
+    assert await spool.lease("mail", 10, 30) == []  # nothing yet: the consumer may sleep
+    waiting = asyncio.create_task(spool.wait(10.0, "mail"))
+    await asyncio.sleep(0.1)
+    await spool.put([rec(text="unwanted")])
+    await asyncio.sleep(0.5)
+    assert not waiting.done()
+
+    await spool.put([rec(text="wanted")])
+    await asyncio.wait_for(waiting, 2.0)
+    assert [lease.record.text for lease in await spool.lease("mail", 10, 30)] == ["wanted"]
+
+
 async def test_every_consumer_gets_every_record(open_spool: Opener) -> None:
     spool = await open_spool(consumers=("mail", "forward"))
     await spool.put([rec(text="a")])

@@ -13,7 +13,6 @@ import pytest
 
 from notifier.metrics import Metrics
 from notifier.spool import SpoolError, SqliteSpool
-from notifier.spool.policy import SpoolPolicy
 from tests.spool.helpers import rec
 
 Opener = Callable[..., Any]
@@ -65,20 +64,3 @@ async def test_the_wal_is_checkpointed_and_stays_small(open_spool: Opener) -> No
     wal = Path(f"{spool.path}-wal").stat().st_size
     assert wal < 8 << 20
     assert Path(spool.path).stat().st_size > 8 << 20  # the records reached the database file
-
-
-async def test_records_nobody_wants_wake_no_consumer(open_spool: Opener) -> None:
-    """A consumer waiting for records wakes for what it is owed, not for history-only
-    records: otherwise each put of a log line no route takes costs every route an empty
-    lease (a commit of its own)."""
-    spool = await open_spool(overflow=SpoolPolicy(wanted=lambda r: r.text != "unwanted"))
-    assert await spool.lease("mail", 10, 30) == []  # nothing yet: the consumer may sleep
-    waiting = asyncio.create_task(spool.wait(10.0, "mail"))
-    await asyncio.sleep(0.1)
-    await spool.put([rec(text="unwanted")])
-    await asyncio.sleep(0.5)
-    assert not waiting.done()
-
-    await spool.put([rec(text="wanted")])
-    await asyncio.wait_for(waiting, 2.0)
-    assert [lease.record.text for lease in await spool.lease("mail", 10, 30)] == ["wanted"]

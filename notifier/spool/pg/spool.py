@@ -95,6 +95,11 @@ class _Staged:
     encoded: list[tuple[str, bytes]] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
 
+    @property
+    def wanted(self) -> bool:
+        """Some consumer is owed one of these records."""
+        return any(self.owes)
+
     def add(
         self,
         records: list[Record],
@@ -325,6 +330,7 @@ class PostgresSpool:
         dropped_seqs: list[int] = []
         after: list[tuple[str, Counter[Kind], dict[str, Counter[Kind]]]] = []
         inserted = 0
+        wanted = False  # some consumer is owed a record of this commit
         async with self._transaction("put", min(_PUT_WAIT_S, self._connect_timeout)) as conn:
             # The limits row, locked, and which ids are stored already: one round trip.
             cur = await conn.execute(
@@ -356,6 +362,7 @@ class PostgresSpool:
                             SpoolFull(_full_message(cause, self._max_entries, self._max_bytes))
                         )
                         continue
+                    wanted |= staged.wanted
                     kept += await self._insert(conn, staged)
                     staged = _Staged()
                     try:
@@ -381,6 +388,7 @@ class PostgresSpool:
                     held += sum(owes)
                 size += sum(sizes) + len(fresh) * ROW_OVERHEAD
                 outcomes.append(None)
+            wanted |= staged.wanted
             kept += await self._insert(conn, staged)
             inserted = len(kept)
             await dedupe.release(conn, copies.unused())
@@ -394,7 +402,9 @@ class PostgresSpool:
             gone = set(dropped_seqs)
             self._recent = [(s, r) for s, r in self._recent if s not in gone]
         self._remember(kept)
-        if inserted:
+        # Consumers wake for what they are owed (or a drop notice): records nobody wants
+        # (history only) wake nobody, or every put would cost each route an empty lease.
+        if (inserted and wanted) or after:
             self._waker.notify()
         return outcomes
 
@@ -419,12 +429,15 @@ class PostgresSpool:
     ) -> list[tuple[int, Record]]:
         """Write the staged records and a delivery per consumer (none for a record nobody
         wants: history only), delete delivered records that the newest `history_entries`
-        pushed out, and wake the other instances: one statement. (The sub-statements share
-        one snapshot: the delete cannot see the new records.)"""
+        pushed out, and wake the other instances if some consumer is owed one: one
+        statement. (The sub-statements share one snapshot: the delete cannot see the new
+        records.)"""
         if not staged.records:
             return []
         consumers = len(self._consumers)
         owed = [consumers if wanted else 0 for wanted in staged.owes]
+        # History-only records wake no instance (see _commit_puts).
+        notify = ", (SELECT pg_notify(%(channel)s, %(wake)s)) n" if staged.wanted else ""
         cur = await conn.execute(
             "WITH r AS ("
             " INSERT INTO spool_records (id, kind, received_at, pending, size, data, raw)"
@@ -444,7 +457,7 @@ class PostgresSpool:
             f"  bytes = bytes + (SELECT COALESCE(sum(size), 0) + count(*) * {ROW_OVERHEAD} FROM r)"
             f"   - (SELECT COALESCE(sum(size), 0) + count(*) * {ROW_OVERHEAD} FROM g)"
             " WHERE id = 1)"
-            " SELECT r.seq, r.id FROM r, (SELECT pg_notify(%(channel)s, %(wake)s)) n",
+            f" SELECT r.seq, r.id FROM r{notify}",
             {
                 "history": self._history_entries,
                 "channel": CHANNEL,
