@@ -157,6 +157,44 @@ def drop_order(
             next_held = next(held_it, None)
 
 
+def make_room(
+    held: Iterable[tuple[int, tuple[K, int]]],
+    incoming: Sequence[Record],
+    owes: Sequence[bool],
+    sizes: Sequence[int],
+    over_entries: int,
+    over_bytes: int,
+    row_overhead: int,
+) -> tuple[list[K], set[int]] | None:
+    """What `drop_oldest` drops so that both limits hold: the keys of held records and the
+    indexes of `incoming`, in `drop_order`; None if dropping everything would not do.
+
+    `held` yields (kind rank, (key, size)) of records some consumer is owed, in that order;
+    `owes` and `sizes` are per incoming record. A held record frees an entry and its bytes.
+    An incoming record frees its bytes, and an entry only if some consumer is owed it: one
+    nobody wants (history only) takes no entry, so it is dropped only while bytes are needed.
+    """
+    victims: list[K] = []
+    dropped: set[int] = set()
+    for key, index in drop_order(held, incoming):
+        if over_entries <= 0 and over_bytes <= 0:
+            break
+        if key is not None:
+            victims.append(key[0])
+            over_entries -= 1
+            over_bytes -= key[1] + row_overhead
+        elif index is not None:
+            if owes[index]:
+                over_entries -= 1
+            elif over_bytes <= 0:
+                continue  # it would make no room
+            dropped.add(index)
+            over_bytes -= sizes[index] + row_overhead
+    if over_entries > 0 or over_bytes > 0:
+        return None
+    return victims, dropped
+
+
 def lowest_first(items: Iterable[tuple[int, int, K]], count: int) -> list[tuple[int, K]]:
     """The `count` smallest (rank, age, key) as (rank, key), for in-memory candidates."""
     return [(rank, key) for rank, _, key in heapq.nsmallest(count, items)]

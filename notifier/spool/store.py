@@ -24,7 +24,7 @@ from notifier.spool.base import Lease, Overflow, SpoolFull
 from notifier.spool.diskspace import is_disk_full
 from notifier.spool.drops import DropLedger
 from notifier.spool.held import ACKED, COLUMNS, Held, HeldDelivery, pick
-from notifier.spool.policy import SpoolPolicy, drop_order
+from notifier.spool.policy import SpoolPolicy, make_room
 from notifier.spool.schema import DEAD, QUEUED, ROW_OVERHEAD
 
 log = get_logger("notifier.spool")
@@ -313,7 +313,7 @@ class Store:
             if self._policy.overflow_for(fresh) is Overflow.REJECT:
                 self.rejected += len(fresh)
                 raise SpoolFull(_full_message(cause, self._max_entries, self._max_bytes))
-            dropped = self._make_room(txn, cause, fresh, sizes, over_entries, over_bytes)
+            dropped = self._make_room(txn, cause, fresh, owes, sizes, over_entries, over_bytes)
             txn.notify = True  # a drop notice may be due
             keep = [i for i in range(len(fresh)) if i not in dropped]
             fresh = [fresh[i] for i in keep]
@@ -406,6 +406,7 @@ class Store:
         txn: Txn,
         cause: str,
         incoming: list[Record],
+        owes: list[bool],
         sizes: list[int],
         over_entries: int,
         over_bytes: int,
@@ -418,24 +419,14 @@ class Store:
             "SELECT kind, seq, size FROM records WHERE pending > 0 ORDER BY kind, seq"
         )
         held = ((kind, (seq, size)) for kind, seq, size in cursor)
-        victims: list[int] = []
-        dropped: set[int] = set()
-        for key, index in drop_order(held, incoming):
-            if over_entries <= 0 and over_bytes <= 0:
-                break
-            if key is not None:
-                victims.append(key[0])
-                over_bytes -= key[1] + ROW_OVERHEAD
-            elif index is not None:
-                dropped.add(index)
-                over_bytes -= sizes[index] + ROW_OVERHEAD
-            over_entries -= 1
+        room = make_room(held, incoming, owes, sizes, over_entries, over_bytes, ROW_OVERHEAD)
         cursor.close()
-        if over_entries > 0 or over_bytes > 0:
+        if room is None:
             raise SpoolFull(
                 f"a batch of {len(incoming)} records does not fit in the spool at all: "
                 "send smaller batches or raise the spool limits"
             )
+        victims, dropped = room
         kinds: Counter[Kind] = Counter(incoming[i].kind for i in dropped)
         lost = self._policy.owed(incoming[i] for i in sorted(dropped))  # what consumers miss
         owed: dict[str, Counter[Kind]] = {

@@ -350,6 +350,22 @@ async def test_drop_oldest_drops_an_incoming_log_line_rather_than_a_stored_alarm
     assert spool.stats().dropped == {"queue_full_log": 1}
 
 
+async def test_drop_oldest_keeps_an_incoming_record_nobody_wants_when_entries_are_full(
+    open_spool: Opener,
+) -> None:
+    """A record no consumer is owed (history only) takes no queue entry: dropping it would
+    lose it and make no room, so an entry is made by dropping a held record instead."""
+    policy = SpoolPolicy(overflow=Overflow.DROP_OLDEST, wanted=lambda r: r.kind is Kind.ALARM)
+    spool = await open_spool(max_entries=2, overflow=policy)
+    await spool.put([rec(Kind.ALARM, "alarm 1"), rec(Kind.ALARM, "alarm 2")])
+
+    await spool.put([rec(Kind.LOG, "history only"), rec(Kind.ALARM, "alarm 3")])
+
+    assert texts(await spool.lease("mail", 10, 30)) == ["alarm 2", "alarm 3"]
+    assert spool.stats().dropped == {"queue_full_alarm": 1}
+    assert "history only" in [r.text for r in spool.history(10)]
+
+
 async def test_disk_limit_rejects_and_drop_oldest_makes_room(open_spool: Opener) -> None:
     big = "x" * 4000
     spool = await open_spool(max_disk_bytes=40_000)

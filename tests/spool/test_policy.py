@@ -7,7 +7,7 @@ import random
 from notifier.backoff import Backoff, Jitter
 from notifier.records import Kind
 from notifier.spool import Overflow, ReceiverPolicy, SpoolPolicy
-from notifier.spool.policy import drop_order
+from notifier.spool.policy import drop_order, make_room
 from tests.spool.helpers import rec
 
 
@@ -29,6 +29,21 @@ def test_drop_order_consumes_held_candidates_lazily() -> None:
     first = next(iter(drop_order(held(), [rec(Kind.ALARM)])))
 
     assert first == ("first", None)
+
+
+def test_make_room_drops_a_record_nobody_wants_only_while_bytes_are_needed() -> None:
+    held = [(Kind.ALARM.rank, ("held alarm", 100))]
+    incoming = [rec(Kind.LOG, "history only"), rec(Kind.ALARM, "alarm")]
+    owes, sizes = [False, True], [100, 100]
+
+    # One entry over: the log line takes no entry, so the held alarm goes.
+    assert make_room(held, incoming, owes, sizes, 1, 0, 10) == (["held alarm"], set())
+    # Bytes over as well: the log line goes first (lowest kind), then the held alarm.
+    assert make_room(held, incoming, owes, sizes, 1, 150, 10) == (["held alarm"], {0})
+    # Bytes only, and the log line is enough.
+    assert make_room(held, incoming, owes, sizes, 0, 50, 10) == ([], {0})
+    # No room to be made.
+    assert make_room([], incoming, owes, sizes, 3, 0, 10) is None
 
 
 def test_receiver_overrides_decide_durability_and_overflow() -> None:

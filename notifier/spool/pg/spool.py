@@ -55,7 +55,7 @@ from notifier.spool.drops import DropLedger
 from notifier.spool.pg import dedupe, schema
 from notifier.spool.pg.conninfo import describe, scrub
 from notifier.spool.pg.pool import Unavailable, connect, open_pool, transaction
-from notifier.spool.policy import SpoolPolicy, as_policy, drop_order
+from notifier.spool.policy import SpoolPolicy, as_policy, make_room
 from notifier.spool.schema import ROW_OVERHEAD, SchemaError
 from notifier.spool.store import Snapshot, _fresh, _full_message
 from notifier.spool.wake import Waker
@@ -367,7 +367,7 @@ class PostgresSpool:
                     staged = _Staged()
                     try:
                         room = await self._make_room(
-                            conn, cause, fresh, sizes, over_entries, over_bytes
+                            conn, cause, fresh, owes, sizes, over_entries, over_bytes
                         )
                     except SpoolFull as e:
                         outcomes.append(e)
@@ -480,6 +480,7 @@ class PostgresSpool:
         conn: psycopg.AsyncConnection[Any],
         cause: str,
         incoming: list[Record],
+        owes: list[bool],
         sizes: list[int],
         over_entries: int,
         over_bytes: int,
@@ -503,23 +504,16 @@ class PostgresSpool:
             if len(rows) < _VICTIM_CHUNK:
                 break
             last = (rows[-1][0], rows[-1][1])
-        room = _Room()
-        for key, index in drop_order(held, incoming):
-            if over_entries <= 0 and over_bytes <= 0:
-                break
-            if key is not None:
-                room.victims.append(key[0])
-                over_bytes -= key[1] + ROW_OVERHEAD
-                room.freed += key[1] + ROW_OVERHEAD
-            elif index is not None:
-                room.dropped.add(index)
-                over_bytes -= sizes[index] + ROW_OVERHEAD
-            over_entries -= 1
-        if over_entries > 0 or over_bytes > 0:
+        chosen = make_room(held, incoming, owes, sizes, over_entries, over_bytes, ROW_OVERHEAD)
+        if chosen is None:
             raise SpoolFull(
                 f"a batch of {len(incoming)} records does not fit in the spool at all: "
                 "send smaller batches or raise the spool limits"
             )
+        victims, dropped = chosen
+        size_of = dict(key for _, key in held)
+        freed = sum(size_of[seq] + ROW_OVERHEAD for seq in victims)
+        room = _Room(victims=victims, dropped=dropped, freed=freed)
         room.kinds.update(incoming[i].kind for i in room.dropped)
         lost = self._policy.owed(incoming[i] for i in sorted(room.dropped))  # consumers miss
         room.owed = {c: Counter(r.kind for r in lost) for c in self._consumers}
