@@ -1,7 +1,7 @@
 """CPU time per ingested line, notifier next to rsyslog: a measure a busy machine bends less.
 
     .venv/bin/python bench/cpu.py [--runs 3] [--seconds 3] [--udp-rate 20000]
-        [--only tcp,udp,alarm,get] [--baseline REV] [--pure-python]
+        [--only tcp,udp,alarm,get] [--baseline REV] [--pure-python] [--volatile]
 
 `bench/ingest.py` measures rates, which on a shared 2-core box mostly measure how often the
 receiver gets a core. This bench measures what each line costs the receiver: the CPU time
@@ -15,7 +15,8 @@ notifier (1/ratio is the rate notifier would reach against rsyslog if both had a
 `alarm` and `get` are HTTP (notifier only, with `wrk`): one JSON alarm per POST to the records
 API, each answered after its durable commit (SQLite), and the innovaphone ``GET /log``; 16
 keep-alive connections for `--seconds`. A request's CPU there is what one core allows: 200 µs
-is 5,000 requests/s.
+is 5,000 requests/s. `--volatile` adds a notifier whose alarms stay in the memory queue (no
+durable kinds), so the difference is what the durable commit costs a request.
 """
 
 from __future__ import annotations
@@ -85,6 +86,12 @@ def main() -> int:
         "--baseline", default="", metavar="REV", help="also measure notifier as it was at REV"
     )
     p.add_argument(
+        "--volatile",
+        action="store_true",
+        help="also measure this tree with no durable kinds (alarms in the memory queue only):"
+        " what the durable commit costs a request",
+    )
+    p.add_argument(
         "--pure-python",
         action="store_true",
         help="also measure this tree with PURE_PYTHON=1 (the compiled hot loops not used)",
@@ -106,6 +113,10 @@ def main() -> int:
                 workdir / "b",
                 env=stack.enter_context(code_at(opts.baseline)),
                 omit_keys=keys_unknown_at(opts.baseline),
+            )
+        if opts.volatile:
+            notifiers["notifier, durable_kinds = []"] = NotifierProcess(
+                workdir / "v", env={"NOTIFIER_SPOOL__DURABLE_KINDS": "[]"}
             )
         if opts.pure_python:
             notifiers["notifier, PURE_PYTHON=1"] = NotifierProcess(
