@@ -592,16 +592,19 @@ def measure_durable(opts: Options) -> str:
     setups = [Setup("SQLite, 1 instance (this tree)")]
     rev = opts.baseline
     with contextlib.ExitStack() as stack:
-        if rev != "none":
-            rev = rev or baseline_rev()
-            setups.append(
-                Setup(f"SQLite, 1 instance (baseline {rev})", env=stack.enter_context(code_at(rev)))
-            )
         server = stack.enter_context(postgresql())
         setups += [
             Setup("PostgreSQL, 1 instance", postgresql=True),
             Setup("PostgreSQL, 2 instances (senders split over both)", 2, postgresql=True),
         ]
+        if rev != "none":
+            rev = rev or baseline_rev()
+            old = stack.enter_context(code_at(rev))
+            setups += [
+                Setup(f"SQLite, 1 instance (baseline {rev})", env=old),
+                Setup(f"PostgreSQL, 1 instance (baseline {rev})", env=old, postgresql=True),
+                Setup(f"PostgreSQL, 2 instances (baseline {rev})", 2, env=old, postgresql=True),
+            ]
         rates: dict[str, list[float]] = {s.name: [] for s in setups}
         refusals: dict[str, int] = {s.name: 0 for s in setups}
         loads: list[float] = []
@@ -653,14 +656,17 @@ def durable_report(
         )
     )
     if rev != "none":
-        base = rates[setups[1].name]
-        slower = 1 - median([o / b for o, b in zip(ours, base, strict=True) if b])
-        verdict = "within" if slower <= BASELINE_TOLERANCE else "NOT within"
-        how = f"{slower:.1%} slower" if slower > 0 else f"{-slower:.1%} faster"
-        text += (
-            f"\n\nSQLite single box, this tree against {rev}: {how} (median of the run "
-            f"ratios), {verdict} {BASELINE_TOLERANCE:.0%} of it."
-        )
+        labels = ["SQLite single box", "PostgreSQL, 1 instance", "PostgreSQL, 2 instances"]
+        # setups: this tree's three, then the baseline's three in the same order.
+        for label, now, then in zip(labels, setups[:3], setups[3:], strict=True):
+            mine, base = rates[now.name], rates[then.name]
+            slower = 1 - median([o / b for o, b in zip(mine, base, strict=True) if b])
+            verdict = "within" if slower <= BASELINE_TOLERANCE else "NOT within"
+            how = f"{slower:.1%} slower" if slower > 0 else f"{-slower:.1%} faster"
+            text += (
+                f"\n\n{label}, this tree against {rev}: {how} (median of the run "
+                f"ratios), {verdict} {BASELINE_TOLERANCE:.0%} of it."
+            )
     at_start = ", ".join(f"{x:.2f}" for x in loads)
     text += f"\n\nLoad average (1 min) at the start of each run: {at_start}."
     return text
