@@ -4,7 +4,8 @@
   (log lines kept in memory with ``drop_oldest``, one route that mails nothing).
 - `Rsyslog`: rsyslogd in the foreground with its own config (imudp + imtcp on loopback, omfile),
   counting what it received by counting the lines it wrote.
-- `machine()`, `uvloop_loaded()`, `median()`, `fmt_rate()`, `fmt_ratio()`, `markdown_table()`.
+- `machine()`, `cpu_probe_ms()`, `uvloop_loaded()`, `median()`, `fmt_rate()`, `fmt_ratio()`,
+  `markdown_table()`.
 
 The bench may import notifier; the notifier package never imports the bench.
 """
@@ -502,6 +503,22 @@ def machine() -> dict[str, str]:
         "Python": f"{platform.python_implementation()} {platform.python_version()}",
         "net.core.rmem_max": _read_sysctl("net/core/rmem_max"),
     }
+
+
+def cpu_probe_ms() -> float:
+    """How long a fixed pure-Python loop takes now, in ms (the median of 5).
+
+    These machines are virtual and shared: how much CPU the box gets changes within minutes
+    (the same work has taken twice as long a few minutes later). A bench prints it before and
+    after its runs, so an absolute rate can be read against the state the box was in."""
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        times.append((time.perf_counter() - started) * 1e3)
+    return float(statistics.median(times))
 
 
 def _read_sysctl(name: str) -> str:

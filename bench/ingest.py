@@ -52,6 +52,7 @@ from bench.common import (
     Rsyslog,
     baseline_rev,
     code_at,
+    cpu_probe_ms,
     fmt_rate,
     fmt_ratio,
     kernel_udp_drops,
@@ -1092,12 +1093,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"warning: load average {load_at_start:.2f} before the bench: other processes use "
             "the CPU and the numbers will be low; run it on a quiet machine"
         )
+    probe_at_start = cpu_probe_ms()
     sections: list[str] = []
     if "durable" in opts.only:
         sections.append(measure_durable(opts))
     if set(opts.only) - {"durable"}:
         measure_receivers(opts, facts, rows, sections, have_rsyslog)
     facts["Load average (1 min) before the bench"] = f"{load_at_start:.2f}"
+    facts["CPU probe before / after (`common.cpu_probe_ms`: lower is a faster box)"] = (
+        f"{probe_at_start:.0f} ms / {cpu_probe_ms():.0f} ms"
+    )
     print(report(opts, rows, sections, facts, command))
     return 0
 

@@ -37,7 +37,15 @@ import tempfile
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from bench.common import LOOPBACK, NotifierProcess, machine, markdown_table, median, scratch_dir
+from bench.common import (
+    LOOPBACK,
+    NotifierProcess,
+    cpu_probe_ms,
+    machine,
+    markdown_table,
+    median,
+    scratch_dir,
+)
 from bench.cpu import _case, cpu_seconds
 from bench.ingest import http_wrk
 
@@ -211,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rates: dict[str, list[float]] = {}
     costs: dict[str, list[float]] = {}  # µs of CPU per request, all the set-up's processes
     load = os.getloadavg()[0]
+    probe = cpu_probe_ms()
     with contextlib.ExitStack() as stack:
         workdir = stack.enter_context(scratch_dir("notifier-workers-"))
         single = stack.enter_context(NotifierProcess(workdir / "n"))
@@ -247,7 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     command = f"bench/workers.py --workers {opts.workers} --runs {opts.runs}"
     print(f"Command: `.venv/bin/python {command}`")
-    print(f"Load average (1 min) before: {load:.2f}\n")
+    print(f"Load average (1 min) before: {load:.2f}")
+    after = cpu_probe_ms()
+    print(f"CPU probe before / after (lower is a faster box): {probe:.0f} / {after:.0f} ms\n")
     headers = ["set-up", "median", "÷ one process", "CPU per request (all processes)", "runs"]
     print(markdown_table(headers, rows))
     print()
