@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -9,6 +10,7 @@ from typing import Any, TypeVar
 
 from notifier.records import Kind, Record
 from notifier.spool import Lease
+from notifier.spool.policy import SpoolPolicy
 
 T = TypeVar("T")
 
@@ -44,3 +46,25 @@ async def closing_all() -> AsyncIterator[Callable[[T], Awaitable[T]]]:
     yield start
     for spool in started:
         await spool.close()
+
+
+def nobody_wants_text(text: str) -> SpoolPolicy:
+    """A policy whose consumers want every record but those with `text`."""
+    return SpoolPolicy(wanted=lambda record: record.text != text)
+
+
+async def wakes_only_for_what_it_is_owed(putter: Any, waiter: Any, quiet_s: float) -> None:
+    """`waiter`'s consumer "mail", asleep, stays asleep for `quiet_s` after `putter` stores a
+    record it is not owed, wakes when `putter` stores one it is owed, and leases just that.
+    Both spools run `nobody_wants_text("unwanted")`."""
+    assert await waiter.lease("mail", 10, 30) == []  # nothing yet: the consumer may sleep
+    waiting = asyncio.create_task(waiter.wait(60, "mail"))
+    await asyncio.sleep(0.1)
+
+    await putter.put([rec(text="unwanted")])
+    await asyncio.sleep(quiet_s)
+    assert not waiting.done()
+
+    await putter.put([rec(text="wanted")])
+    await asyncio.wait_for(waiting, 10)
+    assert texts(await waiter.lease("mail", 10, 30)) == ["wanted"]

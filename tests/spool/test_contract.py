@@ -26,7 +26,13 @@ from notifier.records import Kind
 from notifier.spool import Overflow, SpoolFull, SqliteSpool
 from notifier.spool.pg import PostgresSpool
 from notifier.spool.policy import SpoolPolicy
-from tests.spool.helpers import closing_all, rec, texts
+from tests.spool.helpers import (
+    closing_all,
+    nobody_wants_text,
+    rec,
+    texts,
+    wakes_only_for_what_it_is_owed,
+)
 
 Opener = Callable[..., Any]
 BACKENDS = ("sqlite", "postgresql")
@@ -79,17 +85,8 @@ async def test_records_nobody_wants_wake_no_consumer(open_spool: Opener) -> None
     """A consumer waiting for records wakes for what it is owed, not for history-only
     records: otherwise each put of a log line no route takes costs every route an empty
     lease (a commit of its own)."""
-    spool = await open_spool(overflow=SpoolPolicy(wanted=lambda r: r.text != "unwanted"))
-    assert await spool.lease("mail", 10, 30) == []  # nothing yet: the consumer may sleep
-    waiting = asyncio.create_task(spool.wait(10.0, "mail"))
-    await asyncio.sleep(0.1)
-    await spool.put([rec(text="unwanted")])
-    await asyncio.sleep(0.5)
-    assert not waiting.done()
-
-    await spool.put([rec(text="wanted")])
-    await asyncio.wait_for(waiting, 2.0)
-    assert [lease.record.text for lease in await spool.lease("mail", 10, 30)] == ["wanted"]
+    spool = await open_spool(overflow=nobody_wants_text("unwanted"))
+    await wakes_only_for_what_it_is_owed(spool, spool, quiet_s=0.5)
 
 
 async def test_every_consumer_gets_every_record(open_spool: Opener) -> None:
@@ -99,11 +96,6 @@ async def test_every_consumer_gets_every_record(open_spool: Opener) -> None:
 
     assert texts(await spool.lease("forward", 10, 30)) == ["a"]
     assert await spool.lease("mail", 10, 30) == []
-
-
-def nobody_wants_text(text: str) -> SpoolPolicy:
-    """A policy whose consumers want every record but those with `text`."""
-    return SpoolPolicy(wanted=lambda record: record.text != text)
 
 
 async def test_a_record_no_consumer_wants_is_history_only(open_spool: Opener) -> None:

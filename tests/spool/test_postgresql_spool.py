@@ -15,10 +15,15 @@ from notifier.spool import Lease, SpoolError, SpoolFull
 from notifier.spool.pg import PostgresSpool
 from notifier.spool.pg.schema import LATEST
 from notifier.spool.pg.spool import Wake
-from notifier.spool.policy import SpoolPolicy
 from tests.conftest import free_port
 from tests.pg import PgServer, start_server, start_server_again, stop_server
-from tests.spool.helpers import closing_all, rec, texts
+from tests.spool.helpers import (
+    closing_all,
+    nobody_wants_text,
+    rec,
+    texts,
+    wakes_only_for_what_it_is_owed,
+)
 
 Opener = Callable[..., Any]
 
@@ -84,19 +89,9 @@ async def test_a_put_on_one_instance_wakes_a_consumer_waiting_on_another(
 async def test_records_nobody_wants_wake_no_other_instance(instance: Opener) -> None:
     """History-only records send no NOTIFY: otherwise every put of a log line no route
     takes costs each route on every instance an empty lease."""
-    policy = SpoolPolicy(wanted=lambda r: r.text != "unwanted")
+    policy = nobody_wants_text("unwanted")
     a, b = await instance("a", overflow=policy), await instance("b", overflow=policy)
-    assert await b.lease("mail", 10, 30) == []
-    waiting = asyncio.create_task(b.wait(60, "mail"))
-    await asyncio.sleep(0.1)
-
-    await a.put([rec(text="unwanted")])
-    await asyncio.sleep(1.0)
-    assert not waiting.done()
-
-    await a.put([rec(text="wanted")])
-    await asyncio.wait_for(waiting, 10)
-    assert texts(await b.lease("mail", 10, 30)) == ["wanted"]
+    await wakes_only_for_what_it_is_owed(a, b, quiet_s=1.0)
 
 
 async def test_a_dead_instances_lease_runs_out_and_another_instance_delivers(
