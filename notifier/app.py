@@ -342,7 +342,8 @@ class Service:
         """Close receivers, then consumers, then the spool; each step bounded."""
         for close in self._closers:
             try:
-                await asyncio.wait_for(close(), timeout=15)
+                async with asyncio.timeout(15):
+                    await close()
             except Exception as e:  # keep stopping the rest
                 log.warning(
                     "stop step failed", step=getattr(close, "__qualname__", "?"), error=str(e)

@@ -167,7 +167,8 @@ class SmtpRelay:
         for smtp in list(self._sessions):
             if smtp.transport is not None:
                 smtp.transport.close()
-        await asyncio.wait_for(self._server.wait_closed(), _CLOSE_S)
+        async with asyncio.timeout(_CLOSE_S):
+            await self._server.wait_closed()
         self._server = None
 
     # -- decisions turned into replies -----------------------------------------------------

@@ -47,7 +47,8 @@ async def fetch_token(
     """A token from `provider` within `timeout_s`, or a DeliveryError: temporary on timeout,
     an account error (with the provider's advice) when no token can be had."""
     try:
-        return await asyncio.wait_for(provider.token(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            return await provider.token()
     except TimeoutError:
         raise DeliveryError(
             f"no OAuth2 token within {timeout_s:g} s",

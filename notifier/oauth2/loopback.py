@@ -60,7 +60,8 @@ class RedirectCatcher:
         """The redirect's query parameters (code and state, or error)."""
         assert self._result is not None, "start() first"
         try:
-            return await asyncio.wait_for(asyncio.shield(self._result), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await asyncio.shield(self._result)
         except TimeoutError:
             raise AuthorizationFlowError(
                 f"no sign-in came back within {timeout_s:g} s: start again"
@@ -75,7 +76,8 @@ class RedirectCatcher:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            async with asyncio.timeout(10):
+                head = await reader.readuntil(b"\r\n\r\n")
             method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
             parts = urlsplit(target)
             params = dict(parse_qsl(parts.query))

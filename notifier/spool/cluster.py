@@ -10,7 +10,6 @@ instance left. On SQLite there is one instance, and it owns everything (`LocalCl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -165,11 +164,7 @@ async def while_owned(
             done, _ = await asyncio.wait({worker, lost}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             lost.cancel()
-            if not worker.done():
-                worker.cancel()
-            # A cancelled worker raises here; its failure is looked at below.
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await worker
+            await _ended(worker, consumer)
         if worker in done and lost not in done:
             if worker.cancelled() or worker.exception() is None:
                 return
@@ -188,6 +183,23 @@ async def while_owned(
             hint="another instance took it over (this one missed its heartbeats: check the "
             "connection to PostgreSQL); its leased records are released by the new owner",
         )
+
+
+async def _ended(worker: asyncio.Future[None], consumer: str) -> None:
+    """Cancel `worker` and return once it has ended (its failure is the caller's to look at).
+    A worker that runs on after its cancellation is cancelled again, and that is logged: once
+    another instance owns the consumer, this one must not send a thing more."""
+    while not worker.done():
+        worker.cancel()
+        await asyncio.wait({worker}, timeout=1.0)
+        if not worker.done():
+            log.error(
+                "consumer's worker runs on after it was cancelled; cancelling it again",
+                consumer=consumer,
+                hint="a bug: please report it with this log",
+            )
+    if not worker.cancelled():
+        worker.exception()  # retrieved: asyncio would otherwise log it when it is collected
 
 
 async def _first(wanted: Awaitable[None], other: Awaitable[object]) -> bool:

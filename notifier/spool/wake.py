@@ -70,8 +70,12 @@ class Waker:
         due = self._due.get(consumer, math.inf)
         sleep = min(timeout, due - time.monotonic())
         if sleep > 0:
+            # Not asyncio.wait_for: on Python 3.11 it returns, instead of raising, when it is
+            # cancelled just as the event is set, and a worker cancelled because another
+            # instance took its route over would then go on dispatching it.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), sleep)
+                async with asyncio.timeout(sleep):
+                    await event.wait()
         if self._due.get(consumer, math.inf) <= time.monotonic():
             # Reached: wake once for it. The caller leases next, and the spool reports the
             # next due time; a due time left in the past would make every wait return at once.

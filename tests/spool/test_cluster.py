@@ -18,6 +18,7 @@ from notifier.spool.cluster import Member, while_owned
 from notifier.spool.factory import open_cluster, open_spool
 from notifier.spool.pg import PostgresSpool
 from notifier.spool.pg.cluster import PgCluster, give_up_at
+from notifier.spool.wake import Waker
 from tests.pg import PgServer
 from tests.spool.helpers import closing_all, rec, texts
 
@@ -168,6 +169,74 @@ async def test_a_worker_runs_only_while_owned_and_starts_afresh_on_each_gain() -
 
     assert starts == [1, 2]
     switch.set(False)
+    stopping.set()
+    await asyncio.wait_for(task, 5)
+
+
+@pytest.mark.parametrize("turns", range(5))
+async def test_a_worker_woken_as_it_loses_its_consumer_does_nothing_once_cancelled(
+    turns: int,
+) -> None:
+    # The order of a CI failure: the ownership is lost and the worker's wait is woken (a put,
+    # or its 1 s timeout) before the runner's cancellation reaches it. Once cancelled, the
+    # worker must not go on: it would dispatch what another instance owns now. `turns`: how
+    # far the loss got before the put.
+    switch = _Switch()
+    waker = Waker()
+    waiting = asyncio.Event()
+    acted_after_cancel: list[int] = []
+
+    async def run() -> None:
+        while True:
+            waker.idle("mail", None)
+            waiting.set()
+            await waker.wait(60.0, "mail")
+            # A worker leases and mails here; a cancellation asked for must have stopped it.
+            task = asyncio.current_task()
+            assert task is not None
+            acted_after_cancel.append(task.cancelling())
+
+    switch.set(True)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(while_owned(switch, "mail", run, stopping))
+    await asyncio.wait_for(waiting.wait(), 5)
+
+    switch.set(False)
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    waker.notify()
+    await asyncio.sleep(0.1)
+
+    assert [c for c in acted_after_cancel if c] == []
+    stopping.set()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_a_worker_that_runs_on_after_it_was_cancelled_is_cancelled_again() -> None:
+    switch = _Switch()
+    ended = asyncio.Event()
+
+    async def run() -> None:
+        try:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                await asyncio.sleep(1.5)  # a bug: the worker swallows its first cancellation
+            await asyncio.Event().wait()
+        finally:
+            ended.set()
+
+    switch.set(True)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(while_owned(switch, "mail", run, stopping))
+    await asyncio.sleep(0.05)
+    with capture_logs() as logs:
+        switch.set(False)
+        await asyncio.wait_for(ended.wait(), 10)
+
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+        "consumer's worker runs on after it was cancelled; cancelling it again"
+    ]
     stopping.set()
     await asyncio.wait_for(task, 5)
 

@@ -102,12 +102,10 @@ class PgCluster(Member):
         if release:
             with contextlib.suppress(psycopg.Error, OSError, TimeoutError):
                 conn = await self._connection()
-                await asyncio.wait_for(
-                    conn.execute(
+                async with asyncio.timeout(self._interval * 2):
+                    await conn.execute(
                         "DELETE FROM cluster_owners WHERE instance = %s", (self._instance,)
-                    ),
-                    timeout=self._interval * 2,
-                )
+                    )
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
@@ -129,7 +127,8 @@ class PgCluster(Member):
         while True:
             sent = time.monotonic()
             try:
-                await asyncio.wait_for(self._tick(sent), timeout=self._interval * 2)
+                async with asyncio.timeout(self._interval * 2):
+                    await self._tick(sent)
             except (psycopg.Error, SpoolError, OSError, TimeoutError) as e:
                 failing = True
                 self._warn(
