@@ -49,6 +49,8 @@ class Traffic:
     acked: list[str] = field(default_factory=list)
     # "503" (with Retry-After), "503 without Retry-After", "500", "ConnectError", ...
     refused: Counter[str] = field(default_factory=Counter)
+    # the "error" of each refusal's JSON body: "spool_unavailable", "spool_full", ...
+    reasons: Counter[str] = field(default_factory=Counter)
     # acknowledged by each URL, counted from when `mark` was last called
     acked_since_mark: Counter[str] = field(default_factory=Counter)
 
@@ -79,6 +81,10 @@ def _post(client: httpx.Client, url: str, alarm: dict[str, Any], traffic: Traffi
         return True
     retry_after = "" if "retry-after" in response.headers else " without Retry-After"
     traffic.refused[f"{response.status_code}{retry_after}"] += 1
+    try:
+        traffic.reasons[str(response.json().get("error"))] += 1
+    except ValueError:
+        traffic.reasons["(no JSON body)"] += 1
     return False
 
 

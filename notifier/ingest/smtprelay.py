@@ -33,7 +33,7 @@ from notifier.ingest.stream import Refusals, format_peer
 from notifier.log import get_logger
 from notifier.metrics import Metrics
 from notifier.records import SMTP_RELAY, MailEnvelope
-from notifier.spool.base import Spool, SpoolFull
+from notifier.spool.base import Spool, SpoolFull, SpoolUnavailable
 
 log = get_logger("notifier.ingest.smtprelay")
 
@@ -50,6 +50,7 @@ class Refusal(enum.StrEnum):
     TOO_BIG = "too_big"
     LINE_TOO_LONG = "line_too_long"
     SPOOL_FULL = "spool_full"
+    SPOOL_UNAVAILABLE = "spool_unavailable"  # its storage failed (the database is down)
     SPOOL_ERROR = "spool_error"
     SESSION_ERROR = "session_error"  # a failed TLS handshake, a broken client, a bug
 
@@ -288,6 +289,8 @@ class SmtpRelay:
         )
         try:
             await self._spool.put([record])
+        except SpoolUnavailable as e:
+            return self.refuse(session, Refusal.SPOOL_UNAVAILABLE, str(e))
         except SpoolFull as e:
             return self.refuse(session, Refusal.SPOOL_FULL, str(e))
         except Exception as e:

@@ -30,7 +30,7 @@ from notifier.ingest.parse.syslog import host_of, parse_fast_3164, parse_syslog
 from notifier.log import RateLimiter, get_logger
 from notifier.metrics import Metrics
 from notifier.records import ParseError, Record, SeverityScheme, new_record_ids
-from notifier.spool.base import Spool, SpoolFull
+from notifier.spool.base import Spool, SpoolFull, SpoolUnavailable
 
 _log = get_logger("notifier.ingest")
 
@@ -63,7 +63,8 @@ class _Extra:
         )
         self.spool_waits = Counter(
             "notifier_ingest_spool_waits",
-            "Times a stream receiver held a batch and paused reading because the spool was full",
+            "Times a receiver held a batch and paused because the spool refused it (full, or "
+            "its storage failed)",
             ["receiver"],
             registry=registry,
         )
@@ -210,9 +211,13 @@ class Intake(Refusals):
                 self._extra.degraded.labels(self.receiver, DEGRADED[key]).inc()
                 self._warn(r.sender, DEGRADED[key], extras[key], "ingest_degraded")
 
-    def spool_wait(self, sender: str, detail: str) -> None:
+    def spool_wait(self, sender: str, error: SpoolFull) -> None:
+        """Reading stops while the spool refuses: full, or its storage failed."""
         self._extra.spool_waits.labels(self.receiver).inc()
-        self._warn(sender, "spool_full", detail, "ingest_paused_spool_full")
+        if isinstance(error, SpoolUnavailable):
+            self._warn(sender, "spool_unavailable", str(error), "ingest_paused_spool_unavailable")
+        else:
+            self._warn(sender, "spool_full", str(error), "ingest_paused_spool_full")
 
 
 class StreamReceiver:
@@ -345,7 +350,7 @@ class StreamReceiver:
                 try:
                     await self.spool.put(chunk)
                 except SpoolFull as e:
-                    self.intake.spool_wait(sender, str(e))
+                    self.intake.spool_wait(sender, e)
                     # Jittered: connections waiting for room do not all retry at once.
                     wait = _PUT_RETRY.delay(attempt)
                     await asyncio.sleep(min(wait, max(_PUT_RETRY.base_s, e.retry_after_s)))

@@ -23,7 +23,7 @@ from notifier.log import get_logger
 from notifier.metrics import Metrics
 from notifier.records import Record, SeverityScheme
 from notifier.speedups import native
-from notifier.spool.base import Spool, SpoolFull
+from notifier.spool.base import Spool, SpoolFull, SpoolUnavailable
 
 _log = get_logger("notifier.ingest")
 
@@ -33,6 +33,7 @@ _BURST = 256
 _BATCH = 1000  # records per spool put, at least (see `_flush`)
 _MAX_PUT = 20_000  # records per spool put, at most
 _MAX_BACKLOG = 50_000  # records read but not yet in the spool; beyond this they are lost
+_UNAVAILABLE_RETRY_S = 1.0  # a put the storage failed is tried again after this long
 _SNMP_PERIOD_S = 5.0
 _MAX_SENDERS = 4096  # formatted peer addresses kept
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; not exported by Python
@@ -96,6 +97,8 @@ class UdpReceiver:
         self._backlog: list[Record] = []
         self._senders: dict[Any, str] = {}  # socket address -> "ip:port"
         self._flusher: asyncio.Task[None] | None = None
+        self._unavailable: str | None = None  # why the last put failed for the storage
+        self._closing = False  # closing: a failed put drops the backlog instead of waiting
         self._stats: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
         self._first = list(first)  # read before each burst of this one's: see `start_udp`
@@ -128,7 +131,14 @@ class UdpReceiver:
         if len(records) > _MAX_BACKLOG:
             lost = len(records) - _MAX_BACKLOG
             del records[_MAX_BACKLOG:]
-            self._intake.reject("", "spool_full", "spool is not keeping up with UDP", count=lost)
+            if self._unavailable is not None:
+                reason, detail = (
+                    "spool_unavailable",
+                    f"the spool's storage failed: {self._unavailable}",
+                )
+            else:
+                reason, detail = "spool_full", "spool is not keeping up with UDP"
+            self._intake.reject("", reason, detail, count=lost)
         if records and self._flusher is None:
             self._flusher = self._loop.create_task(self._flush())
 
@@ -184,6 +194,19 @@ class UdpReceiver:
                 batch = self._backlog[:size]
                 try:
                     await self._spool.put(batch)
+                except SpoolUnavailable as e:
+                    # The storage failed (the database is down): no smaller put would pass,
+                    # and a datagram cannot be refused. The backlog is kept and tried again (a
+                    # short outage loses nothing); what overflows it is dropped as it arrives.
+                    self._unavailable = str(e)
+                    if self._closing:
+                        lost = self._backlog[:]
+                        self._backlog.clear()
+                        self._intake.reject(lost[0].sender, "spool_unavailable", str(e), len(lost))
+                        continue
+                    self._intake.spool_wait(batch[0].sender, e)
+                    await asyncio.sleep(_UNAVAILABLE_RETRY_S)
+                    continue
                 except SpoolFull as e:
                     if len(batch) > 1:  # maybe only short of room for a batch this big
                         shrunk = len(batch) // 2
@@ -202,6 +225,7 @@ class UdpReceiver:
                     )
                     continue
                 del self._backlog[: len(batch)]
+                self._unavailable = None
                 self._intake.accepted(batch)
         finally:
             self._flusher = None
@@ -214,7 +238,9 @@ class UdpReceiver:
             await asyncio.sleep(_SNMP_PERIOD_S)
 
     async def close(self) -> None:
-        """Stop reading; what was read is handed to the spool before this returns."""
+        """Stop reading; what was read is handed to the spool before this returns (or, when
+        the spool's storage is down, counted as lost)."""
+        self._closing = True
         for sock in self._socks:
             self._loop.remove_reader(sock.fileno())
             sock.close()

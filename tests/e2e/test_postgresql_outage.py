@@ -56,10 +56,11 @@ def test_postgresql_stopped_for_30_s_under_load_loses_nothing_and_both_instances
         wait_for(lambda: len(traffic.acked) > 50, what="the senders getting through")
 
         stop_server(own_pg)
-        before = Counter(traffic.refused)
+        before, reasons_before = Counter(traffic.refused), Counter(traffic.reasons)
         time.sleep(OUTAGE_S)
-        during = Counter(traffic.refused)
+        during, reasons = Counter(traffic.refused), Counter(traffic.reasons)
         during.subtract(before)
+        reasons.subtract(reasons_before)
         start_server_again(own_pg)
         traffic.mark()
 
@@ -84,12 +85,16 @@ def test_postgresql_stopped_for_30_s_under_load_loses_nothing_and_both_instances
             proc.stop()
 
     print(
-        f"\nduring the outage the senders heard: {dict(+during)}; logged: {logged}; "
+        f"\nduring the outage the senders heard: {dict(+during)} ({dict(+reasons)}); "
+        f"logged: {logged}; "
         f"both instances stored again {recovered_s:.1f} s after the server was back"
     )
     # What a sender heard while the database was down: "retry later", promptly.
     assert during["503"] > 0, during
     assert set(+during) <= {"503"}, during
+    # ...and why: the database, not a full queue (an operator must not raise the limits).
+    assert reasons["spool_unavailable"] > 0, reasons
+    assert "spool_full" not in +reasons, reasons
     mailed = mailed_at(list(smtp.received))
     assert [text for text in traffic.acked if text not in mailed] == []
     for lines in logged:

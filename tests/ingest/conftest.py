@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
 import pytest
@@ -11,10 +11,29 @@ import pytest
 from notifier.metrics import Metrics
 from notifier.records import Record
 from notifier.spool import MemorySpool
+from notifier.spool.base import SpoolUnavailable
 
 
 class _Closable(Protocol):
     async def close(self) -> None: ...
+
+
+class StorageDown(MemorySpool):
+    """A spool whose storage has failed while `down` is set (PostgreSQL stopped, a failing
+    disk): each put raises what the PostgreSQL and SQLite spools raise then."""
+
+    def __init__(self, consumers: Sequence[str] = ("test",)) -> None:
+        super().__init__(consumers=list(consumers))
+        self.down = True
+        self.failed_puts = 0
+
+    async def put(self, records: Sequence[Record]) -> None:
+        if self.down:
+            self.failed_puts += 1
+            raise SpoolUnavailable(
+                "PostgreSQL at 127.0.0.1:5432 is unreachable: connection refused", retry_after_s=30
+            )
+        await super().put(records)
 
 
 @pytest.fixture

@@ -400,8 +400,12 @@ class _BrokenStorage(MemorySpool):
     [
         (SpoolError("connection to the database lost"), "spool_error"),
         # What the PostgreSQL and SQLite spools raise when their storage fails: a SpoolFull
-        # (503 spool_full, Retry-After), but not a limit a smaller put would pass.
-        (SpoolUnavailable("connection to the database lost", retry_after_s=30), "spool_full"),
+        # (503, Retry-After) told apart from a full queue, and not a limit a smaller put
+        # would pass.
+        (
+            SpoolUnavailable("connection to the database lost", retry_after_s=30),
+            "spool_unavailable",
+        ),
     ],
 )
 async def test_a_storage_failure_answers_every_request_of_the_put_at_once(

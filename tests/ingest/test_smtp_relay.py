@@ -28,7 +28,7 @@ from notifier.records import SMTP_RELAY, Kind, MailEnvelope, Record
 from notifier.spool import MemorySpool
 from notifier.spool.tiered import TieredSpool
 from tests.certs import TestPKI
-from tests.ingest.conftest import count, eventually
+from tests.ingest.conftest import StorageDown, count, eventually
 
 USER, PASSWORD = "pbx01", "relay secret"
 
@@ -403,6 +403,27 @@ async def test_a_spool_that_fails_answers_451_so_the_device_retries_and_tells_it
     assert code == 451
     assert b"disk I/O" not in text and b"OperationalError" not in text
     assert count(metrics, "ingest_rejected", receiver=SMTP_RELAY, reason="spool_error") == 1
+
+
+async def test_a_spool_whose_database_is_down_answers_451_that_the_mail_could_not_be_stored(
+    receivers: list[Any],
+) -> None:
+    # Not "the queue is full": the device's administrator would look at the wrong thing.
+    metrics = Metrics()
+    spool = StorageDown([RELAY_CONSUMER])
+    relay = SmtpRelay(SmtpRelaySettings(), spool, metrics)
+    await relay.start("127.0.0.1", 0)
+    receivers.append(relay)
+
+    replies = await send(relay.addresses[0][1], _message())
+
+    code, text = replies["data"]
+    assert (code, text) == (451, b"4.3.0 The mail could not be stored: try again later")
+    assert count(metrics, "ingest_rejected", receiver=SMTP_RELAY, reason="spool_unavailable") == 1
+    assert count(metrics, "ingest_rejected", receiver=SMTP_RELAY, reason="spool_full") == 0
+
+    spool.down = False
+    assert (await send(relay.addresses[0][1], _message()))["data"][0] == 250
 
 
 async def test_a_failed_tls_handshake_is_counted_and_the_relay_serves_the_next_client(

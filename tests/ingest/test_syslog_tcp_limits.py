@@ -7,6 +7,7 @@ import asyncio
 import ssl
 
 import pytest
+from structlog.testing import capture_logs
 
 from notifier.ingest.parse.line import parse_line
 from notifier.ingest.parse.syslog import parse_syslog
@@ -17,7 +18,7 @@ from notifier.spool import MemorySpool
 from notifier.spool.base import Overflow
 from tests import certs
 from tests.conftest import free_port
-from tests.ingest.conftest import arrived, count, eventually
+from tests.ingest.conftest import StorageDown, arrived, count, eventually
 
 
 async def syslog_tcp(
@@ -238,3 +239,28 @@ async def test_a_device_is_served_while_another_address_holds_hundreds_of_connec
     finally:
         for _, writer in held:
             writer.close()
+
+
+async def test_a_spool_whose_storage_is_down_pauses_the_sender_and_says_so(
+    metrics: Metrics, receivers: list
+) -> None:
+    # PostgreSQL stopped: the reader stops reading (TCP tells the sender to wait), the log says
+    # the storage failed rather than that the queue is full, and what was sent goes in after.
+    spool = StorageDown()
+    _, port = await syslog_tcp(spool, metrics, receivers)
+    with capture_logs() as logs:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"<13>one\n<13>two\n")
+        await eventually(lambda: spool.failed_puts >= 2, "the put tried again")
+
+    paused = [e for e in logs if e["event"].startswith("ingest_paused")]
+    assert {(e["event"], e["reason"]) for e in paused} == {
+        ("ingest_paused_spool_unavailable", "spool_unavailable")
+    }
+    assert "PostgreSQL at 127.0.0.1:5432 is unreachable" in paused[0]["detail"]
+    assert count(metrics, "ingest_spool_waits", receiver="syslog-tcp") >= 2
+
+    spool.down = False
+    assert [r.text for r in await arrived(spool, 2)] == ["one", "two"]
+    writer.close()
+    await writer.wait_closed()

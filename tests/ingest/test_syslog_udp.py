@@ -22,7 +22,7 @@ from notifier.records import Kind, Record, Severity
 from notifier.spool import MemorySpool
 from notifier.spool.base import Overflow
 from tests.conftest import free_port
-from tests.ingest.conftest import arrived, count, eventually, run
+from tests.ingest.conftest import StorageDown, arrived, count, eventually, run
 from tests.service import NotifierProcess, wait_for
 
 HOST = socket.gethostname()
@@ -289,6 +289,59 @@ async def test_full_spool_loses_datagrams_and_counts_each(
     await eventually(lambda: rejected() + accepted() == 5, "every datagram accounted for")
     assert accepted() == 2
     assert spool.entries == 2
+
+
+async def test_datagrams_read_while_the_spool_is_down_are_stored_once_it_is_back(
+    metrics: Metrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # UDP cannot tell its sender "later": what was read waits (up to the backlog's bound) and
+    # is tried again each second, so a short database outage loses nothing.
+    monkeypatch.setattr(udp, "_MAX_BACKLOG", 3)
+    monkeypatch.setattr(udp, "_UNAVAILABLE_RETRY_S", 0.05)
+    spool = StorageDown()
+    port = free_port(socket.SOCK_DGRAM)
+    receiver = await start_udp("127.0.0.1", port, spool=spool, metrics=metrics)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"<13>m0", ("127.0.0.1", port))
+            await eventually(lambda: spool.failed_puts >= 1, "the first put refused")
+            for i in range(1, 5):
+                s.sendto(b"<13>m%d" % i, ("127.0.0.1", port))
+        lost = lambda: count(  # noqa: E731
+            metrics, "ingest_rejected", receiver="syslog-udp", reason="spool_unavailable"
+        )
+        # Beyond the backlog's 3 the datagrams are lost, counted for what it is.
+        await eventually(lambda: lost() == 2, "the 2 datagrams over the backlog counted lost")
+        await eventually(lambda: spool.failed_puts >= 3, "the put tried again")
+        assert count(metrics, "ingest_spool_waits", receiver="syslog-udp") >= 2
+        assert count(metrics, "ingest_rejected", receiver="syslog-udp", reason="spool_full") == 0
+
+        spool.down = False
+        assert [r.text for r in await arrived(spool, 3)] == ["m0", "m1", "m2"]
+    finally:
+        await receiver.close()
+    assert lost() == 2
+
+
+async def test_a_udp_receiver_closed_while_the_spool_is_down_counts_what_it_held_as_lost(
+    metrics: Metrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(udp, "_UNAVAILABLE_RETRY_S", 0.05)
+    spool = StorageDown()
+    port = free_port(socket.SOCK_DGRAM)
+    receiver = await start_udp("127.0.0.1", port, spool=spool, metrics=metrics)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for i in range(3):
+            s.sendto(b"<13>m%d" % i, ("127.0.0.1", port))
+    await eventually(lambda: spool.failed_puts >= 1, "a put refused")
+    received = lambda: count(metrics, "ingest_received", receiver="syslog-udp")  # noqa: E731
+    await eventually(lambda: received() == 3, "the 3 datagrams read")
+
+    # Closing does not wait for the database: it ends, and says what it could not keep.
+    await asyncio.wait_for(receiver.close(), 10)
+
+    assert count(metrics, "ingest_rejected", receiver="syslog-udp", reason="spool_unavailable") == 3
+    assert spool.entries == 0
 
 
 def test_kernel_receive_buffer_drops_are_read_from_proc(tmp_path: Path) -> None:
