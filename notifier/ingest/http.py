@@ -384,10 +384,10 @@ class _IngestEndpoints:
         """What a sender is told when the spool did not take its records."""
         if isinstance(error, SpoolFull):
             # A full queue and failed storage (the database is down) are both "retry later",
-            # told apart so that whoever reads the answer or the metric looks at the right one.
-            reason = "spool_unavailable" if isinstance(error, SpoolUnavailable) else "spool_full"
+            # told apart (`reason`) so that whoever reads the answer or the metric looks at
+            # the right one.
             retry_after = str(max(1, int(error.retry_after_s)))
-            return _Refusal(503, reason, str(error), [("Retry-After", retry_after)])
+            return _Refusal(503, error.reason, str(error), [("Retry-After", retry_after)])
         # Not the sender's fault and not theirs to see: they retry, we log the cause.
         log.error("spool_put_failed", receiver=receiver, error=f"{type(error).__name__}: {error}")
         return _Refusal(

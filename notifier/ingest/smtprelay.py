@@ -33,7 +33,7 @@ from notifier.ingest.stream import Refusals, format_peer
 from notifier.log import get_logger
 from notifier.metrics import Metrics
 from notifier.records import SMTP_RELAY, MailEnvelope
-from notifier.spool.base import Spool, SpoolFull, SpoolUnavailable
+from notifier.spool.base import Spool, SpoolFull
 
 log = get_logger("notifier.ingest.smtprelay")
 
@@ -289,10 +289,8 @@ class SmtpRelay:
         )
         try:
             await self._spool.put([record])
-        except SpoolUnavailable as e:
-            return self.refuse(session, Refusal.SPOOL_UNAVAILABLE, str(e))
-        except SpoolFull as e:
-            return self.refuse(session, Refusal.SPOOL_FULL, str(e))
+        except SpoolFull as e:  # full, or its storage failed (SpoolUnavailable)
+            return self.refuse(session, Refusal(e.reason), str(e))
         except Exception as e:
             # Not the sender's fault and not theirs to see: a 4xx, so the device tries again.
             log.error("spool_put_failed", receiver=SMTP_RELAY, error=f"{type(e).__name__}: {e}")

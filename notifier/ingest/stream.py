@@ -30,7 +30,7 @@ from notifier.ingest.parse.syslog import host_of, parse_fast_3164, parse_syslog
 from notifier.log import RateLimiter, get_logger
 from notifier.metrics import Metrics
 from notifier.records import ParseError, Record, SeverityScheme, new_record_ids
-from notifier.spool.base import Spool, SpoolFull, SpoolUnavailable
+from notifier.spool.base import Spool, SpoolFull
 
 _log = get_logger("notifier.ingest")
 
@@ -214,10 +214,7 @@ class Intake(Refusals):
     def spool_wait(self, sender: str, error: SpoolFull) -> None:
         """Reading stops while the spool refuses: full, or its storage failed."""
         self._extra.spool_waits.labels(self.receiver).inc()
-        if isinstance(error, SpoolUnavailable):
-            self._warn(sender, "spool_unavailable", str(error), "ingest_paused_spool_unavailable")
-        else:
-            self._warn(sender, "spool_full", str(error), "ingest_paused_spool_full")
+        self._warn(sender, error.reason, str(error), f"ingest_paused_{error.reason}")
 
 
 class StreamReceiver:

@@ -202,7 +202,7 @@ class UdpReceiver:
                     if self._closing:
                         lost = self._backlog[:]
                         self._backlog.clear()
-                        self._intake.reject(lost[0].sender, "spool_unavailable", str(e), len(lost))
+                        self._intake.reject(lost[0].sender, e.reason, str(e), len(lost))
                         continue
                     self._intake.spool_wait(batch[0].sender, e)
                     await asyncio.sleep(_UNAVAILABLE_RETRY_S)
@@ -214,7 +214,7 @@ class UdpReceiver:
                     # Not even one fits. UDP cannot say "later": what is read is lost, counted.
                     lost = self._backlog[:_BATCH]
                     del self._backlog[:_BATCH]
-                    self._intake.reject(lost[0].sender, "spool_full", str(e), count=len(lost))
+                    self._intake.reject(lost[0].sender, e.reason, str(e), count=len(lost))
                     shrunk = None
                     continue
                 except Exception as e:

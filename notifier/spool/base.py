@@ -29,6 +29,8 @@ class SpoolError(Exception):
 class SpoolFull(SpoolError):
     """The queue is full and the policy is `reject`: the sender should retry later."""
 
+    reason = "spool_full"  # what the receivers' refusals and their metric call it
+
     def __init__(self, detail: str, retry_after_s: int = 5) -> None:
         super().__init__(detail)
         self.retry_after_s = retry_after_s
@@ -37,6 +39,8 @@ class SpoolFull(SpoolError):
 class SpoolUnavailable(SpoolFull):
     """The storage failed (the database is down, the disk is failing), not a limit: the
     sender should retry later all the same, and no record of the put could be stored."""
+
+    reason = "spool_unavailable"
 
 
 class DeliveryState(enum.StrEnum):

@@ -11,7 +11,7 @@ import pytest
 from notifier.metrics import Metrics
 from notifier.records import Record
 from notifier.spool import MemorySpool
-from notifier.spool.base import SpoolUnavailable
+from notifier.spool.base import SpoolError, SpoolUnavailable
 
 
 class _Closable(Protocol):
@@ -20,20 +20,32 @@ class _Closable(Protocol):
 
 class StorageDown(MemorySpool):
     """A spool whose storage has failed while `down` is set (PostgreSQL stopped, a failing
-    disk): each put raises what the PostgreSQL and SQLite spools raise then."""
+    disk): each put raises `error`, by default what the PostgreSQL and SQLite spools raise
+    then, after `delay_s` (a failing database takes its time to say so). `puts`: the size of
+    each refused put."""
 
-    def __init__(self, consumers: Sequence[str] = ("test",)) -> None:
+    def __init__(
+        self,
+        consumers: Sequence[str] = ("test",),
+        *,
+        error: SpoolError | None = None,
+        delay_s: float = 0.0,
+    ) -> None:
         super().__init__(consumers=list(consumers))
         self.down = True
-        self.failed_puts = 0
+        self.error = error or SpoolUnavailable(
+            "PostgreSQL at 127.0.0.1:5432 is unreachable: connection refused", retry_after_s=30
+        )
+        self.delay_s = delay_s
+        self.puts: list[int] = []
 
     async def put(self, records: Sequence[Record]) -> None:
-        if self.down:
-            self.failed_puts += 1
-            raise SpoolUnavailable(
-                "PostgreSQL at 127.0.0.1:5432 is unreachable: connection refused", retry_after_s=30
-            )
-        await super().put(records)
+        if not self.down:
+            return await super().put(records)
+        self.puts.append(len(records))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        raise self.error
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from notifier.ingest.httpauth import HttpAuth
 from notifier.metrics import Metrics
 from notifier.spool import MemorySpool
 from notifier.spool.base import Overflow, SpoolError, SpoolUnavailable
-from tests.ingest.conftest import eventually
+from tests.ingest.conftest import StorageDown, eventually
 from tests.ingest.http_fixtures import Receiver, running_receiver
 
 ALARM = {"type": "alarm", "code": "0x00010002", "severity": "major", "host": "gw1", "text": "L1"}
@@ -380,21 +380,6 @@ async def test_a_sender_gone_mid_body_is_counted_at_once() -> None:
         assert r.counter("rejected", receiver="json", reason="body_timeout") == 0
 
 
-class _BrokenStorage(MemorySpool):
-    """A spool whose storage fails (a database outage): every put raises `error`; puts are
-    counted."""
-
-    def __init__(self, error: SpoolError) -> None:
-        super().__init__(consumers=["test"])
-        self.error = error
-        self.puts: list[int] = []
-
-    async def put(self, records: Any) -> None:
-        self.puts.append(len(records))
-        await asyncio.sleep(0.05)  # a failing database takes its time to say so
-        raise self.error
-
-
 @pytest.mark.parametrize(
     ("error", "reason"),
     [
@@ -414,7 +399,7 @@ async def test_a_storage_failure_answers_every_request_of_the_put_at_once(
     """Requests gathered into one put that fails for the storage (not a limit) are all told
     503 to retry, from that one failure: putting each again would make the last of them wait
     for every failure in turn (a sender timed out during a PostgreSQL outage that way)."""
-    spool = _BrokenStorage(error)
+    spool = StorageDown(error=error, delay_s=0.05)
     app = build_ingest_app(spool=spool, metrics=Metrics())
     direct = app.state.direct_ingest
     answers: list[Any] = []
